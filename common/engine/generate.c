@@ -1,0 +1,93 @@
+#include "generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_time.h"
+
+const char *kv_finish_reason_name(kv_finish_reason r)
+{
+    static const char *names[] = {"eos", "length", "context_full", "cancelled"};
+    return (unsigned)r < 4 ? names[r] : "?";
+}
+
+/* Baseline step: a fresh sequence and a full prefill of every token so far. */
+static int recompute_logits(kv_engine *e, const int32_t *tokens, int n, float *logits, kv_err *err)
+{
+    kv_seq tmp = {0};
+    int rc = kv_engine_prefill(e, &tmp, tokens, n, logits, 0, err);
+    kv_seq_release(&tmp, kv_engine_pool(e));
+    return rc;
+}
+
+int kv_generate(kv_engine *e, const int32_t *prompt, int n_prompt, const kv_gen_params *p, kv_token_fn on_token,
+                void *ctx, kv_gen_stats *stats, kv_err *err)
+{
+    const kv_model_config *c = &kv_engine_model(e)->cfg;
+    memset(stats, 0, sizeof *stats);
+    stats->n_prompt = n_prompt;
+    if (n_prompt <= 0)
+        return kv_err_set(err, KV_EINVAL, "empty prompt");
+    if (n_prompt >= c->max_position)
+        return kv_err_set(err, KV_EFULL, "prompt of %d tokens leaves no room in the context length %d", n_prompt,
+                          c->max_position);
+    if (p->max_tokens < 0)
+        return kv_err_set(err, KV_EINVAL, "max tokens must be >= 0");
+    kv_sampler sampler;
+    int rc = kv_sampler_init(&sampler, &p->sampling, c->vocab_size, err);
+    if (rc)
+        return rc;
+    int cap = n_prompt + p->max_tokens;
+    int32_t *tokens = malloc((size_t)cap * sizeof *tokens);
+    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    if (!tokens || !logits) {
+        free(tokens); free(logits); kv_sampler_free(&sampler);
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    }
+    memcpy(tokens, prompt, (size_t)n_prompt * sizeof *tokens);
+    kv_seq seq = {0};
+    double t0 = kv_now_s(), t_first = t0;
+    int n = n_prompt;
+    stats->finish = KV_FINISH_LENGTH;
+    if (p->no_kv_cache)
+        rc = recompute_logits(e, tokens, n, logits, err);
+    else
+        rc = kv_engine_prefill(e, &seq, tokens, n, logits, 0, err);
+    stats->prefill_s = kv_now_s() - t0;
+    while (!rc && n < cap) {
+        int32_t next = kv_sampler_sample(&sampler, logits);
+        tokens[n++] = next;
+        stats->n_generated++;
+        if (stats->n_generated == 1) {
+            t_first = kv_now_s();
+            stats->ttft_s = t_first - t0;
+        }
+        if (on_token && on_token(ctx, next)) {
+            stats->finish = KV_FINISH_CANCELLED;
+            break;
+        }
+        if (!p->ignore_eos && kv_model_config_is_eos(c, next)) {
+            stats->finish = KV_FINISH_EOS;
+            break;
+        }
+        if (n == cap)
+            break;
+        if (n >= c->max_position) {
+            stats->finish = KV_FINISH_CONTEXT;
+            break;
+        }
+        if (p->no_kv_cache) {
+            rc = recompute_logits(e, tokens, n, logits, err);
+        } else {
+            kv_seq *one = &seq;
+            rc = kv_engine_decode(e, &one, &next, 1, logits, err);
+        }
+    }
+    if (stats->n_generated > 0)
+        stats->decode_s = kv_now_s() - t_first;
+    kv_seq_release(&seq, kv_engine_pool(e));
+    kv_sampler_free(&sampler);
+    free(tokens);
+    free(logits);
+    return rc;
+}

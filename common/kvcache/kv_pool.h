@@ -1,0 +1,68 @@
+/* Paged KV cache: a pool of fixed-size blocks and per-sequence block tables.
+ *
+ * Block layout (float32): [n_layers][K|V][block_size][n_kv_heads * head_dim]. A block
+ * holds every layer of its tokens contiguously, so shipping a block is one memcpy. Blocks
+ * are reference counted so equal prefixes can share them. */
+#ifndef KV_POOL_H
+#define KV_POOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_err.h"
+
+typedef struct kv_pool_shape {
+    int n_layers;
+    int n_kv_heads;
+    int head_dim;
+    int block_size; /* tokens per block */
+} kv_pool_shape;
+
+typedef struct kv_pool {
+    kv_pool_shape shape;
+    int32_t n_blocks;
+    size_t block_floats;  /* floats per block, all layers */
+    size_t layer_floats;  /* floats per layer within a block (K and V) */
+    float *data;
+    int32_t *free_ids;    /* stack of free block ids */
+    int32_t n_free;
+    int32_t *refcount;
+} kv_pool;
+
+size_t kv_pool_block_bytes(const kv_pool_shape *s);
+/* Blocks that fit in `bytes` of memory. */
+int32_t kv_pool_blocks_for_bytes(const kv_pool_shape *s, size_t bytes);
+
+int kv_pool_init(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, kv_err *err);
+void kv_pool_destroy(kv_pool *p);
+
+/* All or nothing: n fresh blocks (refcount 1) into ids, or KV_EFULL and nothing taken. */
+int kv_pool_reserve(kv_pool *p, int32_t n, int32_t *ids, kv_err *err);
+/* Drops one reference from each block; a block returns to the free list at zero. */
+void kv_pool_release(kv_pool *p, const int32_t *ids, int32_t n);
+void kv_pool_retain(kv_pool *p, const int32_t *ids, int32_t n);
+static inline int32_t kv_pool_n_free(const kv_pool *p) { return p->n_free; }
+
+/* K (V) rows of `layer` in `block`: block_size rows of n_kv_heads*head_dim floats. */
+static inline float *kv_pool_k(const kv_pool *p, int32_t block, int layer)
+{
+    return p->data + (size_t)block * p->block_floats + (size_t)layer * p->layer_floats;
+}
+static inline float *kv_pool_v(const kv_pool *p, int32_t block, int layer)
+{
+    return kv_pool_k(p, block, layer) + p->layer_floats / 2;
+}
+
+/* A sequence's block table: token t lives in blocks[t / block_size], slot t % block_size. */
+typedef struct kv_seq {
+    int32_t *blocks;
+    int32_t n_blocks, cap_blocks;
+    int32_t n_tokens; /* tokens whose K/V are in the cache */
+} kv_seq;
+
+/* Makes the table cover n_tokens tokens, reserving blocks as needed (all or nothing). */
+int kv_seq_reserve_tokens(kv_seq *s, kv_pool *p, int32_t n_tokens, kv_err *err);
+/* Returns every block to the pool and empties the table. */
+void kv_seq_release(kv_seq *s, kv_pool *p);
+
+#endif

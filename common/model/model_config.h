@@ -1,0 +1,41 @@
+/* A HuggingFace Llama-family config.json, validated. */
+#ifndef KV_MODEL_CONFIG_H
+#define KV_MODEL_CONFIG_H
+
+#include <stddef.h>
+
+#include "kv_err.h"
+
+enum kv_rope_scaling { KV_ROPE_NONE = 0, KV_ROPE_LINEAR, KV_ROPE_LLAMA3 };
+
+#define KV_MAX_EOS 8
+
+typedef struct kv_model_config {
+    int hidden_size;
+    int intermediate_size;
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;
+    int vocab_size;
+    int max_position;      /* max_position_embeddings: the context length */
+    float rms_eps;
+    float rope_theta;
+    int rope_scaling;      /* enum kv_rope_scaling */
+    float rope_factor;
+    float rope_low_freq_factor, rope_high_freq_factor;
+    int rope_original_max_position;
+    int tie_embeddings;
+    int bos_id;            /* -1 when absent */
+    int eos_ids[KV_MAX_EOS];
+    int n_eos;
+} kv_model_config;
+
+/* Reads DIR/config.json. Errors name the file and the offending key. */
+int kv_model_config_load(const char *dir, kv_model_config *cfg, kv_err *err);
+/* Same from an in-memory JSON text; `origin` names it in error messages. */
+int kv_model_config_parse(const char *json, size_t len, const char *origin, kv_model_config *cfg,
+                          kv_err *err);
+int kv_model_config_is_eos(const kv_model_config *cfg, int token);
+
+#endif

@@ -1,0 +1,93 @@
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "simd.h"
+
+static inline const float *k_row(const kc_paged_kv *kv, const int32_t *table, int pos)
+{
+    return kv->pool + (size_t)table[pos / kv->block_size] * kv->block_stride +
+           (size_t)(pos % kv->block_size) * (size_t)(kv->n_kv_heads * kv->head_dim);
+}
+
+void kc_kv_write(const kc_paged_kv *kv, const int32_t *block_table, int start, int n, const float *k, const float *v)
+{
+    size_t row = (size_t)kv->n_kv_heads * (size_t)kv->head_dim;
+    for (int i = 0; i < n; i++) {
+        float *kd = (float *)k_row(kv, block_table, start + i);
+        memcpy(kd, k + (size_t)i * row, row * sizeof(float));
+        memcpy(kd + kv->v_offset, v + (size_t)i * row, row * sizeof(float));
+    }
+}
+
+/* One query head over positions [0, len): softmax(q.K^T / sqrt(d)) . V. Prefill and
+ * decode share this so both paths round identically. */
+static void attend_one(float *out, const float *q, const kc_paged_kv *kv, const int32_t *table, int len, int kv_head,
+                       float *scores)
+{
+    int hd = kv->head_dim;
+    float scale = 1.0f / sqrtf((float)hd);
+    size_t head_off = (size_t)kv_head * (size_t)hd;
+    float maxv = -INFINITY;
+    for (int t = 0; t < len; t++) {
+        float s = kc_dot(q, k_row(kv, table, t) + head_off, hd) * scale;
+        scores[t] = s;
+        if (s > maxv)
+            maxv = s;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t < len; t++) {
+        scores[t] = expf(scores[t] - maxv);
+        sum += scores[t];
+    }
+    float inv = 1.0f / sum;
+    memset(out, 0, (size_t)hd * sizeof(float));
+    for (int t = 0; t < len; t++)
+        kc_axpy(out, scores[t] * inv, k_row(kv, table, t) + kv->v_offset + head_off, hd);
+}
+
+void kc_attention_prefill(float *out, const float *q, const kc_paged_kv *kv, const int32_t *block_table, int start,
+                          int n, int n_heads)
+{
+    int hd = kv->head_dim, group = n_heads / kv->n_kv_heads;
+#pragma omp parallel
+    {
+        float *scores = malloc((size_t)(start + n) * sizeof(float));
+        /* Later tokens attend to more positions: dynamic scheduling balances the triangle. */
+#pragma omp for schedule(dynamic, 4)
+        for (int p = 0; p < n * n_heads; p++) {
+            int i = p / n_heads, h = p % n_heads;
+            size_t off = ((size_t)i * (size_t)n_heads + (size_t)h) * (size_t)hd;
+            if (scores)
+                attend_one(out + off, q + off, kv, block_table, start + i + 1, h / group, scores);
+            else
+                for (int d = 0; d < hd; d++) out[off + (size_t)d] = NAN; /* allocation failed: poison, never garbage */
+        }
+        free(scores);
+    }
+}
+
+void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, const int32_t *const *block_tables,
+                         const int32_t *seq_lens, int n_seqs, int n_heads)
+{
+    int hd = kv->head_dim, group = n_heads / kv->n_kv_heads;
+    int max_len = 0;
+    for (int s = 0; s < n_seqs; s++)
+        if (seq_lens[s] > max_len)
+            max_len = seq_lens[s];
+#pragma omp parallel
+    {
+        float *scores = malloc((size_t)(max_len > 0 ? max_len : 1) * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+        for (int p = 0; p < n_seqs * n_heads; p++) {
+            int s = p / n_heads, h = p % n_heads;
+            size_t off = ((size_t)s * (size_t)n_heads + (size_t)h) * (size_t)hd;
+            if (scores)
+                attend_one(out + off, q + off, kv, block_tables[s], seq_lens[s], h / group, scores);
+            else
+                for (int d = 0; d < hd; d++) out[off + (size_t)d] = NAN;
+        }
+        free(scores);
+    }
+}

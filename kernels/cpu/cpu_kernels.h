@@ -1,0 +1,64 @@
+/* CPU compute kernels (float32). These are the reference twins the CUDA kernels are
+ * tested against, and the CPU backend's hot loops (OpenMP threads + AVX2/FMA).
+ * Matrices are row-major; a weight w[n][k] is a HF Linear weight [out, in]. */
+#ifndef KV_CPU_KERNELS_H
+#define KV_CPU_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* y[m][n] = x[m][k] . w[n][k]^T. Small m (decode) streams w once through a threaded
+ * GEMV; large m (prefill) goes to OpenBLAS sgemm. */
+void kc_matmul(float *y, const float *x, const float *w, int m, int n, int k);
+/* The GEMV path alone (any m), for tests and benchmarks. */
+void kc_matmul_gemv(float *y, const float *x, const float *w, int m, int n, int k);
+
+void kc_rmsnorm(float *out, const float *x, const float *weight, int rows, int dim, float eps);
+void kc_embed(float *out, const float *table, const int32_t *tokens, int n, int dim);
+/* out[i] = silu(gate[i]) * up[i] */
+void kc_swiglu(float *out, const float *gate, const float *up, size_t n);
+void kc_add(float *x, const float *y, size_t n);
+
+/* RoPE frequencies for head_dim (with rope scaling already applied by the caller's
+ * config): inv_freq[head_dim/2]. */
+typedef struct kc_rope_params {
+    int head_dim;
+    float theta;
+    int scaling;      /* 0 none, 1 linear, 2 llama3 (see model_config.h) */
+    float factor, low_freq_factor, high_freq_factor;
+    int original_max_position;
+} kc_rope_params;
+void kc_rope_inv_freq(float *inv_freq, const kc_rope_params *p);
+/* HF rotate-half RoPE, in place, on x[n_tokens][n_heads][head_dim] at positions pos[]. */
+void kc_rope(float *x, int n_tokens, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq);
+
+/* One layer of a paged KV pool: K rows of block b at pool + b*block_stride, V rows at
+ * + v_offset; each row is n_kv_heads*head_dim floats, block_size rows per block. */
+typedef struct kc_paged_kv {
+    float *pool;
+    size_t block_stride;
+    size_t v_offset;
+    int block_size;
+    int n_kv_heads;
+    int head_dim;
+} kc_paged_kv;
+
+/* Stores K/V rows of n tokens at positions start..start+n-1 of a sequence. */
+void kc_kv_write(const kc_paged_kv *kv, const int32_t *block_table, int start, int n, const float *k,
+                 const float *v);
+
+/* Causal attention for a chunk of one sequence: n queries at positions start..start+n-1,
+ * each attending to positions 0..its own (cached prefix + chunk, already in the pool).
+ * q, out: [n][n_heads][head_dim]. GQA: head h reads kv head h / (n_heads / n_kv_heads). */
+void kc_attention_prefill(float *out, const float *q, const kc_paged_kv *kv, const int32_t *block_table,
+                          int start, int n, int n_heads);
+
+/* Decode attention: one query per sequence; sequence s attends to seq_lens[s] positions
+ * through block_tables[s]. q, out: [n_seqs][n_heads][head_dim]. */
+void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, const int32_t *const *block_tables,
+                         const int32_t *seq_lens, int n_seqs, int n_heads);
+
+/* Index of the largest value (lowest index on ties). */
+int kc_argmax(const float *x, int n);
+
+#endif

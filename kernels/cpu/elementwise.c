@@ -1,0 +1,47 @@
+#include <math.h>
+#include <string.h>
+
+#include "cpu_kernels.h"
+#include "simd.h"
+
+void kc_rmsnorm(float *out, const float *x, const float *weight, int rows, int dim, float eps)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * (size_t)dim;
+        float *o = out + (size_t)r * (size_t)dim;
+        float ss = kc_dot(xr, xr, dim) / (float)dim + eps;
+        float inv = 1.0f / sqrtf(ss);
+        for (int i = 0; i < dim; i++)
+            o[i] = weight[i] * (inv * xr[i]);
+    }
+}
+
+void kc_embed(float *out, const float *table, const int32_t *tokens, int n, int dim)
+{
+    for (int i = 0; i < n; i++)
+        memcpy(out + (size_t)i * (size_t)dim, table + (size_t)tokens[i] * (size_t)dim, (size_t)dim * sizeof(float));
+}
+
+void kc_swiglu(float *out, const float *gate, const float *up, size_t n)
+{
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (size_t i = 0; i < n; i++) {
+        float g = gate[i];
+        out[i] = g / (1.0f + expf(-g)) * up[i];
+    }
+}
+
+void kc_add(float *x, const float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+int kc_argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
