@@ -190,3 +190,11 @@ int kv_model_config_is_eos(const kv_model_config *cfg, int token)
             return 1;
     return 0;
 }
+
+double kv_model_config_n_params(const kv_model_config *c)
+{
+    double h = c->hidden_size, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
+    double per_layer = 2 * h + h * q * 2 + h * kv * 2 + 3 * h * c->intermediate_size;
+    double embed = (double)c->vocab_size * h;
+    return embed * (c->tie_embeddings ? 1 : 2) + c->n_layers * per_layer + h;
+}

@@ -37,5 +37,7 @@ int kv_model_config_load(const char *dir, kv_model_config *cfg, kv_err *err);
 int kv_model_config_parse(const char *json, size_t len, const char *origin, kv_model_config *cfg,
                           kv_err *err);
 int kv_model_config_is_eos(const kv_model_config *cfg, int token);
+/* Parameters of the checkpoint (embeddings counted once when tied). */
+double kv_model_config_n_params(const kv_model_config *cfg);
 
 #endif

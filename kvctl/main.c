@@ -1,0 +1,42 @@
+/* kvctl: the operator and client CLI. */
+#include <stdio.h>
+#include <string.h>
+
+#include "kvctl_cmds.h"
+
+static const struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} commands[] = {
+    {"generate", kvctl_cmd_generate, "generate a continuation (--local: in this process)"},
+    {"tokenize", kvctl_cmd_tokenize, "print the token ids of a text"},
+    {"model", kvctl_cmd_model, "model tools: synth (write a synthetic model)"},
+    {"capacity", kvctl_cmd_capacity, "KV cache bytes per token and tokens that fit in memory"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: kvctl COMMAND [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n'kvctl COMMAND --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "kvctl: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
