@@ -15,10 +15,10 @@ typedef struct kv_model_shape {
     int n_kv_heads;
     int vocab_size;
     int max_position;
-    float rms_eps;
-    float rope_theta;
+    double rms_eps;            /* double: config.json shows 1e-05, not float's 9.99999975e-06 */
+    double rope_theta;
     int rope_llama3;           /* rope_scaling {"rope_type":"llama3", ...} below, else null */
-    float rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+    double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
     int rope_original_max_position;
     int tie_embeddings;
     int bos_id, eos_id;        /* -1: the synthetic tokenizer's own special ids */
