@@ -62,6 +62,13 @@ static float next_uniform(kv_sampler *s)
     return (float)((s->rng * 0x2545F4914F6CDD1Dull) >> 40) * (1.0f / 16777216.0f);
 }
 
+void kv_sampler_advance(kv_sampler *s, int n)
+{
+    /* Greedy sampling draws nothing; every sampled token draws exactly one number. */
+    for (int i = 0; s->p.temperature > 0.0f && i < n; i++)
+        next_uniform(s);
+}
+
 static int by_prob_desc(const void *a, const void *b)
 {
     const struct kv_prob_index *x = a, *y = b;

@@ -26,5 +26,8 @@ int kv_sampling_validate(const kv_sampling_params *p, kv_err *err);
 int kv_sampler_init(kv_sampler *s, const kv_sampling_params *p, int vocab, kv_err *err);
 void kv_sampler_free(kv_sampler *s);
 int32_t kv_sampler_sample(kv_sampler *s, const float *logits);
+/* Skips the random draws of n samples, so a sampler created elsewhere with the same seed
+ * continues the same stream (the decode worker picks up after the prefill worker's token). */
+void kv_sampler_advance(kv_sampler *s, int n);
 
 #endif
