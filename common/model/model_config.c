@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "json.h"
+#include <stdio.h>
 #include "kv_file.h"
 
 /* Architectures whose weights and forward pass are exactly Llama's. */
@@ -197,4 +198,29 @@ double kv_model_config_n_params(const kv_model_config *c)
     double per_layer = 2 * h + h * q * 2 + h * kv * 2 + 3 * h * c->intermediate_size;
     double embed = (double)c->vocab_size * h;
     return embed * (c->tie_embeddings ? 1 : 2) + c->n_layers * per_layer + h;
+}
+
+/* Bitwise CRC-32C: config.json is a few hundred bytes, read once per process. */
+static uint32_t crc32c_bitwise(const unsigned char *p, size_t n)
+{
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+}
+
+int kv_model_fingerprint(const char *dir, char out[9], kv_err *err)
+{
+    char path[4096];
+    char *text;
+    size_t len;
+    int rc = kv_path_join(path, sizeof path, dir, "config.json", err);
+    if (rc || (rc = kv_file_read_all(path, &text, &len, err)))
+        return rc;
+    snprintf(out, 9, "%08x", crc32c_bitwise((const unsigned char *)text, len));
+    free(text);
+    return KV_OK;
 }

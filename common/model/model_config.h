@@ -3,6 +3,7 @@
 #define KV_MODEL_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kv_err.h"
 
@@ -37,6 +38,9 @@ int kv_model_config_load(const char *dir, kv_model_config *cfg, kv_err *err);
 int kv_model_config_parse(const char *json, size_t len, const char *origin, kv_model_config *cfg,
                           kv_err *err);
 int kv_model_config_is_eos(const kv_model_config *cfg, int token);
+/* CRC-32C of DIR/config.json as 8 lowercase hex digits (+ NUL): processes serving one
+ * cluster must agree on it. */
+int kv_model_fingerprint(const char *dir, char out[9], kv_err *err);
 /* Parameters of the checkpoint (embeddings counted once when tied). */
 double kv_model_config_n_params(const kv_model_config *cfg);
 
