@@ -4,12 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int kv_file_read_all(const char *path, char **out, size_t *out_len, kv_err *err)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
         return kv_err_set(err, errno == ENOENT ? KV_ENOTFOUND : KV_EIO, "%s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return kv_err_set(err, KV_EIO, "%s: not a regular file", path);
+    }
     if (fseek(f, 0, SEEK_END) != 0) {
         fclose(f);
         return kv_err_set(err, KV_EIO, "%s: cannot seek", path);

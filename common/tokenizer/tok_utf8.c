@@ -1,0 +1,80 @@
+#include "tok_utf8.h"
+
+int tok_utf8_lead_len(unsigned char c)
+{
+    if (c >= 0xC2 && c <= 0xDF) return 2;
+    if (c >= 0xE0 && c <= 0xEF) return 3;
+    if (c >= 0xF0 && c <= 0xF4) return 4;
+    return 0;
+}
+
+int tok_utf8_second_ok(unsigned char lead, unsigned char c)
+{
+    switch (lead) {
+    case 0xE0: return c >= 0xA0 && c <= 0xBF;
+    case 0xED: return c >= 0x80 && c <= 0x9F;
+    case 0xF0: return c >= 0x90 && c <= 0xBF;
+    case 0xF4: return c >= 0x80 && c <= 0x8F;
+    default: return c >= 0x80 && c <= 0xBF;
+    }
+}
+
+size_t tok_utf8_next(const char *s, size_t n, uint32_t *cp)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    if (u[0] < 0x80) {
+        *cp = u[0];
+        return 1;
+    }
+    int len = tok_utf8_lead_len(u[0]);
+    if (!len || (size_t)len > n || !tok_utf8_second_ok(u[0], u[1])) {
+        *cp = 0xFFFD;
+        return 1;
+    }
+    uint32_t v = u[0] & (0x7F >> len);
+    for (int i = 1; i < len; i++) {
+        if ((u[i] & 0xC0) != 0x80) {
+            *cp = 0xFFFD;
+            return 1;
+        }
+        v = (v << 6) | (u[i] & 0x3F);
+    }
+    *cp = v;
+    return (size_t)len;
+}
+
+size_t tok_utf8_invalid_at(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if ((unsigned char)s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t cp;
+        size_t k = tok_utf8_next(s + i, n - i, &cp);
+        if (cp == 0xFFFD && k == 1)
+            return i;
+        i += k;
+    }
+    return n;
+}
+
+size_t tok_utf8_put(char *o, uint32_t cp)
+{
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F)); return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F)); return 4;
+}
+
+int tok_is_space(uint32_t cp)
+{
+    return (cp >= 0x09 && cp <= 0x0D) || cp == 0x20 || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
+           (cp >= 0x2000 && cp <= 0x200A) || cp == 0x2028 || cp == 0x2029 || cp == 0x202F ||
+           cp == 0x205F || cp == 0x3000;
+}
