@@ -1,0 +1,130 @@
+/* kv-router: the state every router module shares, owned by main (no globals besides the
+ * signal flag), and the functions the modules call on each other. */
+#ifndef ROUTER_H
+#define ROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kv_err.h"
+#include "kv_wire.h"
+#include "model_config.h"
+#include "router_requests.h"
+#include "router_workers.h"
+#include "tokenizer.h"
+
+typedef struct router_opts {
+    const char *model_dir;
+    const char *listen;     /* client endpoint */
+    const char *control;    /* worker endpoint */
+    const char *ready_file; /* NULL = none */
+    int heartbeat_ms;
+    int worker_timeout_ms;
+    int max_prompt_tokens;  /* 0 = context length - 1 */
+    int reserve_deadline_ms;
+    int prefill_deadline_ms;
+    int token_deadline_ms;
+    int request_deadline_ms;
+    int queue_deadline_ms;
+    int ack_deadline_ms;    /* PrefillTask.ack_deadline_ms (capped at the prefill deadline) */
+} router_opts;
+
+void router_opts_default(router_opts *o);
+
+/* The served model, as far as the router needs it: no weights. */
+typedef struct router_model {
+    char name[256];     /* directory basename: Generate.model must be empty or equal */
+    char fingerprint[9];
+    kv_model_config cfg;
+    kv_tokenizer *tok;  /* NULL: text prompts are refused (unit tests) */
+    uint32_t context;   /* max_position */
+    uint32_t max_prompt;
+} router_model;
+
+typedef struct router_state {
+    router_opts opt;
+    router_deadlines dl;
+    router_model model;
+    void *zctx;
+    int own_ctx;
+    void *client;  /* ROUTER: clients */
+    void *control; /* ROUTER: workers */
+    char client_ep[256], control_ep[256];
+    router_workers workers;
+    router_requests reqs;
+    double started;
+    double now;        /* time of the current step */
+    double next_check; /* earliest armed request deadline (0 = none) */
+    uint64_t requests_total, requests_failed;
+} router_state;
+
+/* ---- router_state.c: life cycle and the event loop step ---- */
+
+/* Loads the model (config.json, tokenizer.json, fingerprint) and binds both sockets. zctx:
+ * a ZeroMQ context to use (tests with inproc peers), or NULL for a private one. */
+int router_state_init(router_state *st, const router_opts *o, void *zctx, kv_err *err);
+/* Model only, no sockets (unit tests). tok may be NULL. */
+void router_model_from_config(router_model *m, const char *name, const kv_model_config *cfg, kv_tokenizer *tok,
+                              int max_prompt_tokens);
+/* Ends every request (error reply to clients, Abort to workers) and frees everything. */
+void router_state_free(router_state *st);
+/* One loop iteration: waits up to max_wait_ms (also bounded by the next deadline) for
+ * messages, handles them, then runs router_tick. */
+int router_step(router_state *st, int max_wait_ms);
+/* Worker health, request deadlines, scheduling at time `now`. */
+void router_tick(router_state *st, double now);
+/* Writes "client=EP\ncontrol=EP\n" to path atomically. */
+int router_write_ready_file(const router_state *st, const char *path, kv_err *err);
+
+/* ---- router_client.c: the client endpoint ---- */
+
+typedef struct router_validated {
+    int32_t *prompt; /* malloc'd */
+    uint32_t n_prompt;
+    uint32_t max_tokens;
+    kv_sampling_params sampling;
+    double deadline_s;
+} router_validated;
+
+/* Validates a Generate exactly as PROTOCOL.md says, tokenizing a text prompt. Returns
+ * ERROR_NONE (out filled; caller frees out->prompt) or the ErrorCode, with msg. */
+int router_validate_generate(const router_model *m, const router_opts *o, const router_requests *t,
+                             const kv_wire_route *client, const Kvserve__GenerateRequest *g, router_validated *out,
+                             char *msg, size_t cap);
+void router_client_handle(router_state *st, kv_wire_msg *m);
+/* Sends the buffered output as a GenerateReply: a streamed chunk (final = 0) or the final one. */
+void router_client_send_output(router_state *st, router_req *r, int final, int finish, int code, const char *msg);
+
+/* ---- router_control.c: the worker endpoint ---- */
+
+void router_control_handle(router_state *st, kv_wire_msg *m);
+void router_send_reserve(router_state *st, router_req *r);
+void router_send_prefill(router_state *st, router_req *r);
+void router_send_abort(router_state *st, const kv_wire_route *to, const char *wire_id, int reason);
+
+/* ---- router_sched.c: the request flow ---- */
+
+/* Runs the FIFO: dispatches requests that fit, fails those that never can. */
+void router_schedule(router_state *st);
+/* Enters a state and arms its deadline. */
+void router_enter(router_state *st, router_req *r, router_req_state state);
+/* Notes a newly armed deadline so the loop wakes for it. */
+void router_note_deadline(router_state *st, double when);
+/* Ends a request: final reply (finish; code != 0: FINISH_ERROR with code and msg), Abort to
+ * the workers that still hold it, the request_done log line; frees it. */
+void router_end(router_state *st, router_req *r, int finish, int code, const char *msg);
+/* Ends it if both workers are done with it (D's finish and P's PrefillDone). */
+void router_maybe_complete(router_state *st, router_req *r);
+/* TokenEvent from the request's decode worker. */
+void router_on_tokens(router_state *st, router_req *r, const Kvserve__TokenEvent *ev);
+/* A worker is gone (timed out or replaced): fails or re-queues its requests, forgets it. */
+void router_worker_gone(router_state *st, router_worker *wk, const char *why);
+/* Deadline scan at `now`. */
+void router_expire(router_state *st, double now);
+
+/* Name of an ErrorCode ("?" for values outside the enum). */
+const char *router_code_name(int code);
+/* Printable form of an id for logs (spaces and controls replaced). */
+const char *router_log_id(const char *id, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,261 @@
+/* The request flow: FIFO scheduling, state changes with their deadlines, token delivery,
+ * completion and failure (with Abort to the workers that still hold the request). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_log.h"
+#include "router.h"
+
+const char *router_log_id(const char *id, char *buf, size_t cap)
+{
+    size_t i = 0;
+    for (; id[i] && i + 1 < cap; i++) {
+        unsigned char c = (unsigned char)id[i];
+        buf[i] = c <= ' ' || c == '"' || c == '=' || c == 0x7f ? '_' : (char)c;
+    }
+    buf[i] = '\0';
+    return i ? buf : "-";
+}
+
+const char *router_code_name(int code)
+{
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&kvserve__error_code__descriptor, code);
+    return v ? v->name : "?";
+}
+
+void router_note_deadline(router_state *st, double when)
+{
+    if (when > 0 && (st->next_check == 0 || when < st->next_check))
+        st->next_check = when;
+}
+
+void router_enter(router_state *st, router_req *r, router_req_state state)
+{
+    router_req_enter(r, state, &st->dl, st->now);
+    router_note_deadline(st, router_req_next_deadline(r));
+}
+
+/* The decode worker no longer holds the request's blocks (it finished or failed it). */
+static void release_decode(router_req *r, int blocks_freed)
+{
+    router_worker *d = r->decode;
+    if (!d)
+        return;
+    if (r->state == RQ_RESERVING && d->promised >= r->blocks)
+        d->promised -= r->blocks;
+    if (blocks_freed && r->n_block_ids)
+        d->free_est += (int64_t)r->n_block_ids;
+    if (d->active)
+        d->active--;
+    r->decode = NULL;
+}
+
+static void release_prefill(router_req *r)
+{
+    if (r->prefill && r->prefill->active)
+        r->prefill->active--;
+    r->prefill = NULL;
+}
+
+static const char *finish_name(int finish)
+{
+    switch (finish) {
+    case KVSERVE__FINISH_REASON__FINISH_EOS: return "eos";
+    case KVSERVE__FINISH_REASON__FINISH_LENGTH: return "length";
+    case KVSERVE__FINISH_REASON__FINISH_CONTEXT: return "context";
+    case KVSERVE__FINISH_REASON__FINISH_CANCELLED: return "cancelled";
+    case KVSERVE__FINISH_REASON__FINISH_ERROR: return "error";
+    default: return "none";
+    }
+}
+
+void router_end(router_state *st, router_req *r, int finish, int code, const char *msg)
+{
+    if (code)
+        finish = KVSERVE__FINISH_REASON__FINISH_ERROR;
+    int abort_reason = code ? code : KVSERVE__ERROR_CODE__CANCELLED;
+    router_queue_remove(&st->reqs, r);
+    if (r->decode && !r->d_done)
+        router_send_abort(st, &r->decode->route, r->wire_id, abort_reason);
+    if (r->prefill && !r->p_done)
+        router_send_abort(st, &r->prefill->route, r->wire_id, abort_reason);
+    router_req_state was = r->state;
+    release_decode(r, 0);
+    release_prefill(r);
+    r->state = RQ_DONE;
+    router_client_send_output(st, r, 1, finish, code, msg);
+
+    Kvserve__Timings t;
+    router_req_timings(r, st->now, &t);
+    char idbuf[160];
+    const char *ename = code ? router_code_name(code) : "";
+    kv_log(code ? KV_LOG_WARN : KV_LOG_INFO, "router",
+           "event=request_done id=%s state=%s prompt_tokens=%u generated=%u queue_ms=%.2f prefill_ms=%.2f "
+           "transfer_ms=%.2f ttft_ms=%.2f decode_ms=%.2f total_ms=%.2f kv_bytes=%llu finish=%s%s%s",
+           router_log_id(r->id, idbuf, sizeof idbuf),
+           finish == KVSERVE__FINISH_REASON__FINISH_EOS || finish == KVSERVE__FINISH_REASON__FINISH_LENGTH ||
+                   finish == KVSERVE__FINISH_REASON__FINISH_CONTEXT
+               ? "done"
+               : router_req_state_name(was), /* where it failed or was cancelled */
+           t.prompt_tokens,
+           t.generated_tokens, t.queue_ms, t.prefill_ms, t.transfer_ms, t.ttft_ms, t.decode_ms, t.total_ms,
+           (unsigned long long)t.kv_bytes, finish_name(finish), code ? " error=" : "", ename);
+    if (code)
+        st->requests_failed++;
+    router_requests_remove(&st->reqs, r);
+}
+
+void router_maybe_complete(router_state *st, router_req *r)
+{
+    if (r->d_done && r->p_done)
+        router_end(st, r, r->d_finish, 0, NULL);
+}
+
+/* One in-order run of tokens from the decode worker. */
+static int deliver_tokens(void *ctx, router_req *r, const int32_t *tokens, size_t n, int finish, double decode_ms)
+{
+    router_state *st = ctx;
+    if (n && r->t_first_token == 0)
+        r->t_first_token = st->now;
+    if (decode_ms > 0)
+        r->decode_ms = decode_ms;
+    if (router_req_append_output(r, tokens, n))
+        return KV_ENOMEM;
+    if (finish != KVSERVE__FINISH_REASON__FINISH_NONE) {
+        r->d_done = 1;
+        r->d_finish = finish;
+        r->t_d_done = st->now;
+        r->dl_token = 0;
+        release_decode(r, 1); /* D frees the blocks when it reports the finish */
+    } else {
+        r->dl_token = st->now + st->dl.token_s;
+        router_note_deadline(st, r->dl_token);
+    }
+    /* Streaming: forward now, unless this is the end and the final reply goes out at once. */
+    if (r->stream && r->n_out && !(r->d_done && r->p_done))
+        router_client_send_output(st, r, 0, KVSERVE__FINISH_REASON__FINISH_NONE, 0, NULL);
+    return 0;
+}
+
+void router_on_tokens(router_state *st, router_req *r, const Kvserve__TokenEvent *ev)
+{
+    if (ev->finish_reason == KVSERVE__FINISH_REASON__FINISH_ERROR ||
+        ev->finish_reason == KVSERVE__FINISH_REASON__FINISH_CANCELLED) {
+        /* D dropped the request and freed its blocks. */
+        int code = ev->error && ev->error->code ? (int)ev->error->code
+                   : ev->finish_reason == KVSERVE__FINISH_REASON__FINISH_CANCELLED ? KVSERVE__ERROR_CODE__CANCELLED
+                                                                                   : KVSERVE__ERROR_CODE__INTERNAL;
+        char msg[512];
+        snprintf(msg, sizeof msg, "decode worker %s: %s", r->decode ? r->decode->id : "?",
+                 ev->error && ev->error->message && ev->error->message[0] ? ev->error->message : "request failed");
+        r->d_done = 1;
+        release_decode(r, 1);
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
+        return;
+    }
+    if (ev->finish_reason > KVSERVE__FINISH_REASON__FINISH_ERROR) {
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL,
+                   "decode worker sent an unknown finish reason");
+        return;
+    }
+    int rc = router_req_accept_tokens(r, ev->index, ev->tokens, ev->n_tokens, ev->finish_reason, ev->decode_ms,
+                                      deliver_tokens, st);
+    if (rc) {
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL,
+                   rc == KV_EFULL ? "too many token events out of order" : "out of memory");
+        return;
+    }
+    if ((r->state == RQ_PREFILLING || r->state == RQ_TRANSFERRING) && r->next_index > 0)
+        router_enter(st, r, RQ_DECODING);
+    router_maybe_complete(st, r);
+}
+
+void router_schedule(router_state *st)
+{
+    if (!st->workers.have_layout)
+        return; /* no workers: requests wait (until the queue deadline) */
+    uint32_t bs = st->workers.layout.block_size;
+    router_req *r;
+    while ((r = st->reqs.qhead)) {
+        uint32_t seq_tokens = r->n_prompt + r->max_tokens;
+        uint32_t need = router_blocks_for(seq_tokens, bs);
+        uint32_t pblocks = router_blocks_for(r->n_prompt, bs);
+        char msg[256];
+        if (router_never_fits_decode(&st->workers, need, seq_tokens)) {
+            snprintf(msg, sizeof msg,
+                     "the request needs %u KV blocks (%u prompt + %u new tokens): more than any decode worker holds",
+                     need, r->n_prompt, r->max_tokens);
+            router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__NO_CAPACITY, msg);
+            continue;
+        }
+        if (router_never_fits_prefill(&st->workers, pblocks)) {
+            snprintf(msg, sizeof msg, "the prompt needs %u KV blocks: more than any prefill worker holds", pblocks);
+            router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__NO_CAPACITY, msg);
+            continue;
+        }
+        router_worker *d = router_pick_decode(&st->workers, need, seq_tokens);
+        if (!d || !router_pick_prefill(&st->workers, pblocks))
+            break; /* FIFO: the head waits for capacity, and so does everything behind it */
+        router_queue_remove(&st->reqs, r);
+        r->decode = d;
+        r->blocks = need;
+        d->promised += need;
+        d->active++;
+        router_enter(st, r, RQ_RESERVING);
+        router_send_reserve(st, r);
+    }
+}
+
+void router_worker_gone(router_state *st, router_worker *wk, const char *why)
+{
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s worker %s failed: %s", router_role_name(wk->role), wk->id, why);
+    /* Newest first, so that re-queued requests keep their order at the front of the FIFO. */
+    router_req *r = st->reqs.tail;
+    while (r) {
+        router_req *prev = r->prev;
+        if (r->decode == wk) {
+            if (r->state == RQ_RESERVING) {
+                /* No KV anywhere yet: the request goes back to the front of the queue. */
+                release_decode(r, 0);
+                router_enter(st, r, RQ_QUEUED);
+                router_queue_push_front(&st->reqs, r);
+            } else {
+                r->decode = NULL; /* nothing to abort there */
+                if (wk->active)
+                    wk->active--;
+                router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
+            }
+        } else if (r->prefill == wk) {
+            r->prefill = NULL;
+            if (r->next_index > 0) {
+                /* The decode worker verified the KV and is generating: P's part is over. */
+                r->p_done = 1;
+                router_enter(st, r, r->state);
+                router_maybe_complete(st, r);
+            } else {
+                router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
+            }
+        }
+        r = prev;
+    }
+    KV_WARN("router", "event=worker_dead worker=%s role=%s reason=\"%s\"", wk->id, router_role_name(wk->role), why);
+    router_workers_remove(&st->workers, wk);
+}
+
+void router_expire(router_state *st, double now)
+{
+    st->next_check = 0;
+    router_req *r = st->reqs.head;
+    while (r) {
+        router_req *next = r->next;
+        char msg[512];
+        int code = router_req_expired(r, now, &st->dl, msg, sizeof msg);
+        if (code)
+            router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
+        else
+            router_note_deadline(st, router_req_next_deadline(r));
+        r = next;
+    }
+}
