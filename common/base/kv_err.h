@@ -5,6 +5,10 @@
 
 #include <stdarg.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 enum kv_code {
     KV_OK = 0,
     KV_EINVAL = -1,      /* bad argument or flag */
@@ -31,5 +35,9 @@ int kv_err_set(kv_err *err, int code, const char *fmt, ...)
 int kv_err_wrap(kv_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void kv_err_clear(kv_err *err);
 const char *kv_code_name(int code);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
