@@ -47,7 +47,7 @@ int kv_wire_send(void *sock, const kv_wire_route *route, const Kvserve__Envelope
             continue;
         }
         zmq_msg_t m;
-        zmq_msg_init_data(&m, (void *)payloads[i].data, payloads[i].len, NULL, NULL);
+        zmq_msg_init_data(&m, (void *)payloads[i].data, payloads[i].len, payloads[i].released, payloads[i].hint);
         if (zmq_msg_send(&m, sock, more ? ZMQ_SNDMORE : 0) < 0) {
             zmq_msg_close(&m);
             rc = zmq_fail(err, "zmq send");

@@ -23,9 +23,11 @@ typedef struct kv_wire_route {
 typedef struct kv_wire_payload {
     const void *data;
     size_t len;
-    /* Hand ZeroMQ the bytes without copying: they must stay unchanged until the peer has
-     * acknowledged them (e.g. KV blocks freed only after KvAck). */
+    /* Hand ZeroMQ the bytes without copying: they must stay unchanged until `released` is
+     * called (from ZeroMQ's I/O thread, exactly once per frame, also when sending fails). */
     int zero_copy;
+    void (*released)(void *data, void *hint);
+    void *hint;
 } kv_wire_payload;
 
 typedef struct kv_wire_msg {

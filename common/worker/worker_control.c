@@ -1,0 +1,200 @@
+#include "worker_control.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kv_log.h"
+#include "kv_time.h"
+#include "worker_loop.h"
+#include "worker_proto.h"
+#include "worker_signal.h"
+
+/* Control messages are small; a generous queue so a burst of token events never drops. */
+#define CONTROL_SNDHWM 100000
+#define CONTROL_SEND_TIMEOUT_MS 200
+
+int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, const worker_engine *we,
+                        const char *kv_endpoint, kv_err *err)
+{
+    memset(wc, 0, sizeof *wc);
+    wc->comp = f->prog;
+    wc->heartbeat_ms = WORKER_DEFAULT_HEARTBEAT_MS;
+    snprintf(wc->id, sizeof wc->id, "%s", f->id);
+    snprintf(wc->router, sizeof wc->router, "%s", f->router);
+    snprintf(wc->model, sizeof wc->model, "%s", we->model_name);
+    snprintf(wc->fingerprint, sizeof wc->fingerprint, "%s", we->fingerprint);
+    snprintf(wc->kv_endpoint, sizeof wc->kv_endpoint, "%s", kv_endpoint ? kv_endpoint : "");
+    snprintf(wc->device, sizeof wc->device, "%s", f->device_name);
+    worker_engine_layout(we, &wc->layout);
+    kvserve__register__init(&wc->reg);
+    wc->reg.worker_id = wc->id;
+    wc->reg.role = f->role == KV_WORKER_DECODE ? KVSERVE__WORKER_ROLE__ROLE_DECODE : KVSERVE__WORKER_ROLE__ROLE_PREFILL;
+    wc->reg.model = wc->model;
+    wc->reg.model_fingerprint = wc->fingerprint;
+    wc->reg.kv_endpoint = wc->kv_endpoint;
+    wc->reg.device = wc->device;
+    wc->reg.layout = &wc->layout;
+    wc->reg.kv_blocks_total = (uint32_t)we->pool->n_blocks;
+    wc->reg.max_context = (uint32_t)we->model->cfg.max_position;
+    wc->reg.pid = (uint32_t)getpid();
+
+    wc->sock = zmq_socket(zctx, ZMQ_DEALER);
+    if (!wc->sock)
+        return kv_err_set(err, KV_EIO, "control socket: %s", zmq_strerror(zmq_errno()));
+    /* IMMEDIATE: while the router is away, sends fail instead of piling up stale heartbeats. */
+    worker_sock_defaults(wc->sock, 1);
+    int hwm = CONTROL_SNDHWM;
+    zmq_setsockopt(wc->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(wc->sock, ZMQ_ROUTING_ID, wc->id, strlen(wc->id));
+    if (zmq_connect(wc->sock, f->router) != 0) {
+        int e = zmq_errno();
+        zmq_close(wc->sock);
+        wc->sock = NULL;
+        return kv_err_set(err, KV_EINVAL, "--router %s: %s", f->router, zmq_strerror(e));
+    }
+    return KV_OK;
+}
+
+void worker_control_close(worker_control *wc)
+{
+    if (wc->sock)
+        zmq_close(wc->sock);
+    wc->sock = NULL;
+}
+
+static int send_register(worker_control *wc, int timeout_ms)
+{
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_REGISTER;
+    env.register_ = &wc->reg;
+    kv_err err;
+    int rc = kv_wire_send(wc->sock, NULL, &env, NULL, 0, timeout_ms, &err);
+    if (rc)
+        KV_DEBUG(wc->comp, "msg=\"register not sent\" err=\"%s\"", err.msg);
+    else
+        KV_DEBUG(wc->comp, "msg=\"register sent\" worker=%s", wc->id);
+    return rc;
+}
+
+/* RegisterAck: accepted, or a final refusal. */
+static void on_ack(worker_control *wc, const Kvserve__RegisterAck *ack)
+{
+    if (!ack->accepted) {
+        wc->refused = 1;
+        snprintf(wc->refusal, sizeof wc->refusal, "router refused registration: %s (%s)",
+                 ack->error && ack->error->message[0] ? ack->error->message : "no reason given",
+                 worker_error_name(ack->error ? ack->error->code : KVSERVE__ERROR_CODE__ERROR_NONE));
+        KV_ERROR(wc->comp, "msg=\"registration refused\" worker=%s reason=\"%s\"", wc->id, wc->refusal);
+        return;
+    }
+    int was = wc->registered;
+    wc->registered = 1;
+    wc->register_at_s = 0;
+    wc->heartbeat_ms = ack->heartbeat_interval_ms ? (int)ack->heartbeat_interval_ms : WORKER_DEFAULT_HEARTBEAT_MS;
+    wc->next_heartbeat_s = kv_now_s() + wc->heartbeat_ms * 1e-3;
+    if (!was)
+        KV_INFO(wc->comp, "msg=\"worker registered\" worker=%s role=%s model=%s fingerprint=%s kv_endpoint=%s "
+                          "heartbeat_ms=%d blocks=%u",
+                wc->id, wc->reg.role == KVSERVE__WORKER_ROLE__ROLE_DECODE ? "decode" : "prefill", wc->model,
+                wc->fingerprint, wc->kv_endpoint[0] ? wc->kv_endpoint : "-", wc->heartbeat_ms,
+                wc->reg.kv_blocks_total);
+}
+
+int worker_control_register(worker_control *wc, kv_err *err)
+{
+    double resend_at = 0;
+    while (!worker_stopping()) {
+        double now = kv_now_s();
+        if (now >= resend_at) {
+            if (!resend_at)
+                KV_INFO(wc->comp, "msg=\"registering\" worker=%s router=%s", wc->id, wc->router);
+            /* Not even sent (no connection yet): try again soon; sent: wait 5 s for the ack. */
+            int sent = send_register(wc, 500) == KV_OK;
+            resend_at = kv_now_s() + (sent ? WORKER_REGISTER_RETRY_S : 0.5);
+        }
+        zmq_pollitem_t it = {wc->sock, 0, ZMQ_POLLIN, 0};
+        if (!worker_poll(&it, 1, worker_timeout_ms(kv_now_s(), resend_at)))
+            continue;
+        for (int i = 0; i < 64; i++) {
+            kv_wire_msg m;
+            kv_err rerr;
+            int rc = kv_wire_recv(wc->sock, 0, 0, &m, &rerr);
+            if (rc == KV_ETIMEOUT || rc == KV_EIO)
+                break;
+            if (!rc && m.env->body_case == KVSERVE__ENVELOPE__BODY_REGISTER_ACK) {
+                on_ack(wc, m.env->register_ack);
+            } else if (rc) {
+                KV_WARN(wc->comp, "msg=\"bad control message\" err=\"%s\"", rerr.msg);
+            } else {
+                KV_DEBUG(wc->comp, "msg=\"ignored before registration\" body=%d", (int)m.env->body_case);
+            }
+            kv_wire_msg_close(&m);
+            if (wc->refused)
+                return kv_err_set(err, KV_ESTATE, "%s", wc->refusal);
+            if (wc->registered)
+                return KV_OK;
+        }
+    }
+    return kv_err_set(err, KV_ETIMEOUT, "stopped before registration");
+}
+
+int worker_control_handle(worker_control *wc, const kv_wire_msg *m)
+{
+    const Kvserve__Envelope *env = m->env;
+    if (env->body_case == KVSERVE__ENVELOPE__BODY_REGISTER_ACK) {
+        on_ack(wc, env->register_ack);
+        return 1;
+    }
+    if (env->body_case == KVSERVE__ENVELOPE__BODY_ERROR && env->error->message &&
+        strstr(env->error->message, "register first")) {
+        double now = kv_now_s();
+        /* One Register per retry period, however many heartbeats bounce meanwhile. */
+        if (wc->registered || !wc->register_at_s || now >= wc->register_at_s) {
+            KV_WARN(wc->comp, "msg=\"router does not know us: re-registering\" worker=%s", wc->id);
+            wc->registered = 0;
+            send_register(wc, CONTROL_SEND_TIMEOUT_MS);
+            wc->register_at_s = now + WORKER_REGISTER_RETRY_S;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+void worker_control_tick(worker_control *wc, const worker_load *load)
+{
+    double now = kv_now_s();
+    if (!wc->registered) {
+        if (wc->register_at_s && now >= wc->register_at_s) {
+            send_register(wc, CONTROL_SEND_TIMEOUT_MS);
+            wc->register_at_s = now + WORKER_REGISTER_RETRY_S;
+        }
+        return;
+    }
+    if (now < wc->next_heartbeat_s)
+        return;
+    Kvserve__Heartbeat hb;
+    kvserve__heartbeat__init(&hb);
+    hb.worker_id = wc->id;
+    hb.running = load->running;
+    hb.queued = load->queued;
+    hb.kv_blocks_free = load->blocks_free;
+    hb.kv_blocks_total = load->blocks_total;
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_HEARTBEAT;
+    env.heartbeat = &hb;
+    kv_err err;
+    if (kv_wire_send(wc->sock, NULL, &env, NULL, 0, 0, &err))
+        KV_DEBUG(wc->comp, "msg=\"heartbeat not sent\" err=\"%s\"", err.msg);
+    /* From now, not from the missed slot: a long chunk must not cause a burst. */
+    wc->next_heartbeat_s = now + wc->heartbeat_ms * 1e-3;
+}
+
+double worker_control_wake(const worker_control *wc)
+{
+    if (!wc->registered)
+        return wc->register_at_s ? wc->register_at_s : kv_now_s() + 1.0;
+    return wc->next_heartbeat_s;
+}

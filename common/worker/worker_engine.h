@@ -1,0 +1,25 @@
+/* Model + engine set-up for a worker, and what its Register announces about them. */
+#ifndef KV_WORKER_ENGINE_H
+#define KV_WORKER_ENGINE_H
+
+#include "engine.h"
+#include "kvserve.pb-c.h"
+#include "model.h"
+#include "worker_flags.h"
+
+typedef struct worker_engine {
+    kv_model *model;
+    kv_engine *engine;
+    kv_pool *pool;           /* the engine's pool */
+    char model_name[256];    /* the model directory's basename */
+    char fingerprint[9];     /* kv_model_fingerprint */
+    size_t block_bytes;
+} worker_engine;
+
+int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err);
+void worker_engine_close(worker_engine *w);
+
+/* The KV layout this worker's pool has (dtype "f32"); `dtype` is static storage. */
+void worker_engine_layout(const worker_engine *w, Kvserve__KvLayout *out);
+
+#endif

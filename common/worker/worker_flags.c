@@ -1,0 +1,196 @@
+#include "worker_flags.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kv_log.h"
+#include "kvctl_args.h"
+
+static void usage(const worker_flags *f, FILE *out)
+{
+    int decode = f->role == KV_WORKER_DECODE;
+    fprintf(out,
+            "usage: %s --model DIR [OPTIONS]\n"
+            "%s\n"
+            "  --model DIR          HuggingFace Llama directory (config.json + *.safetensors)\n"
+            "  --router EP          router control endpoint (default tcp://127.0.0.1:7101)\n"
+            "  --id NAME            worker id (default %s-<host>-<pid>)\n"
+            "  --kv-blocks N        KV pool size in blocks (default: 4 full contexts)\n"
+            "  --block-size N       tokens per KV block (default 16)\n"
+            "  --threads N          CPU threads (default: all cores)\n"
+            "  --device D           cpu | auto | cuda:N (default cpu)\n",
+            f->prog,
+            decode ? "Decode worker: receives KV from prefill workers, runs continuous-batching decode."
+                   : "Prefill worker: runs chunked prefill and ships the KV cache to decode workers.",
+            decode ? "decode" : "prefill");
+    if (decode)
+        fprintf(out,
+                "  --kv-listen EP       KV endpoint to bind (default tcp://127.0.0.1:0, ephemeral port)\n"
+                "  --advertise HOST     host announced for the KV endpoint (default: the bound one;\n"
+                "                       127.0.0.1 for a wildcard bind)\n"
+                "  --max-batch N        sequences per decode step (default 64)\n"
+                "  --fault drop-kv-ack  test-only fault injection: never acknowledge KV\n");
+    else
+        fprintf(out, "  --prefill-chunk N    prompt tokens per prefill forward (default 256)\n");
+    fprintf(out, "  --help               this text\n");
+}
+
+int worker_device_resolve(const char *prog, const char *spec, char *out, int out_len)
+{
+    if (!strcmp(spec, "cpu")) {
+        snprintf(out, (size_t)out_len, "cpu");
+        return 0;
+    }
+    if (!strcmp(spec, "auto")) {
+        /* The only backend this worker runs today; say so instead of pretending. */
+        KV_WARN(prog, "msg=\"--device auto: no GPU backend in this worker yet, using cpu\"");
+        snprintf(out, (size_t)out_len, "cpu");
+        return 0;
+    }
+    if (!strncmp(spec, "cuda:", 5) && spec[5]) {
+        const char *p = spec + 5;
+        while (*p >= '0' && *p <= '9')
+            p++;
+        if (!*p) {
+            fprintf(stderr, "%s: --device %s: CUDA backend not available in this build/worker yet\n", prog, spec);
+            return 2;
+        }
+    }
+    fprintf(stderr, "%s: --device expects cpu, auto or cuda:N, got '%s'\n", prog, spec);
+    return 2;
+}
+
+static void default_id(worker_flags *f)
+{
+    char host[128] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(f->id, sizeof f->id, "%s-%s-%ld", f->role == KV_WORKER_DECODE ? "decode" : "prefill", host,
+             (long)getpid());
+}
+
+static int bad_flag(const worker_flags *f, const char *msg, const char *arg)
+{
+    fprintf(stderr, "%s: %s '%s'\n", f->prog, msg, arg);
+    usage(f, stderr);
+    return 2;
+}
+
+enum {
+    O_MODEL = 256, O_ROUTER, O_ID, O_BLOCKS, O_BS, O_CHUNK, O_THREADS, O_DEVICE, O_BATCH, O_LISTEN, O_ADVERTISE,
+    O_FAULT, O_HELP
+};
+
+/* A role's own flag given to the other role is as unknown as a misspelt one. */
+static int flag_allowed(kv_worker_role role, int c)
+{
+    switch (c) {
+    case O_CHUNK: return role == KV_WORKER_PREFILL;
+    case O_BATCH: case O_LISTEN: case O_ADVERTISE: case O_FAULT: return role == KV_WORKER_DECODE;
+    default: return 1;
+    }
+}
+
+static int parse_one(worker_flags *f, int c, const char *arg)
+{
+    long v;
+    switch (c) {
+    case O_MODEL: f->model_dir = arg; return 0;
+    case O_ROUTER: f->router = arg; return 0;
+    case O_ID:
+        if (!*arg || strlen(arg) > KV_WORKER_ID_MAX)
+            return bad_flag(f, "--id must be 1..255 bytes, got", arg);
+        snprintf(f->id, sizeof f->id, "%s", arg);
+        return 0;
+    case O_BLOCKS:
+        if (kvctl_parse_int("--kv-blocks", arg, 1, 1L << 30, &v)) return 2;
+        f->kv_blocks = (int32_t)v;
+        return 0;
+    case O_BS:
+        if (kvctl_parse_int("--block-size", arg, 1, 1024, &v)) return 2;
+        f->block_size = (int)v;
+        return 0;
+    case O_CHUNK:
+        if (kvctl_parse_int("--prefill-chunk", arg, 1, 1 << 20, &v)) return 2;
+        f->prefill_chunk = (int)v;
+        return 0;
+    case O_THREADS:
+        if (kvctl_parse_int("--threads", arg, 1, 1024, &v)) return 2;
+        f->threads = (int)v;
+        return 0;
+    case O_DEVICE: f->device = arg; return 0;
+    case O_BATCH:
+        if (kvctl_parse_int("--max-batch", arg, 1, 65536, &v)) return 2;
+        f->max_batch = (int)v;
+        return 0;
+    case O_LISTEN: f->kv_listen = arg; return 0;
+    case O_ADVERTISE:
+        if (!*arg || strlen(arg) > 200)
+            return bad_flag(f, "--advertise expects a host name or address, got", arg);
+        f->advertise = arg;
+        return 0;
+    case O_FAULT:
+        if (strcmp(arg, "drop-kv-ack"))
+            return bad_flag(f, "--fault expects drop-kv-ack, got", arg);
+        f->fault_drop_kv_ack = 1;
+        return 0;
+    default: return 2;
+    }
+}
+
+int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags *f)
+{
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL},       {"router", required_argument, 0, O_ROUTER},
+        {"id", required_argument, 0, O_ID},             {"kv-blocks", required_argument, 0, O_BLOCKS},
+        {"block-size", required_argument, 0, O_BS},     {"prefill-chunk", required_argument, 0, O_CHUNK},
+        {"threads", required_argument, 0, O_THREADS},   {"device", required_argument, 0, O_DEVICE},
+        {"max-batch", required_argument, 0, O_BATCH},   {"kv-listen", required_argument, 0, O_LISTEN},
+        {"advertise", required_argument, 0, O_ADVERTISE}, {"fault", required_argument, 0, O_FAULT},
+        {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
+    };
+    memset(f, 0, sizeof *f);
+    f->role = role;
+    f->prog = role == KV_WORKER_DECODE ? "kv-decode" : "kv-prefill";
+    f->router = "tcp://127.0.0.1:7101";
+    f->block_size = 16;
+    f->prefill_chunk = 256;
+    f->device = "cpu";
+    f->max_batch = 64;
+    f->kv_listen = "tcp://127.0.0.1:0";
+    default_id(f);
+    optind = 1;
+    opterr = 0;
+    int c, li = -1;
+    while ((c = getopt_long(argc, argv, "+h", opts, &li)) != -1) {
+        if (c == O_HELP || c == 'h') {
+            usage(f, stdout);
+            return -1;
+        }
+        if (c == '?' || c == ':')
+            return bad_flag(f, "unknown or incomplete option", argv[optind - 1]);
+        if (!flag_allowed(role, c)) {
+            fprintf(stderr, "%s: --%s is not a %s flag\n", f->prog, li >= 0 ? opts[li].name : "?", f->prog);
+            usage(f, stderr);
+            return 2;
+        }
+        li = -1;
+        int rc = parse_one(f, c, optarg);
+        if (rc) {
+            if (rc == 2 && c != O_ID && c != O_ADVERTISE && c != O_FAULT)
+                usage(f, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc)
+        return bad_flag(f, "unexpected argument", argv[optind]);
+    if (!f->model_dir) {
+        fprintf(stderr, "%s: --model DIR is required\n", f->prog);
+        usage(f, stderr);
+        return 2;
+    }
+    return worker_device_resolve(f->prog, f->device, f->device_name, (int)sizeof f->device_name);
+}

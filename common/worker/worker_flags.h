@@ -1,0 +1,38 @@
+/* The command-line flags of kv-prefill and kv-decode (PROTOCOL.md, "Endpoints and flags"):
+ * the common ones, plus each role's own. Parsing is strict: a bad value or an unknown flag
+ * prints the usage on stderr and the binary exits 2. */
+#ifndef KV_WORKER_FLAGS_H
+#define KV_WORKER_FLAGS_H
+
+#include <stdint.h>
+
+typedef enum { KV_WORKER_PREFILL = 1, KV_WORKER_DECODE = 2 } kv_worker_role;
+
+#define KV_WORKER_ID_MAX 255 /* a ZeroMQ routing id */
+
+typedef struct worker_flags {
+    kv_worker_role role;
+    const char *prog;           /* "kv-prefill" | "kv-decode" */
+    const char *model_dir;      /* --model DIR (required) */
+    const char *router;         /* --router, default tcp://127.0.0.1:7101 */
+    char id[KV_WORKER_ID_MAX + 1]; /* --id, default <role>-<host>-<pid> */
+    int32_t kv_blocks;          /* --kv-blocks; 0 = the engine's default (4 full contexts) */
+    int block_size;             /* --block-size 16 */
+    int prefill_chunk;          /* prefill: --prefill-chunk 256 */
+    int threads;                /* --threads; 0 = all cores */
+    const char *device;         /* --device as given (cpu) */
+    char device_name[64];       /* the device actually used ("cpu") */
+    int max_batch;              /* decode: --max-batch 64 */
+    const char *kv_listen;      /* decode: --kv-listen tcp://127.0.0.1:0 */
+    const char *advertise;      /* decode: --advertise HOST (host announced for a wildcard bind) */
+    int fault_drop_kv_ack;      /* decode: --fault drop-kv-ack */
+} worker_flags;
+
+/* Returns 0 to run, -1 when --help was printed (exit 0), or 2 (usage printed; exit 2). */
+int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags *f);
+
+/* --device: "cpu" -> cpu; "auto" -> cpu with a warning; "cuda:N" -> not available yet.
+ * Returns 0 (out filled) or 2 with the reason on stderr. */
+int worker_device_resolve(const char *prog, const char *spec, char *out, int out_len);
+
+#endif

@@ -1,0 +1,138 @@
+/* kv-decode: registers with the router (announcing its KV endpoint), reserves blocks for
+ * requests, receives their KV from prefill workers, and decodes them in continuous batches,
+ * streaming TokenEvents to the router. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode.h"
+#include "kv_log.h"
+#include "kv_time.h"
+#include "worker_loop.h"
+#include "worker_proto.h"
+#include "worker_signal.h"
+
+#define COMP "kv-decode"
+#define DRAIN_MAX 256
+
+static void on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
+{
+    decode_worker *dw = ctx;
+    if (rc) {
+        KV_WARN(COMP, "msg=\"bad control message\" err=\"%s\"", err->msg);
+        return;
+    }
+    if (worker_control_handle(dw->ctl, m))
+        return;
+    const Kvserve__Envelope *env = m->env;
+    switch (env->body_case) {
+    case KVSERVE__ENVELOPE__BODY_RESERVE:
+        decode_on_reserve(dw, env->reserve);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ABORT:
+        if (!decode_drop(dw, env->abort->request_id, worker_error_name(env->abort->reason)))
+            KV_DEBUG(COMP, "msg=\"abort for an unknown request ignored\" request=%s", env->abort->request_id);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ERROR:
+        KV_WARN(COMP, "msg=\"router error\" code=%s request=%s message=\"%s\"", worker_error_name(env->error->code),
+                env->error->request_id, env->error->message);
+        /* The router no longer knows this request (it restarted or gave up): nobody will
+         * read its tokens, so its blocks are better free. */
+        if (env->error->code == KVSERVE__ERROR_CODE__UNKNOWN_REQUEST && env->error->request_id[0])
+            decode_drop(dw, env->error->request_id, "unknown to the router");
+        break;
+    default:
+        KV_WARN(COMP, "msg=\"unexpected control message ignored\" body=%d", (int)env->body_case);
+    }
+}
+
+static int run_loop(decode_worker *dw)
+{
+    while (!worker_stopping() && !dw->ctl->refused) {
+        zmq_pollitem_t items[2] = {{dw->ctl->sock, 0, ZMQ_POLLIN, 0}, {dw->kv_sock, 0, ZMQ_POLLIN, 0}};
+        double wake = worker_control_wake(dw->ctl);
+        double res_wake = decode_wake(dw);
+        if (res_wake < wake)
+            wake = res_wake;
+        /* A running batch never waits: messages are picked up between steps. */
+        int timeout = dw->running.n ? 0 : worker_timeout_ms(kv_now_s(), wake);
+        worker_poll(items, 2, timeout);
+        if (items[0].revents & ZMQ_POLLIN)
+            worker_drain(dw->ctl->sock, 0, DRAIN_MAX, on_control, dw);
+        if (items[1].revents & ZMQ_POLLIN)
+            worker_drain(dw->kv_sock, 1, DRAIN_MAX, kv_receiver_on_msg, dw);
+        decode_expire(dw);
+        worker_load load = {(uint32_t)dw->running.n, (uint32_t)dw->waiting.n, (uint32_t)kv_pool_n_free(dw->we->pool),
+                            (uint32_t)dw->we->pool->n_blocks};
+        worker_control_tick(dw->ctl, &load);
+        decode_step(dw);
+    }
+    return dw->ctl->refused ? 1 : 0;
+}
+
+static int alloc_batch(decode_worker *dw)
+{
+    size_t b = (size_t)dw->f->max_batch;
+    dw->logits = malloc(b * (size_t)dw->we->model->cfg.vocab_size * sizeof *dw->logits);
+    dw->b_seqs = malloc(b * sizeof *dw->b_seqs);
+    dw->b_tokens = malloc(b * sizeof *dw->b_tokens);
+    return dw->logits && dw->b_seqs && dw->b_tokens ? KV_OK : KV_ENOMEM;
+}
+
+int main(int argc, char **argv)
+{
+    worker_flags f;
+    int rc = worker_flags_parse(KV_WORKER_DECODE, argc, argv, &f);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    worker_signals_install();
+    kv_err err;
+    worker_engine we;
+    if (worker_engine_open(&f, &we, &err)) {
+        fprintf(stderr, "%s: %s\n", f.prog, err.msg);
+        return 1;
+    }
+    if (f.fault_drop_kv_ack)
+        KV_WARN(COMP, "msg=\"fault injection on: KV is never acknowledged\"");
+    int status = 1;
+    worker_control ctl;
+    memset(&ctl, 0, sizeof ctl);
+    decode_worker dw;
+    memset(&dw, 0, sizeof dw);
+    dw.f = &f;
+    dw.we = &we;
+    dw.ctl = &ctl;
+    void *zctx = zmq_ctx_new();
+    if (zctx)
+        dw.kv_sock = zmq_socket(zctx, ZMQ_ROUTER);
+    if (!zctx || !dw.kv_sock || alloc_batch(&dw)) {
+        fprintf(stderr, "%s: cannot set up sockets or memory\n", f.prog);
+    } else if (worker_sock_defaults(dw.kv_sock, 0), kv_receiver_bind(&dw, &err) ||
+               worker_control_open(&ctl, zctx, &f, &we, dw.kv_endpoint, &err)) {
+        fprintf(stderr, "%s: %s\n", f.prog, err.msg);
+    } else {
+        rc = worker_control_register(&ctl, &err);
+        if (rc == KV_ESTATE) {
+            fprintf(stderr, "%s: %s\n", f.prog, err.msg);
+        } else if (rc) {
+            status = 0; /* stopped by a signal before registering */
+        } else {
+            status = run_loop(&dw);
+            if (status)
+                fprintf(stderr, "%s: %s\n", f.prog, ctl.refusal);
+        }
+    }
+    decode_free_all(&dw);
+    worker_control_close(&ctl);
+    if (dw.kv_sock)
+        zmq_close(dw.kv_sock);
+    if (zctx)
+        zmq_ctx_term(zctx);
+    free(dw.logits);
+    free(dw.b_seqs);
+    free(dw.b_tokens);
+    KV_INFO(COMP, "msg=\"stopped\" worker=%s status=%d blocks_free=%d/%d", f.id, status, kv_pool_n_free(we.pool),
+            we.pool->n_blocks);
+    worker_engine_close(&we);
+    return status;
+}

@@ -1,0 +1,212 @@
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "decode.h"
+#include "kv_log.h"
+#include "kv_time.h"
+#include "worker_proto.h"
+
+#define COMP "kv-decode"
+
+int decode_list_push(decode_list *l, decode_req *r)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 16;
+        decode_req **v = realloc(l->v, (size_t)cap * sizeof *v);
+        if (!v)
+            return KV_ENOMEM;
+        l->v = v;
+        l->cap = cap;
+    }
+    l->v[l->n++] = r;
+    return KV_OK;
+}
+
+int decode_list_find(const decode_list *l, const char *id)
+{
+    for (int i = 0; i < l->n; i++)
+        if (!strcmp(l->v[i]->id, id))
+            return i;
+    return -1;
+}
+
+decode_req *decode_list_take(decode_list *l, int i)
+{
+    decode_req *r = l->v[i];
+    memmove(l->v + i, l->v + i + 1, (size_t)(l->n - i - 1) * sizeof *l->v);
+    l->n--;
+    return r;
+}
+
+void decode_req_free(decode_worker *dw, decode_req *r)
+{
+    if (!r)
+        return;
+    kv_pool *pool = dw->we->pool;
+    if (r->blocks)
+        kv_pool_release(pool, r->blocks, r->n_blocks);
+    free(r->blocks);
+    kv_seq_release(&r->seq, pool);
+    kv_sampler_free(&r->sampler);
+    free(r->id);
+    free(r);
+}
+
+static void reply(decode_worker *dw, const char *id, const decode_req *r, Kvserve__ErrorCode code, const char *msg)
+{
+    Kvserve__ReserveReply rep;
+    Kvserve__Error e;
+    kvserve__reserve_reply__init(&rep);
+    rep.request_id = (char *)id;
+    if (r) {
+        rep.ok = 1;
+        rep.n_block_ids = (size_t)r->n_blocks;
+        rep.block_ids = r->blocks;
+    } else {
+        worker_error_init(&e, code, id, msg);
+        rep.error = &e;
+        KV_WARN(COMP, "msg=\"reserve refused\" request=%s error=%s reason=\"%s\"", id, worker_error_name(code), msg);
+    }
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_RESERVE_REPLY;
+    env.reserve_reply = &rep;
+    worker_send(dw->ctl->sock, NULL, &env, 200, COMP, "ReserveReply");
+}
+
+void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
+{
+    const kv_model_config *c = &dw->we->model->cfg;
+    kv_pool *pool = dw->we->pool;
+    const char *id = rr->request_id;
+    char msg[300];
+    kv_err err;
+    kv_sampling_params sp;
+    if (!id[0]) {
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__BAD_MESSAGE, "ReserveRequest without a request id");
+        return;
+    }
+    if (decode_list_find(&dw->waiting, id) >= 0 || decode_list_find(&dw->running, id) >= 0) {
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__DUPLICATE_REQUEST, "request id already holds a reservation here");
+        return;
+    }
+    if (rr->prompt_tokens == 0) {
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__INVALID_ARGUMENT, "empty prompt");
+        return;
+    }
+    if ((uint64_t)rr->prompt_tokens + 1 > (uint64_t)c->max_position) {
+        snprintf(msg, sizeof msg, "prompt of %u tokens leaves no room in the context length %d", rr->prompt_tokens,
+                 c->max_position);
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__PROMPT_TOO_LONG, msg);
+        return;
+    }
+    if (worker_sampling_from_proto(rr->sampling, &sp, &err)) {
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__INVALID_ARGUMENT, err.msg);
+        return;
+    }
+    uint32_t max_tokens = rr->max_tokens ? rr->max_tokens : DECODE_DEFAULT_MAX_TOKENS;
+    uint64_t tokens = (uint64_t)rr->prompt_tokens + max_tokens;
+    if (tokens > (uint64_t)c->max_position)
+        tokens = (uint64_t)c->max_position;
+    int bs = pool->shape.block_size;
+    int32_t n = (int32_t)((tokens + (uint64_t)bs - 1) / (uint64_t)bs);
+    decode_req *r = calloc(1, sizeof *r);
+    if (r && !(r->id = strdup(id))) {
+        free(r);
+        r = NULL;
+    }
+    if (!r || !(r->blocks = malloc((size_t)n * sizeof *r->blocks))) {
+        decode_req_free(dw, r);
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__INTERNAL, "out of memory");
+        return;
+    }
+    if (kv_pool_reserve(pool, n, r->blocks, &err)) {
+        free(r->blocks);
+        r->blocks = NULL;
+        decode_req_free(dw, r);
+        snprintf(msg, sizeof msg, "need %d KV blocks, %d of %d free", n, kv_pool_n_free(pool), pool->n_blocks);
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__NO_CAPACITY, msg);
+        return;
+    }
+    r->n_blocks = n;
+    r->n_prompt_blocks = (int32_t)((rr->prompt_tokens + (uint32_t)bs - 1) / (uint32_t)bs);
+    r->prompt_tokens = rr->prompt_tokens;
+    r->max_tokens = max_tokens;
+    r->ignore_eos = rr->ignore_eos ? 1 : 0;
+    r->sp = sp;
+    r->t_reserved = kv_now_s();
+    uint32_t dl = rr->transfer_deadline_ms ? rr->transfer_deadline_ms : DECODE_DEFAULT_TRANSFER_DEADLINE_MS;
+    r->deadline = r->t_reserved + dl * 1e-3;
+    if (decode_list_push(&dw->waiting, r)) {
+        decode_req_free(dw, r);
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__INTERNAL, "out of memory");
+        return;
+    }
+    KV_INFO(COMP, "msg=\"reserved\" request=%s prompt_tokens=%u max_tokens=%u blocks=%d free=%d/%d deadline_ms=%u", id,
+            r->prompt_tokens, r->max_tokens, n, kv_pool_n_free(pool), pool->n_blocks, dl);
+    reply(dw, id, r, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
+}
+
+void decode_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, const char *msg)
+{
+    KV_WARN(COMP, "msg=\"request failed\" request=%s error=%s reason=\"%s\" tokens=%u", r->id, worker_error_name(code),
+            msg, r->n_generated);
+    decode_send_event(dw, r, NULL, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
+    decode_req_free(dw, r);
+}
+
+void decode_expire(decode_worker *dw)
+{
+    double now = kv_now_s();
+    for (int i = 0; i < dw->waiting.n;) {
+        decode_req *r = dw->waiting.v[i];
+        if (now < r->deadline) {
+            i++;
+            continue;
+        }
+        decode_list_take(&dw->waiting, i);
+        char msg[200];
+        snprintf(msg, sizeof msg, "KV did not arrive within %.0f ms (%d of %d blocks)", (r->deadline - r->t_reserved) * 1e3,
+                 r->blocks_received, r->n_prompt_blocks);
+        KV_WARN(COMP, "msg=\"reservation expired\" request=%s blocks=%d", r->id, r->n_blocks);
+        decode_fail(dw, r, KVSERVE__ERROR_CODE__DEADLINE_EXCEEDED, msg);
+    }
+}
+
+int decode_drop(decode_worker *dw, const char *id, const char *why)
+{
+    decode_list *lists[2] = {&dw->waiting, &dw->running};
+    for (int k = 0; k < 2; k++) {
+        int i = decode_list_find(lists[k], id);
+        if (i < 0)
+            continue;
+        decode_req *r = decode_list_take(lists[k], i);
+        KV_INFO(COMP, "msg=\"request dropped\" request=%s why=\"%s\" state=%s tokens=%u blocks=%d", id, why,
+                k ? "running" : "waiting_kv", r->n_generated, r->n_blocks);
+        decode_req_free(dw, r);
+        return 1;
+    }
+    return 0;
+}
+
+void decode_free_all(decode_worker *dw)
+{
+    for (int i = 0; i < dw->waiting.n; i++)
+        decode_req_free(dw, dw->waiting.v[i]);
+    for (int i = 0; i < dw->running.n; i++)
+        decode_req_free(dw, dw->running.v[i]);
+    free(dw->waiting.v);
+    free(dw->running.v);
+    memset(&dw->waiting, 0, sizeof dw->waiting);
+    memset(&dw->running, 0, sizeof dw->running);
+}
+
+double decode_wake(const decode_worker *dw)
+{
+    double wake = kv_now_s() + 1.0;
+    for (int i = 0; i < dw->waiting.n; i++)
+        if (dw->waiting.v[i]->deadline < wake)
+            wake = dw->waiting.v[i]->deadline;
+    return wake;
+}

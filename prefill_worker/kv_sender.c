@@ -1,0 +1,127 @@
+#include "kv_sender.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_log.h"
+#include "worker_loop.h"
+
+void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id)
+{
+    memset(s, 0, sizeof *s);
+    s->zctx = zctx;
+    s->worker_id = worker_id;
+}
+
+void kv_sender_close(kv_sender *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        zmq_close(s->peers[i]->sock);
+        free(s->peers[i]);
+    }
+    free(s->peers);
+    s->peers = NULL;
+    s->n = s->cap = 0;
+}
+
+kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
+{
+    for (int i = 0; i < s->n; i++)
+        if (!strcmp(s->peers[i]->endpoint, endpoint))
+            return s->peers[i];
+    if (strlen(endpoint) >= sizeof s->peers[0]->endpoint) {
+        kv_err_set(err, KV_EINVAL, "decode KV endpoint too long");
+        return NULL;
+    }
+    if (s->n == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 4;
+        kv_peer **p = realloc(s->peers, (size_t)cap * sizeof *p);
+        if (!p) {
+            kv_err_set(err, KV_ENOMEM, "out of memory");
+            return NULL;
+        }
+        s->peers = p;
+        s->cap = cap;
+    }
+    kv_peer *peer = calloc(1, sizeof *peer);
+    if (!peer) {
+        kv_err_set(err, KV_ENOMEM, "out of memory");
+        return NULL;
+    }
+    snprintf(peer->endpoint, sizeof peer->endpoint, "%s", endpoint);
+    peer->sock = zmq_socket(s->zctx, ZMQ_DEALER);
+    if (!peer->sock) {
+        kv_err_set(err, KV_EIO, "KV socket: %s", zmq_strerror(zmq_errno()));
+        free(peer);
+        return NULL;
+    }
+    /* IMMEDIATE: a dead or not yet connected peer makes the send wait/fail instead of
+     * queueing KV that nobody will read. */
+    worker_sock_defaults(peer->sock, 1);
+    zmq_setsockopt(peer->sock, ZMQ_ROUTING_ID, s->worker_id, strlen(s->worker_id));
+    if (zmq_connect(peer->sock, endpoint) != 0) {
+        kv_err_set(err, KV_EINVAL, "connect to decode KV endpoint %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(peer->sock);
+        free(peer);
+        return NULL;
+    }
+    s->peers[s->n++] = peer;
+    KV_INFO("kv-prefill", "msg=\"connected to decode worker\" endpoint=%s", endpoint);
+    return peer;
+}
+
+/* ZeroMQ's I/O thread is done with a frame. */
+static void frame_released(void *data, void *hint)
+{
+    (void)data;
+    atomic_fetch_sub((atomic_int *)hint, 1);
+}
+
+int kv_sender_send(const kv_sender *s, kv_peer *peer, const kv_pool *pool, const kv_chunk_desc *c, int timeout_ms,
+                   atomic_int *in_flight, uint64_t *bytes, kv_err *err)
+{
+    size_t block_bytes = kv_pool_block_bytes(&pool->shape);
+    size_t n = (size_t)c->n_blocks;
+    uint32_t *sums = malloc((n ? n : 1) * sizeof *sums);
+    kv_wire_payload *frames = malloc((n ? n : 1) * sizeof *frames);
+    if (!sums || !frames) {
+        free(sums);
+        free(frames);
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        const float *data = kv_pool_k(pool, c->src[i], 0);
+        sums[i] = kv_crc32c(data, block_bytes);
+        frames[i].data = data;
+        frames[i].len = block_bytes;
+        frames[i].zero_copy = 1;
+        frames[i].released = frame_released;
+        frames[i].hint = in_flight;
+    }
+    /* Counted before sending: every frame handed to ZeroMQ is released exactly once. */
+    atomic_fetch_add(in_flight, (int)n);
+    Kvserve__KvChunk kc;
+    kvserve__kv_chunk__init(&kc);
+    kc.request_id = (char *)c->request_id;
+    kc.prefill_worker_id = (char *)s->worker_id;
+    kc.first_block = c->first_block;
+    kc.n_block_ids = n;
+    kc.block_ids = (int32_t *)c->dst;
+    kc.n_checksums = n;
+    kc.checksums = sums;
+    kc.n_tokens = c->n_tokens;
+    kc.last = c->last ? 1 : 0;
+    kc.first_token = c->last ? c->first_token : 0;
+    kc.seq = c->seq;
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_KV_CHUNK;
+    env.kv_chunk = &kc;
+    int rc = kv_wire_send(peer->sock, NULL, &env, frames, n, timeout_ms, err);
+    if (!rc)
+        *bytes += n * block_bytes;
+    free(sums);
+    free(frames);
+    return rc;
+}

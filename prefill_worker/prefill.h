@@ -1,0 +1,73 @@
+/* kv-prefill's state: a FIFO of PrefillTasks, one of them current. The current task runs
+ * chunk by chunk (one chunk per loop iteration, so heartbeats and control messages are
+ * served in between), ships each chunk's sealed blocks to its decode worker, then waits
+ * for the KvAck (or its deadline) before freeing the blocks and reporting PrefillDone. */
+#ifndef KV_PREFILL_H
+#define KV_PREFILL_H
+
+#include "kv_sender.h"
+#include "sampler.h"
+#include "worker_control.h"
+#include "worker_engine.h"
+#include "worker_flags.h"
+
+#define PREFILL_DEFAULT_ACK_DEADLINE_MS 30000
+#define PREFILL_SEND_TIMEOUT_MS 2000
+
+typedef enum { PT_QUEUED = 0, PT_PREFILLING, PT_WAIT_ACK } prefill_state;
+
+typedef struct prefill_task {
+    struct prefill_task *next;
+    Kvserve__Envelope *env;          /* owns the message */
+    const Kvserve__PrefillTask *t;   /* env->prefill */
+    const char *id;                  /* t->request_id */
+    prefill_state state;
+    kv_sampling_params sp;
+    kv_peer *peer;                   /* the decode worker's KV endpoint */
+    kv_seq seq;                      /* this worker's blocks for the prompt */
+    int done;                        /* prompt tokens prefilled so far */
+    int sent_blocks;                 /* blocks shipped so far */
+    uint32_t chunk_seq;
+    int32_t first_token;
+    uint64_t kv_bytes;
+    double t_queued, t_start, prefill_s, t_first_send, ack_deadline;
+    atomic_int frames_in_flight;     /* zero-copy frames ZeroMQ still holds (kv_sender_send) */
+    double t_retired;                /* when it joined the draining list */
+} prefill_task;
+
+typedef struct prefill_worker {
+    const worker_flags *f;
+    worker_engine *we;
+    worker_control *ctl;
+    kv_sender sender;
+    prefill_task *head, *tail;       /* queued tasks, FIFO */
+    int n_queued;
+    prefill_task *cur;               /* the task being prefilled / awaiting its ack */
+    prefill_task *draining;          /* ended tasks whose frames ZeroMQ still holds */
+    float *logits;                   /* vocab floats */
+} prefill_worker;
+
+/* prefill_task.c: the queue and what a task must satisfy. */
+prefill_task *prefill_task_new(Kvserve__Envelope *env);
+/* Ends a task: its blocks return to the pool at once, or, while ZeroMQ still holds frames
+ * that point into them, once prefill_reap sees the frames released. */
+void prefill_task_retire(prefill_worker *pw, prefill_task *t);
+/* Frees retired tasks whose frames are all released; `final` (after the ZeroMQ context is
+ * terminated, so every frame has been released) frees them all. */
+void prefill_reap(prefill_worker *pw, int final);
+void prefill_queue_push(prefill_worker *pw, prefill_task *t);
+prefill_task *prefill_queue_pop(prefill_worker *pw);
+prefill_task *prefill_queue_remove(prefill_worker *pw, const char *id);
+int prefill_known(const prefill_worker *pw, const char *id);
+/* KV_OK, or *code + err say why the task cannot run. */
+int prefill_task_validate(const prefill_worker *pw, prefill_task *t, Kvserve__ErrorCode *code, kv_err *err);
+
+/* prefill_run.c: the current task's life. */
+void prefill_step(prefill_worker *pw);              /* start / one chunk / deadline */
+void prefill_on_ack(prefill_worker *pw, const Kvserve__KvAck *ack);
+void prefill_abort(prefill_worker *pw, const char *id, Kvserve__ErrorCode reason);
+int prefill_has_work(const prefill_worker *pw);     /* something to compute right now */
+double prefill_wake(const prefill_worker *pw);      /* the current task's deadline, or far away */
+void prefill_fail_all(prefill_worker *pw);          /* shutdown: drop every task */
+
+#endif

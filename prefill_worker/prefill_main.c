@@ -1,0 +1,175 @@
+/* kv-prefill: registers with the router, takes PrefillTasks (FIFO), runs chunked prefill,
+ * ships the KV to each task's decode worker and reports PrefillDone. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_log.h"
+#include "kv_time.h"
+#include "prefill.h"
+#include "worker_loop.h"
+#include "worker_proto.h"
+#include "worker_signal.h"
+
+#define COMP "kv-prefill"
+#define DRAIN_MAX 256
+
+static void on_task(prefill_worker *pw, kv_wire_msg *m)
+{
+    const char *id = m->env->prefill->request_id;
+    if (!id[0]) {
+        KV_WARN(COMP, "msg=\"PrefillTask without a request id dropped\"");
+        return;
+    }
+    if (prefill_known(pw, id)) {
+        KV_WARN(COMP, "msg=\"duplicate PrefillTask dropped\" request=%s", id);
+        return;
+    }
+    prefill_task *t = prefill_task_new(m->env);
+    if (!t) {
+        KV_ERROR(COMP, "msg=\"out of memory queueing a task\" request=%s", id);
+        return;
+    }
+    m->env = NULL; /* the task owns the message now */
+    prefill_queue_push(pw, t);
+    KV_DEBUG(COMP, "msg=\"task queued\" request=%s queued=%d", t->id, pw->n_queued);
+}
+
+static void on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
+{
+    prefill_worker *pw = ctx;
+    if (rc) {
+        KV_WARN(COMP, "msg=\"bad control message\" err=\"%s\"", err->msg);
+        return;
+    }
+    if (worker_control_handle(pw->ctl, m))
+        return;
+    const Kvserve__Envelope *env = m->env;
+    switch (env->body_case) {
+    case KVSERVE__ENVELOPE__BODY_PREFILL:
+        on_task(pw, m);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ABORT:
+        prefill_abort(pw, env->abort->request_id, env->abort->reason);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ERROR:
+        KV_WARN(COMP, "msg=\"router error\" code=%s request=%s message=\"%s\"", worker_error_name(env->error->code),
+                env->error->request_id, env->error->message);
+        break;
+    default:
+        KV_WARN(COMP, "msg=\"unexpected control message ignored\" body=%d", (int)env->body_case);
+    }
+}
+
+static void on_kv(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
+{
+    prefill_worker *pw = ctx;
+    if (rc) {
+        KV_WARN(COMP, "msg=\"bad message from a decode worker\" err=\"%s\"", err->msg);
+        return;
+    }
+    const Kvserve__Envelope *env = m->env;
+    if (env->body_case == KVSERVE__ENVELOPE__BODY_KV_ACK)
+        prefill_on_ack(pw, env->kv_ack);
+    else if (env->body_case == KVSERVE__ENVELOPE__BODY_ERROR)
+        KV_WARN(COMP, "msg=\"decode worker error\" code=%s request=%s message=\"%s\"",
+                worker_error_name(env->error->code), env->error->request_id, env->error->message);
+    else
+        KV_WARN(COMP, "msg=\"unexpected message from a decode worker ignored\" body=%d", (int)env->body_case);
+}
+
+static int run_loop(prefill_worker *pw)
+{
+    zmq_pollitem_t *items = NULL;
+    int cap = 0;
+    while (!worker_stopping() && !pw->ctl->refused) {
+        int n = 1 + pw->sender.n;
+        if (n > cap) {
+            zmq_pollitem_t *p = realloc(items, (size_t)n * sizeof *p);
+            if (!p) {
+                KV_ERROR(COMP, "msg=\"out of memory\"");
+                break;
+            }
+            items = p;
+            cap = n;
+        }
+        memset(items, 0, (size_t)n * sizeof *items);
+        items[0].socket = pw->ctl->sock;
+        items[0].events = ZMQ_POLLIN;
+        for (int i = 0; i < pw->sender.n; i++) {
+            items[1 + i].socket = pw->sender.peers[i]->sock;
+            items[1 + i].events = ZMQ_POLLIN;
+        }
+        double wake = worker_control_wake(pw->ctl);
+        double task_wake = prefill_wake(pw);
+        if (task_wake < wake)
+            wake = task_wake;
+        int timeout = prefill_has_work(pw) ? 0 : worker_timeout_ms(kv_now_s(), wake);
+        worker_poll(items, n, timeout);
+        if (items[0].revents & ZMQ_POLLIN)
+            worker_drain(pw->ctl->sock, 0, DRAIN_MAX, on_control, pw);
+        for (int i = 1; i < n; i++)
+            if (items[i].revents & ZMQ_POLLIN)
+                worker_drain(items[i].socket, 0, DRAIN_MAX, on_kv, pw);
+        worker_load load = {pw->cur ? 1u : 0u, (uint32_t)pw->n_queued, (uint32_t)kv_pool_n_free(pw->we->pool),
+                            (uint32_t)pw->we->pool->n_blocks};
+        worker_control_tick(pw->ctl, &load);
+        prefill_step(pw);
+        prefill_reap(pw, 0);
+    }
+    free(items);
+    return pw->ctl->refused ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    worker_flags f;
+    int rc = worker_flags_parse(KV_WORKER_PREFILL, argc, argv, &f);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    worker_signals_install();
+    kv_err err;
+    worker_engine we;
+    if (worker_engine_open(&f, &we, &err)) {
+        fprintf(stderr, "%s: %s\n", f.prog, err.msg);
+        return 1;
+    }
+    void *zctx = zmq_ctx_new();
+    worker_control ctl;
+    int status = 1;
+    prefill_worker pw;
+    memset(&pw, 0, sizeof pw);
+    pw.f = &f;
+    pw.we = &we;
+    pw.ctl = &ctl;
+    kv_sender_init(&pw.sender, zctx, f.id);
+    pw.logits = malloc((size_t)we.model->cfg.vocab_size * sizeof *pw.logits);
+    if (!zctx || !pw.logits) {
+        fprintf(stderr, "%s: out of memory\n", f.prog);
+    } else if (worker_control_open(&ctl, zctx, &f, &we, "", &err)) {
+        fprintf(stderr, "%s: %s\n", f.prog, err.msg);
+    } else {
+        rc = worker_control_register(&ctl, &err);
+        if (rc == KV_ESTATE) {
+            fprintf(stderr, "%s: %s\n", f.prog, err.msg);
+        } else if (rc) {
+            status = 0; /* stopped by a signal before registering */
+        } else {
+            status = run_loop(&pw);
+            if (status)
+                fprintf(stderr, "%s: %s\n", f.prog, ctl.refusal);
+        }
+        prefill_fail_all(&pw);
+        worker_control_close(&ctl);
+    }
+    /* Sockets first (no linger), then the context, then the pool the zero-copy frames read. */
+    kv_sender_close(&pw.sender);
+    if (zctx)
+        zmq_ctx_term(zctx);
+    prefill_reap(&pw, 1); /* the context is gone: ZeroMQ holds no frame any more */
+    free(pw.logits);
+    KV_INFO(COMP, "msg=\"stopped\" worker=%s status=%d blocks_free=%d/%d", f.id, status, kv_pool_n_free(we.pool),
+            we.pool->n_blocks);
+    worker_engine_close(&we);
+    return status;
+}

@@ -1,0 +1,226 @@
+#include <stdio.h>
+#include <string.h>
+
+#include "kv_log.h"
+#include "kv_time.h"
+#include "prefill.h"
+#include "worker_proto.h"
+
+#define COMP "kv-prefill"
+
+static uint32_t ack_deadline_ms(const prefill_task *t)
+{
+    return t->t->ack_deadline_ms ? t->t->ack_deadline_ms : PREFILL_DEFAULT_ACK_DEADLINE_MS;
+}
+
+static void send_done(prefill_worker *pw, const prefill_task *t, int ok, Kvserve__ErrorCode code, const char *msg)
+{
+    Kvserve__PrefillDone d;
+    Kvserve__Error e;
+    kvserve__prefill_done__init(&d);
+    d.request_id = (char *)t->id;
+    d.ok = ok ? 1 : 0;
+    if (!ok) {
+        worker_error_init(&e, code, t->id, msg);
+        d.error = &e;
+    }
+    d.first_token = ok ? t->first_token : 0;
+    d.prefill_ms = t->prefill_s * 1e3;
+    d.transfer_ms = t->t_first_send > 0 ? (kv_now_s() - t->t_first_send) * 1e3 : 0;
+    d.kv_bytes = t->kv_bytes;
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_PREFILL_DONE;
+    env.prefill_done = &d;
+    worker_send(pw->ctl->sock, NULL, &env, 200, COMP, "PrefillDone");
+}
+
+/* Ends the current task: PrefillDone to the router, the blocks back to the pool. Only now,
+ * after the decode worker's verdict (or the deadline), may the blocks be reused. */
+static void finish(prefill_worker *pw, int ok, Kvserve__ErrorCode code, const char *msg)
+{
+    prefill_task *t = pw->cur;
+    double transfer_ms = t->t_first_send > 0 ? (kv_now_s() - t->t_first_send) * 1e3 : 0;
+    if (ok)
+        KV_INFO(COMP, "msg=\"task done\" request=%s prompt_tokens=%zu first_token=%d prefill_ms=%.2f transfer_ms=%.2f "
+                      "kv_bytes=%llu chunks=%u decode=%s",
+                t->id, t->t->n_prompt_tokens, t->first_token, t->prefill_s * 1e3, transfer_ms,
+                (unsigned long long)t->kv_bytes, t->chunk_seq, t->t->decode_worker_id);
+    else
+        KV_WARN(COMP, "msg=\"task failed\" request=%s error=%s reason=\"%s\" prefill_ms=%.2f transfer_ms=%.2f",
+                t->id, worker_error_name(code), msg, t->prefill_s * 1e3, transfer_ms);
+    send_done(pw, t, ok, code, msg);
+    pw->cur = NULL;
+    prefill_task_retire(pw, t);
+}
+
+static void start_next(prefill_worker *pw)
+{
+    prefill_task *t = prefill_queue_pop(pw);
+    pw->cur = t;
+    Kvserve__ErrorCode code;
+    kv_err err;
+    if (prefill_task_validate(pw, t, &code, &err)) {
+        finish(pw, 0, code, err.msg);
+        return;
+    }
+    if (!(t->peer = kv_sender_peer(&pw->sender, t->t->decode_kv_endpoint, &err))) {
+        finish(pw, 0, err.code == KV_ENOMEM ? KVSERVE__ERROR_CODE__INTERNAL : KVSERVE__ERROR_CODE__INVALID_ARGUMENT,
+               err.msg);
+        return;
+    }
+    t->state = PT_PREFILLING;
+    t->t_start = kv_now_s();
+    KV_INFO(COMP, "msg=\"task start\" request=%s prompt_tokens=%zu decode=%s endpoint=%s queued_ms=%.2f", t->id,
+            t->t->n_prompt_tokens, t->t->decode_worker_id, t->t->decode_kv_endpoint, (t->t_start - t->t_queued) * 1e3);
+}
+
+/* Ships blocks [sent_blocks, upto) of the current task. */
+static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
+{
+    kv_chunk_desc c = {
+        .request_id = t->id,
+        .seq = t->chunk_seq,
+        .first_block = (uint32_t)t->sent_blocks,
+        .src = t->seq.blocks + t->sent_blocks,
+        .dst = t->t->decode_block_ids + t->sent_blocks,
+        .n_blocks = upto - t->sent_blocks,
+        .n_tokens = (uint32_t)t->done,
+        .last = last,
+        .first_token = t->first_token,
+    };
+    uint32_t ack_ms = ack_deadline_ms(t);
+    int timeout = ack_ms < PREFILL_SEND_TIMEOUT_MS ? (int)ack_ms : PREFILL_SEND_TIMEOUT_MS;
+    if (t->t_first_send <= 0)
+        t->t_first_send = kv_now_s();
+    kv_err err;
+    if (kv_sender_send(&pw->sender, t->peer, pw->we->pool, &c, timeout, &t->frames_in_flight, &t->kv_bytes, &err)) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "cannot send KV to decode worker %s at %s: %s", t->t->decode_worker_id,
+                 t->peer->endpoint, err.msg);
+        finish(pw, 0, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
+        return -1;
+    }
+    KV_DEBUG(COMP, "msg=\"kv chunk sent\" request=%s seq=%u first_block=%u blocks=%d n_tokens=%d last=%d", t->id,
+             c.seq, c.first_block, c.n_blocks, t->done, last);
+    t->sent_blocks = upto;
+    t->chunk_seq++;
+    return 0;
+}
+
+static void run_chunk(prefill_worker *pw)
+{
+    prefill_task *t = pw->cur;
+    int total = (int)t->t->n_prompt_tokens;
+    int n = total - t->done;
+    if (n > pw->f->prefill_chunk)
+        n = pw->f->prefill_chunk;
+    int last = t->done + n == total;
+    kv_err err;
+    double t0 = kv_now_s();
+    int rc = kv_engine_prefill(pw->we->engine, &t->seq, t->t->prompt_tokens + t->done, n, last ? pw->logits : NULL, 0,
+                               &err);
+    if (!rc && last) {
+        /* The first token, sampled as in one process: a fresh sampler's first draw. */
+        kv_sampler s;
+        if (!(rc = kv_sampler_init(&s, &t->sp, pw->we->model->cfg.vocab_size, &err)))
+            t->first_token = kv_sampler_sample(&s, pw->logits);
+        kv_sampler_free(&s);
+    }
+    t->prefill_s += kv_now_s() - t0;
+    if (rc) {
+        finish(pw, 0, rc == KV_EFULL ? KVSERVE__ERROR_CODE__NO_CAPACITY : KVSERVE__ERROR_CODE__INTERNAL, err.msg);
+        return;
+    }
+    t->done += n;
+    int bs = pw->we->pool->shape.block_size;
+    int upto = last ? (t->done + bs - 1) / bs : t->done / bs;
+    if ((upto > t->sent_blocks || last) && ship(pw, t, upto, last))
+        return;
+    if (last) {
+        t->state = PT_WAIT_ACK;
+        t->ack_deadline = kv_now_s() + ack_deadline_ms(t) * 1e-3;
+    }
+}
+
+void prefill_step(prefill_worker *pw)
+{
+    if (!pw->cur) {
+        if (pw->head)
+            start_next(pw);
+        return;
+    }
+    if (pw->cur->state == PT_PREFILLING) {
+        run_chunk(pw);
+    } else if (pw->cur->state == PT_WAIT_ACK && kv_now_s() >= pw->cur->ack_deadline) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "no KvAck from decode worker %s within %u ms", pw->cur->t->decode_worker_id,
+                 ack_deadline_ms(pw->cur));
+        finish(pw, 0, KVSERVE__ERROR_CODE__DEADLINE_EXCEEDED, msg);
+    }
+}
+
+void prefill_on_ack(prefill_worker *pw, const Kvserve__KvAck *ack)
+{
+    prefill_task *t = pw->cur;
+    if (!t || strcmp(t->id, ack->request_id)) {
+        KV_DEBUG(COMP, "msg=\"stale KvAck ignored\" request=%s", ack->request_id);
+        return;
+    }
+    if (!ack->ok) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "decode worker %s rejected the KV: %s", t->t->decode_worker_id,
+                 ack->error && ack->error->message[0] ? ack->error->message : "no reason given");
+        Kvserve__ErrorCode code = ack->error && ack->error->code ? ack->error->code : KVSERVE__ERROR_CODE__INTERNAL;
+        finish(pw, 0, code, msg);
+        return;
+    }
+    if (t->state != PT_WAIT_ACK) {
+        KV_WARN(COMP, "msg=\"KvAck before the last chunk ignored\" request=%s", t->id);
+        return;
+    }
+    if (ack->bytes != t->kv_bytes)
+        KV_WARN(COMP, "msg=\"KvAck byte count differs\" request=%s sent=%llu acked=%llu", t->id,
+                (unsigned long long)t->kv_bytes, (unsigned long long)ack->bytes);
+    finish(pw, 1, KVSERVE__ERROR_CODE__ERROR_NONE, "");
+}
+
+void prefill_abort(prefill_worker *pw, const char *id, Kvserve__ErrorCode reason)
+{
+    prefill_task *t = NULL;
+    if (pw->cur && !strcmp(pw->cur->id, id)) {
+        t = pw->cur;
+        pw->cur = NULL;
+    } else {
+        t = prefill_queue_remove(pw, id);
+    }
+    if (!t) {
+        KV_DEBUG(COMP, "msg=\"abort for an unknown request ignored\" request=%s", id);
+        return;
+    }
+    KV_INFO(COMP, "msg=\"task aborted\" request=%s reason=%s state=%d prefill_ms=%.2f", id, worker_error_name(reason),
+            (int)t->state, t->prefill_s * 1e3);
+    prefill_task_retire(pw, t);
+}
+
+int prefill_has_work(const prefill_worker *pw)
+{
+    return pw->cur ? pw->cur->state == PT_PREFILLING : pw->head != NULL;
+}
+
+double prefill_wake(const prefill_worker *pw)
+{
+    if (pw->cur && pw->cur->state == PT_WAIT_ACK)
+        return pw->cur->ack_deadline;
+    return kv_now_s() + 1.0;
+}
+
+void prefill_fail_all(prefill_worker *pw)
+{
+    if (pw->cur)
+        prefill_task_retire(pw, pw->cur);
+    pw->cur = NULL;
+    prefill_task *t;
+    while ((t = prefill_queue_pop(pw)))
+        prefill_task_retire(pw, t);
+}

@@ -1,0 +1,151 @@
+#include "prefill.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_log.h"
+#include "kv_time.h"
+#include "worker_proto.h"
+
+prefill_task *prefill_task_new(Kvserve__Envelope *env)
+{
+    prefill_task *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    atomic_init(&t->frames_in_flight, 0);
+    t->env = env;
+    t->t = env->prefill;
+    t->id = t->t->request_id;
+    t->t_queued = kv_now_s();
+    return t;
+}
+
+static void task_free(prefill_worker *pw, prefill_task *t)
+{
+    kv_seq_release(&t->seq, pw->we->pool);
+    kvserve__envelope__free_unpacked(t->env, NULL);
+    free(t);
+}
+
+void prefill_task_retire(prefill_worker *pw, prefill_task *t)
+{
+    if (!t)
+        return;
+    if (atomic_load(&t->frames_in_flight) == 0) {
+        task_free(pw, t);
+        return;
+    }
+    t->t_retired = kv_now_s();
+    t->next = pw->draining;
+    pw->draining = t;
+}
+
+void prefill_reap(prefill_worker *pw, int final)
+{
+    prefill_task **link = &pw->draining;
+    while (*link) {
+        prefill_task *t = *link;
+        if (final || atomic_load(&t->frames_in_flight) == 0) {
+            *link = t->next;
+            task_free(pw, t);
+            continue;
+        }
+        /* A decode worker that is connected but not reading keeps our frames queued. */
+        if (kv_now_s() - t->t_retired > 10.0 && t->t_retired > 0) {
+            KV_WARN("kv-prefill", "msg=\"blocks held by unsent KV frames\" request=%s frames=%d blocks=%d", t->id,
+                    atomic_load(&t->frames_in_flight), t->seq.n_blocks);
+            t->t_retired = -1; /* warn once */
+        }
+        link = &t->next;
+    }
+}
+
+void prefill_queue_push(prefill_worker *pw, prefill_task *t)
+{
+    t->next = NULL;
+    if (pw->tail)
+        pw->tail->next = t;
+    else
+        pw->head = t;
+    pw->tail = t;
+    pw->n_queued++;
+}
+
+prefill_task *prefill_queue_pop(prefill_worker *pw)
+{
+    prefill_task *t = pw->head;
+    if (!t)
+        return NULL;
+    pw->head = t->next;
+    if (!pw->head)
+        pw->tail = NULL;
+    pw->n_queued--;
+    t->next = NULL;
+    return t;
+}
+
+prefill_task *prefill_queue_remove(prefill_worker *pw, const char *id)
+{
+    prefill_task *prev = NULL;
+    for (prefill_task *t = pw->head; t; prev = t, t = t->next) {
+        if (strcmp(t->id, id))
+            continue;
+        if (prev)
+            prev->next = t->next;
+        else
+            pw->head = t->next;
+        if (pw->tail == t)
+            pw->tail = prev;
+        pw->n_queued--;
+        t->next = NULL;
+        return t;
+    }
+    return NULL;
+}
+
+int prefill_known(const prefill_worker *pw, const char *id)
+{
+    if (pw->cur && !strcmp(pw->cur->id, id))
+        return 1;
+    for (const prefill_task *t = pw->head; t; t = t->next)
+        if (!strcmp(t->id, id))
+            return 1;
+    return 0;
+}
+
+int prefill_task_validate(const prefill_worker *pw, prefill_task *t, Kvserve__ErrorCode *code, kv_err *err)
+{
+    const kv_model_config *c = &pw->we->model->cfg;
+    const Kvserve__PrefillTask *m = t->t;
+    int bs = pw->we->pool->shape.block_size;
+    *code = KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
+    if (m->n_prompt_tokens == 0)
+        return kv_err_set(err, KV_EINVAL, "empty prompt");
+    for (size_t i = 0; i < m->n_prompt_tokens; i++)
+        if (m->prompt_tokens[i] < 0 || m->prompt_tokens[i] >= c->vocab_size)
+            return kv_err_set(err, KV_ERANGE, "prompt token %zu is %d, outside the vocabulary (%d)", i,
+                              m->prompt_tokens[i], c->vocab_size);
+    if (m->n_prompt_tokens + 1 > (size_t)c->max_position) {
+        *code = KVSERVE__ERROR_CODE__PROMPT_TOO_LONG;
+        return kv_err_set(err, KV_EFULL, "prompt of %zu tokens leaves no room in the context length %d",
+                          m->n_prompt_tokens, c->max_position);
+    }
+    size_t need = (m->n_prompt_tokens + (size_t)bs - 1) / (size_t)bs;
+    if (m->n_decode_block_ids < need)
+        return kv_err_set(err, KV_EINVAL, "%zu destination blocks for a prompt that needs %zu",
+                          m->n_decode_block_ids, need);
+    for (size_t i = 0; i < need; i++)
+        if (m->decode_block_ids[i] < 0)
+            return kv_err_set(err, KV_EINVAL, "destination block id %d is negative", m->decode_block_ids[i]);
+    if (!m->decode_kv_endpoint[0])
+        return kv_err_set(err, KV_EINVAL, "no decode KV endpoint");
+    int rc = worker_sampling_from_proto(m->sampling, &t->sp, err);
+    if (rc)
+        return rc;
+    if ((int32_t)need > pw->we->pool->n_blocks) {
+        *code = KVSERVE__ERROR_CODE__NO_CAPACITY;
+        return kv_err_set(err, KV_EFULL, "prompt needs %zu KV blocks; this worker's pool has %d", need,
+                          pw->we->pool->n_blocks);
+    }
+    return KV_OK;
+}
