@@ -9,7 +9,10 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
-    {"generate", kvctl_cmd_generate, "generate a continuation (--local: in this process)"},
+    {"generate", kvctl_cmd_generate, "generate a continuation through a router (--local: in this process)"},
+    {"status", kvctl_cmd_status, "show a router's workers and requests in flight"},
+    {"bench", kvctl_cmd_bench, "load a router with synthetic requests; latency and throughput report"},
+    {"up", kvctl_cmd_up, "run a local cluster (router + workers) in the foreground"},
     {"tokenize", kvctl_cmd_tokenize, "print the token ids of a text"},
     {"model", kvctl_cmd_model, "model tools: synth (write a synthetic model)"},
     {"capacity", kvctl_cmd_capacity, "KV cache bytes per token and tokens that fit in memory"},

@@ -1,0 +1,214 @@
+/* Status: the StatusReply as plain C structs, and its stable JSON rendering. */
+#include "kv_client_internal.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static char *dup_str(const char *s, int *oom)
+{
+    char *d = strdup(s ? s : "");
+    if (!d)
+        *oom = 1;
+    return d;
+}
+
+int kvc_status_from_proto(const Kvserve__StatusReply *p, kv_status **out)
+{
+    int oom = 0;
+    kv_status *s = calloc(1, sizeof *s);
+    if (!s)
+        return KVC_ENOMEM;
+    s->model = dup_str(p->model, &oom);
+    s->requests_total = p->requests_total;
+    s->requests_failed = p->requests_failed;
+    s->uptime_s = p->uptime_s;
+    if (p->n_workers) {
+        s->workers = calloc(p->n_workers, sizeof *s->workers);
+        if (!s->workers)
+            oom = 1;
+        else
+            s->n_workers = p->n_workers;
+    }
+    for (size_t i = 0; i < s->n_workers; i++) {
+        const Kvserve__WorkerStatus *w = p->workers[i];
+        kv_status_worker *o = &s->workers[i];
+        o->worker_id = dup_str(w->worker_id, &oom);
+        o->role = (int)w->role;
+        o->address = dup_str(w->address, &oom);
+        o->device = dup_str(w->device, &oom);
+        o->healthy = w->healthy != 0;
+        o->last_heartbeat_ms_ago = w->last_heartbeat_ms_ago;
+        o->running = w->running;
+        o->queued = w->queued;
+        o->kv_blocks_used = w->kv_blocks_used;
+        o->kv_blocks_free = w->kv_blocks_free;
+        o->kv_blocks_total = w->kv_blocks_total;
+    }
+    if (p->n_requests) {
+        s->requests = calloc(p->n_requests, sizeof *s->requests);
+        if (!s->requests)
+            oom = 1;
+        else
+            s->n_requests = p->n_requests;
+    }
+    for (size_t i = 0; i < s->n_requests; i++) {
+        const Kvserve__RequestStatus *r = p->requests[i];
+        kv_status_request *o = &s->requests[i];
+        o->request_id = dup_str(r->request_id, &oom);
+        o->state = dup_str(r->state, &oom);
+        o->prefill_worker = dup_str(r->prefill_worker, &oom);
+        o->decode_worker = dup_str(r->decode_worker, &oom);
+        if (r->n_block_ids) {
+            o->block_ids = malloc(r->n_block_ids * sizeof *o->block_ids);
+            if (!o->block_ids) {
+                oom = 1;
+            } else {
+                memcpy(o->block_ids, r->block_ids, r->n_block_ids * sizeof *o->block_ids);
+                o->n_block_ids = r->n_block_ids;
+            }
+        }
+        o->generated_tokens = r->generated_tokens;
+        o->age_ms = r->age_ms;
+    }
+    if (oom) {
+        kv_status_free(s);
+        return KVC_ENOMEM;
+    }
+    *out = s;
+    return KVC_OK;
+}
+
+void kv_status_free(kv_status *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_workers; i++) {
+        free(s->workers[i].worker_id);
+        free(s->workers[i].address);
+        free(s->workers[i].device);
+    }
+    for (size_t i = 0; i < s->n_requests; i++) {
+        free(s->requests[i].request_id);
+        free(s->requests[i].state);
+        free(s->requests[i].prefill_worker);
+        free(s->requests[i].decode_worker);
+        free(s->requests[i].block_ids);
+    }
+    free(s->workers);
+    free(s->requests);
+    free(s->model);
+    free(s);
+}
+
+/* ---- JSON ------------------------------------------------------------------------ */
+
+typedef struct sbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} sbuf;
+
+static void sb_reserve(sbuf *b, size_t n)
+{
+    if (b->oom || b->len + n + 1 <= b->cap)
+        return;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap < b->len + n + 1)
+        cap *= 2;
+    char *s = realloc(b->s, cap);
+    if (!s) {
+        b->oom = 1;
+        return;
+    }
+    b->s = s;
+    b->cap = cap;
+}
+
+static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_printf(sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    sb_reserve(b, (size_t)n);
+    if (b->oom)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+static void sb_str(sbuf *b, const char *s)
+{
+    sb_printf(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
+        if (*p == '"' || *p == '\\')
+            sb_printf(b, "\\%c", *p);
+        else if (*p == '\n')
+            sb_printf(b, "\\n");
+        else if (*p == '\t')
+            sb_printf(b, "\\t");
+        else if (*p == '\r')
+            sb_printf(b, "\\r");
+        else if (*p < 0x20)
+            sb_printf(b, "\\u%04x", *p);
+        else
+            sb_printf(b, "%c", *p);
+    }
+    sb_printf(b, "\"");
+}
+
+static double finite_or_zero(double v) { return isfinite(v) ? v : 0.0; }
+
+char *kv_status_to_json(const kv_status *s)
+{
+    sbuf b = {0};
+    sb_printf(&b, "{\"model\":");
+    sb_str(&b, s->model);
+    sb_printf(&b, ",\"uptime_s\":%.3f,\"requests_total\":%llu,\"requests_failed\":%llu,\"workers\":[",
+              finite_or_zero(s->uptime_s), (unsigned long long)s->requests_total,
+              (unsigned long long)s->requests_failed);
+    for (size_t i = 0; i < s->n_workers; i++) {
+        const kv_status_worker *w = &s->workers[i];
+        sb_printf(&b, "%s{\"worker_id\":", i ? "," : "");
+        sb_str(&b, w->worker_id);
+        sb_printf(&b, ",\"role\":\"%s\",\"address\":", kv_client_role_name(w->role));
+        sb_str(&b, w->address);
+        sb_printf(&b, ",\"device\":");
+        sb_str(&b, w->device);
+        sb_printf(&b,
+                  ",\"healthy\":%s,\"last_heartbeat_ms_ago\":%.3f,\"running\":%u,\"queued\":%u,"
+                  "\"kv_blocks_used\":%u,\"kv_blocks_free\":%u,\"kv_blocks_total\":%u}",
+                  w->healthy ? "true" : "false", finite_or_zero(w->last_heartbeat_ms_ago), w->running, w->queued,
+                  w->kv_blocks_used, w->kv_blocks_free, w->kv_blocks_total);
+    }
+    sb_printf(&b, "],\"requests\":[");
+    for (size_t i = 0; i < s->n_requests; i++) {
+        const kv_status_request *r = &s->requests[i];
+        sb_printf(&b, "%s{\"request_id\":", i ? "," : "");
+        sb_str(&b, r->request_id);
+        sb_printf(&b, ",\"state\":");
+        sb_str(&b, r->state);
+        sb_printf(&b, ",\"prefill_worker\":");
+        sb_str(&b, r->prefill_worker);
+        sb_printf(&b, ",\"decode_worker\":");
+        sb_str(&b, r->decode_worker);
+        sb_printf(&b, ",\"block_ids\":[");
+        for (size_t j = 0; j < r->n_block_ids; j++)
+            sb_printf(&b, "%s%d", j ? "," : "", (int)r->block_ids[j]);
+        sb_printf(&b, "],\"generated_tokens\":%u,\"age_ms\":%.3f}", r->generated_tokens, finite_or_zero(r->age_ms));
+    }
+    sb_printf(&b, "]}");
+    if (b.oom) {
+        free(b.s);
+        return NULL;
+    }
+    return b.s;
+}
