@@ -51,6 +51,20 @@ static void test_matmul(rng *r)
     }
 }
 
+/* Decode's GEMV is batch-invariant: a row's result is bit-identical alone or in a batch. */
+static void test_gemv_batch_invariance(rng *r)
+{
+    int m = 7, n = 67, k = 131;
+    float *x = rand_vec(r, (size_t)m * k), *w = rand_vec(r, (size_t)n * k);
+    float *batch = malloc(sizeof(float) * (size_t)m * n), *solo = malloc(sizeof(float) * (size_t)n);
+    kc_matmul_gemv(batch, x, w, m, n, k);
+    for (int i = 0; i < m; i++) {
+        kc_matmul_gemv(solo, x + (size_t)i * k, w, 1, n, k);
+        CHECK_MSG(!memcmp(solo, batch + (size_t)i * n, sizeof(float) * (size_t)n), "row %d differs alone and in a batch", i);
+    }
+    free(x); free(w); free(batch); free(solo);
+}
+
 static void test_elementwise(rng *r)
 {
     int rows = 3, dim = 37;
@@ -186,6 +200,7 @@ int main(void)
 {
     rng r = {0x9E3779B97F4A7C15ull};
     test_matmul(&r);
+    test_gemv_batch_invariance(&r);
     test_elementwise(&r);
     test_rope(&r);
     test_attention(&r);

@@ -114,13 +114,25 @@ static void check_batched_decode(const kv_model *m)
         CHECK(kv_engine_prefill(e, &seqs[s], ref_tokens, starts[s], logits, 0, &err) == 0);
         next[s] = kc_argmax(logits, V);
     }
+    /* A twin of sequence 0 decoded alone: batch invariance means bit-identical logits. */
+    kv_seq solo = {0};
+    kv_seq *solo_ptr = &solo;
+    float *solo_logits = malloc(sizeof(float) * (size_t)V);
+    CHECK(kv_engine_prefill(e, &solo, ref_tokens, starts[0], NULL, 0, &err) == 0);
+    int invariant = 1;
     for (int step = 0; step < 100; step++) {
         for (int s = 0; s < 3; s++)
             CHECK_MSG(next[s] == ref_tokens[starts[s] + step], "batch seq %d step %d: %d vs %d", s, step, next[s],
                       ref_tokens[starts[s] + step]);
+        int32_t solo_next = next[0];
         CHECK(kv_engine_decode(e, ptrs, next, 3, logits, &err) == 0);
+        CHECK(kv_engine_decode(e, &solo_ptr, &solo_next, 1, solo_logits, &err) == 0);
+        invariant &= !memcmp(solo_logits, logits, sizeof(float) * (size_t)V);
         for (int s = 0; s < 3; s++) next[s] = kc_argmax(logits + (size_t)s * (size_t)V, V);
     }
+    CHECK_MSG(invariant, "decode logits of a sequence differ alone and in a batch");
+    kv_seq_release(&solo, kv_engine_pool(e));
+    free(solo_logits);
     for (int s = 0; s < 3; s++) kv_seq_release(&seqs[s], kv_engine_pool(e));
     CHECK_EQ_INT(kv_pool_n_free(kv_engine_pool(e)), kv_engine_pool(e)->n_blocks);
     free(logits);

@@ -151,9 +151,14 @@ static void attention(kv_engine *e, int layer, int rows, const attn_target *t)
     kc_attention_decode(s->att, s->q, &kv, s->tables, s->lens, rows, c->n_heads);
 }
 
+typedef void (*matmul_fn)(float *y, const float *x, const float *w, int m, int n, int k);
+
 /* All layers for `rows` rows whose embeddings are in s->x and positions in s->pos. */
 static void run_layers(kv_engine *e, int rows, const attn_target *t)
 {
+    /* Decode is batch-invariant (a sequence's tokens never depend on its batch mates);
+     * prefill uses sgemm for its many rows. */
+    matmul_fn matmul = t->prefill_seq ? kc_matmul : kc_matmul_gemv;
     const kv_model *m = e->model;
     const kv_model_config *c = &m->cfg;
     scratch *s = &e->s;
@@ -162,30 +167,30 @@ static void run_layers(kv_engine *e, int rows, const attn_target *t)
     for (int l = 0; l < c->n_layers; l++) {
         const kv_layer_weights *w = &m->layers[l];
         kc_rmsnorm(s->xb, s->x, w->attn_norm, rows, h, c->rms_eps);
-        kc_matmul(s->q, s->xb, w->wq, rows, q_dim, h);
-        kc_matmul(s->k, s->xb, w->wk, rows, kv_dim, h);
-        kc_matmul(s->v, s->xb, w->wv, rows, kv_dim, h);
+        matmul(s->q, s->xb, w->wq, rows, q_dim, h);
+        matmul(s->k, s->xb, w->wk, rows, kv_dim, h);
+        matmul(s->v, s->xb, w->wv, rows, kv_dim, h);
         kc_rope(s->q, rows, c->n_heads, c->head_dim, s->pos, e->inv_freq);
         kc_rope(s->k, rows, c->n_kv_heads, c->head_dim, s->pos, e->inv_freq);
         attention(e, l, rows, t);
-        kc_matmul(s->xb, s->att, w->wo, rows, h, q_dim);
+        matmul(s->xb, s->att, w->wo, rows, h, q_dim);
         kc_add(s->x, s->xb, (size_t)rows * (size_t)h);
         kc_rmsnorm(s->xb, s->x, w->mlp_norm, rows, h, c->rms_eps);
-        kc_matmul(s->hb, s->xb, w->w_gate, rows, ff, h);
-        kc_matmul(s->hb2, s->xb, w->w_up, rows, ff, h);
+        matmul(s->hb, s->xb, w->w_gate, rows, ff, h);
+        matmul(s->hb2, s->xb, w->w_up, rows, ff, h);
         kc_swiglu(s->hb, s->hb, s->hb2, (size_t)rows * (size_t)ff);
-        kc_matmul(s->xb, s->hb, w->w_down, rows, h, ff);
+        matmul(s->xb, s->hb, w->w_down, rows, h, ff);
         kc_add(s->x, s->xb, (size_t)rows * (size_t)h);
     }
 }
 
 /* Final norm + LM head for rows [first, first+n) of s->x. */
-static void compute_logits(kv_engine *e, int first, int n, float *logits)
+static void compute_logits(kv_engine *e, int first, int n, float *logits, matmul_fn matmul)
 {
     const kv_model_config *c = &e->model->cfg;
     float *x = e->s.x + (size_t)first * (size_t)c->hidden_size;
     kc_rmsnorm(e->s.xb, x, e->model->final_norm, n, c->hidden_size, c->rms_eps);
-    kc_matmul(logits, e->s.xb, e->model->lm_head, n, c->vocab_size, c->hidden_size);
+    matmul(logits, e->s.xb, e->model->lm_head, n, c->vocab_size, c->hidden_size);
 }
 
 static int check_tokens(const kv_model_config *c, const int32_t *tokens, int n, kv_err *err)
@@ -220,9 +225,9 @@ int kv_engine_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int n, f
         run_layers(e, rows, &t);
         seq->n_tokens += rows;
         if (logits && all_logits)
-            compute_logits(e, 0, rows, logits + (size_t)done * (size_t)c->vocab_size);
+            compute_logits(e, 0, rows, logits + (size_t)done * (size_t)c->vocab_size, kc_matmul);
         else if (logits && done + rows == n)
-            compute_logits(e, rows - 1, 1, logits);
+            compute_logits(e, rows - 1, 1, logits, kc_matmul);
     }
     return KV_OK;
 }
@@ -248,6 +253,6 @@ int kv_engine_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, i
     run_layers(e, n_seqs, &t);
     for (int i = 0; i < n_seqs; i++)
         seqs[i]->n_tokens++;
-    compute_logits(e, 0, n_seqs, logits);
+    compute_logits(e, 0, n_seqs, logits, kc_matmul_gemv);
     return KV_OK;
 }

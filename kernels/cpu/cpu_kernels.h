@@ -10,7 +10,8 @@
 /* y[m][n] = x[m][k] . w[n][k]^T. Small m (decode) streams w once through a threaded
  * GEMV; large m (prefill) goes to OpenBLAS sgemm. */
 void kc_matmul(float *y, const float *x, const float *w, int m, int n, int k);
-/* The GEMV path alone (any m), for tests and benchmarks. */
+/* The GEMV path alone, for any m: batch-invariant (row i's result does not depend on m or
+ * on the other rows), which is what decode uses. */
 void kc_matmul_gemv(float *y, const float *x, const float *w, int m, int n, int k);
 
 void kc_rmsnorm(float *out, const float *x, const float *weight, int rows, int dim, float eps);

@@ -4,7 +4,8 @@
 #include "simd.h"
 
 /* Below this many rows the weights dominate the traffic: read each weight row once and
- * dot it with every input row (memory-bound GEMV). Above it, sgemm's blocking wins. */
+ * dot it with every input row (memory-bound GEMV). Above it, sgemm's blocking wins
+ * (prefill; decode always takes the batch-invariant GEMV). */
 #define GEMV_MAX_ROWS 4
 
 /* y[j..j+3] = w[j..j+3] . x: each x chunk is loaded once for four weight rows, so the
@@ -36,20 +37,20 @@ static void gemv_rows4(float *y, const float *x, const float *w, int k)
 
 void kc_matmul_gemv(float *y, const float *x, const float *w, int m, int n, int k)
 {
-    if (m == 1) {
+    /* Each (input, output) pair is reduced by the same code whatever m is, so a sequence's
+     * decode results do not depend on which other sequences share its batch: the service
+     * reproduces single-process generation bit for bit. The 4 weight rows stay in cache
+     * while every input row passes over them. */
+    int n4 = n / 4 * 4;
 #pragma omp parallel for schedule(static)
-        for (int j = 0; j < n / 4 * 4; j += 4)
-            gemv_rows4(y + j, x, w + (size_t)j * (size_t)k, k);
-        for (int j = n / 4 * 4; j < n; j++)
-            y[j] = kc_dot(x, w + (size_t)j * (size_t)k, k);
-        return;
-    }
-#pragma omp parallel for schedule(static)
-    for (int j = 0; j < n; j++) {
+    for (int j = 0; j < n4; j += 4) {
         const float *wj = w + (size_t)j * (size_t)k;
         for (int i = 0; i < m; i++)
-            y[(size_t)i * (size_t)n + (size_t)j] = kc_dot(x + (size_t)i * (size_t)k, wj, k);
+            gemv_rows4(y + (size_t)i * (size_t)n + (size_t)j, x + (size_t)i * (size_t)k, wj, k);
     }
+    for (int j = n4; j < n; j++)
+        for (int i = 0; i < m; i++)
+            y[(size_t)i * (size_t)n + (size_t)j] = kc_dot(x + (size_t)i * (size_t)k, w + (size_t)j * (size_t)k, k);
 }
 
 void kc_matmul(float *y, const float *x, const float *w, int m, int n, int k)
