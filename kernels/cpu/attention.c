@@ -2,6 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "cpu_kernels.h"
 #include "simd.h"
 
@@ -47,9 +49,69 @@ static void attend_one(float *out, const float *q, const kc_paged_kv *kv, const 
         kc_axpy(out, scores[t] * inv, k_row(kv, table, t) + kv->v_offset + head_off, hd);
 }
 
+/* Below this many queries per chunk the per-query loop wins; above it, attention becomes
+ * GEMMs: S = Q.K^T and O = P.V per head, on K/V gathered contiguous per kv head. */
+#define PREFILL_GEMM_MIN_TOKENS 32
+
+/* Causal softmax of S rows in place: row i (position start+i) keeps columns 0..start+i. */
+static void causal_softmax_rows(float *S, int n, int L, int start)
+{
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) {
+        float *row = S + (size_t)i * (size_t)L;
+        int len = start + i + 1;
+        float maxv = -INFINITY, sum = 0.0f;
+        for (int t = 0; t < len; t++)
+            if (row[t] > maxv)
+                maxv = row[t];
+        for (int t = 0; t < len; t++) {
+            row[t] = expf(row[t] - maxv);
+            sum += row[t];
+        }
+        float inv = 1.0f / sum;
+        for (int t = 0; t < len; t++)
+            row[t] *= inv;
+        memset(row + len, 0, (size_t)(L - len) * sizeof(float));
+    }
+}
+
+/* Returns 0, or -1 when scratch memory is unavailable (the caller falls back). */
+static int attention_prefill_gemm(float *out, const float *q, const kc_paged_kv *kv, const int32_t *table, int start,
+                                  int n, int n_heads)
+{
+    int hd = kv->head_dim, n_kv = kv->n_kv_heads, group = n_heads / n_kv, L = start + n;
+    int q_stride = n_heads * hd;
+    float *K = malloc((size_t)L * (size_t)hd * sizeof(float));
+    float *V = malloc((size_t)L * (size_t)hd * sizeof(float));
+    float *S = malloc((size_t)n * (size_t)L * sizeof(float));
+    if (!K || !V || !S) {
+        free(K); free(V); free(S);
+        return -1;
+    }
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int g = 0; g < n_kv; g++) {
+        for (int t = 0; t < L; t++) {
+            const float *kr = k_row(kv, table, t) + (size_t)g * (size_t)hd;
+            memcpy(K + (size_t)t * (size_t)hd, kr, (size_t)hd * sizeof(float));
+            memcpy(V + (size_t)t * (size_t)hd, kr + kv->v_offset, (size_t)hd * sizeof(float));
+        }
+        for (int h = g * group; h < (g + 1) * group; h++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, hd, scale, q + (size_t)h * (size_t)hd,
+                        q_stride, K, hd, 0.0f, S, L);
+            causal_softmax_rows(S, n, L, start);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, L, 1.0f, S, L, V, hd, 0.0f,
+                        out + (size_t)h * (size_t)hd, q_stride);
+        }
+    }
+    free(K); free(V); free(S);
+    return 0;
+}
+
 void kc_attention_prefill(float *out, const float *q, const kc_paged_kv *kv, const int32_t *block_table, int start,
                           int n, int n_heads)
 {
+    if (n >= PREFILL_GEMM_MIN_TOKENS && attention_prefill_gemm(out, q, kv, block_table, start, n, n_heads) == 0)
+        return;
     int hd = kv->head_dim, group = n_heads / kv->n_kv_heads;
 #pragma omp parallel
     {
