@@ -1,4 +1,5 @@
 #include "json.h"
+#include "kv_utf8.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -77,18 +78,6 @@ static int hex4(parser *ps, unsigned *out)
     return 0;
 }
 
-static size_t utf8_put(char *o, unsigned cp)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F)); return 4;
-}
-
 /* ps->p is just past the opening quote. Decoded length never exceeds raw length. */
 static int parse_string(parser *ps, const char **out, size_t *out_len)
 {
@@ -136,7 +125,7 @@ static int parse_string(parser *ps, const char **out, size_t *out_len)
             } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                 return fail(ps, KV_EFORMAT, "unpaired surrogate");
             }
-            n += utf8_put(buf + n, cp);
+            n += kv_utf8_put(buf + n, cp);
             break;
         }
         default: return fail(ps, KV_EFORMAT, "bad escape");

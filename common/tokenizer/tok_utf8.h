@@ -12,8 +12,6 @@
 size_t tok_utf8_next(const char *s, size_t n, uint32_t *cp);
 /* Offset of the first invalid byte, or n when all of s[0..n) is valid UTF-8. */
 size_t tok_utf8_invalid_at(const char *s, size_t n);
-/* Writes cp (<= 0x10FFFF) as UTF-8 into out (room for 4); returns the length. */
-size_t tok_utf8_put(char *out, uint32_t cp);
 /* Length (2..4) of the sequence a lead byte announces, or 0 if c cannot start one. */
 int tok_utf8_lead_len(unsigned char c);
 /* Whether c may follow lead as the second byte (excludes overlongs and surrogates). */
