@@ -292,7 +292,7 @@ static void on_status(router_state *st, const kv_wire_route *client)
         kvserve__worker_status__init(w);
         w->worker_id = wk->id;
         w->role = wk->role;
-        w->address = wk->kv_endpoint;
+        w->address = wk->address;
         w->device = wk->device;
         w->healthy = st->now - wk->last_heartbeat <= st->opt.worker_timeout_ms * 1e-3;
         w->last_heartbeat_ms_ago = (st->now - wk->last_heartbeat) * 1e3;

@@ -16,6 +16,7 @@ static void worker_free(router_worker *wk)
         return;
     free(wk->id);
     free(wk->kv_endpoint);
+    free(wk->address);
     free(wk->device);
     free(wk);
 }
@@ -126,7 +127,15 @@ router_worker *router_workers_add(router_workers *w, const kv_wire_route *route,
     wk->id = dup_or_empty(reg->worker_id);
     wk->kv_endpoint = dup_or_empty(reg->kv_endpoint);
     wk->device = dup_or_empty(reg->device);
-    if (!wk->id || !wk->kv_endpoint || !wk->device || router_map_put(&w->by_route, route->id, route->len, wk)) {
+    /* Decode workers are reached at their KV endpoint; a prefill worker only connects out,
+     * so the address shown is where its control connection comes from. */
+    char addr[160];
+    if (reg->kv_endpoint && reg->kv_endpoint[0])
+        snprintf(addr, sizeof addr, "%s", reg->kv_endpoint);
+    else
+        snprintf(addr, sizeof addr, "%s pid %u", route->peer[0] ? route->peer : "local", reg->pid);
+    wk->address = strdup(addr);
+    if (!wk->id || !wk->kv_endpoint || !wk->device || !wk->address || router_map_put(&w->by_route, route->id, route->len, wk)) {
         worker_free(wk);
         return NULL;
     }

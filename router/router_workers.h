@@ -24,6 +24,7 @@ typedef struct router_worker {
     char *id;              /* Register.worker_id */
     int role;              /* KVSERVE__WORKER_ROLE__ROLE_PREFILL / _DECODE */
     char *kv_endpoint;     /* decode: where prefill workers ship KV */
+    char *address;         /* shown by status: the KV endpoint, or the control peer + pid */
     char *device;
     uint32_t pid;
     uint32_t kv_blocks_total;

@@ -1,6 +1,7 @@
 #include "kv_wire.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +104,8 @@ int kv_wire_recv(void *sock, int with_route, int timeout_ms, kv_wire_msg *out, k
             return kv_err_set(err, KV_EFORMAT, "message without an envelope frame");
         }
     }
+    const char *peer = zmq_msg_gets(&frame, "Peer-Address");
+    snprintf(out->route.peer, sizeof out->route.peer, "%s", peer ? peer : "");
     out->env = kvserve__envelope__unpack(NULL, zmq_msg_size(&frame), zmq_msg_data(&frame));
     zmq_msg_close(&frame);
     if (!out->env) {

@@ -17,7 +17,8 @@
 
 typedef struct kv_wire_route {
     unsigned char id[KV_WIRE_MAX_ROUTE];
-    size_t len; /* 0 = no routing frame (DEALER side) */
+    size_t len;    /* 0 = no routing frame (DEALER side) */
+    char peer[64]; /* the sender's IP address as ZeroMQ saw it ("" when unknown, e.g. ipc) */
 } kv_wire_route;
 
 typedef struct kv_wire_payload {
