@@ -33,6 +33,8 @@ typedef struct attn_target {
 void kv_engine_options_default(kv_engine_options *o)
 {
     memset(o, 0, sizeof *o);
+    o->device = -1;
+    o->precision = KV_PRECISION_F32;
     o->block_size = 16;
     o->prefill_chunk = 512;
 }
@@ -77,6 +79,11 @@ int kv_engine_create(const kv_model *model, const kv_engine_options *o, kv_engin
     const kv_model_config *c = &model->cfg;
     if (o->block_size <= 0 || o->block_size > 1024 || o->prefill_chunk <= 0 || o->n_threads < 0)
         return kv_err_set(err, KV_EINVAL, "engine: block size must be 1..1024, prefill chunk > 0");
+    if (o->device >= 0)
+        return kv_err_set(err, KV_EUNSUPPORTED, "engine: cuda:%d requested, but the CUDA engine is not available yet",
+                          o->device);
+    if (o->precision != KV_PRECISION_F32)
+        return kv_err_set(err, KV_EUNSUPPORTED, "engine: the CPU engine computes in f32 only");
     kv_engine *e = calloc(1, sizeof *e);
     if (!e)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
@@ -121,6 +128,48 @@ void kv_engine_free(kv_engine *e)
 
 kv_pool *kv_engine_pool(kv_engine *e) { return &e->pool; }
 const kv_model *kv_engine_model(const kv_engine *e) { return e->model; }
+int kv_engine_device(const kv_engine *e) { (void)e; return -1; }
+const char *kv_engine_kv_dtype(const kv_engine *e) { (void)e; return "f32"; }
+size_t kv_engine_block_bytes(const kv_engine *e) { return kv_pool_block_bytes(&e->pool.shape); }
+void *kv_engine_block_ptr(kv_engine *e, int32_t block) { return kv_pool_k(&e->pool, block, 0); }
+
+static int check_blocks(const kv_engine *e, const int32_t *blocks, int n, kv_err *err)
+{
+    for (int i = 0; i < n; i++)
+        if (blocks[i] < 0 || blocks[i] >= e->pool.n_blocks)
+            return kv_err_set(err, KV_ERANGE, "block id %d outside the pool (%d blocks)", blocks[i], e->pool.n_blocks);
+    return KV_OK;
+}
+
+int kv_engine_blocks_read(kv_engine *e, const int32_t *blocks, int n, void *dst, kv_err *err)
+{
+    size_t bb = kv_engine_block_bytes(e);
+    int rc = check_blocks(e, blocks, n, err);
+    for (int i = 0; !rc && i < n; i++)
+        memcpy((char *)dst + (size_t)i * bb, kv_pool_k(&e->pool, blocks[i], 0), bb);
+    return rc;
+}
+
+int kv_engine_blocks_write(kv_engine *e, const int32_t *blocks, int n, const void *src, kv_err *err)
+{
+    size_t bb = kv_engine_block_bytes(e);
+    int rc = check_blocks(e, blocks, n, err);
+    for (int i = 0; !rc && i < n; i++)
+        memcpy(kv_pool_k(&e->pool, blocks[i], 0), (const char *)src + (size_t)i * bb, bb);
+    return rc;
+}
+
+int kv_engine_parse_device(const char *s, int *device, kv_err *err)
+{
+    if (!strcmp(s, "cpu") || !strcmp(s, "auto")) {
+        /* No CUDA engine yet: auto means the CPU. */
+        *device = -1;
+        return KV_OK;
+    }
+    if (!strncmp(s, "cuda", 4))
+        return kv_err_set(err, KV_EUNSUPPORTED, "device %s: the CUDA engine is not available yet (use cpu)", s);
+    return kv_err_set(err, KV_EINVAL, "device must be cpu, auto or cuda:N, got '%s'", s);
+}
 
 static kc_paged_kv layer_kv(const kv_engine *e, int layer)
 {

@@ -12,7 +12,11 @@
 #include "kv_pool.h"
 #include "model.h"
 
+typedef enum { KV_PRECISION_F32 = 0, KV_PRECISION_BF16 } kv_precision;
+
 typedef struct kv_engine_options {
+    int device;          /* -1 = CPU (default); N >= 0 = cuda:N */
+    kv_precision precision; /* weights, activations and KV: f32 (CPU; the GPU's exactness mode) or bf16 (GPU) */
     int block_size;      /* tokens per KV block (default 16) */
     int32_t n_blocks;    /* pool size in blocks; 0 = from kv_bytes */
     size_t kv_bytes;     /* pool size in bytes when n_blocks is 0; 0 = room for 4 full contexts */
@@ -25,8 +29,25 @@ typedef struct kv_engine kv_engine;
 void kv_engine_options_default(kv_engine_options *o);
 int kv_engine_create(const kv_model *model, const kv_engine_options *o, kv_engine **out, kv_err *err);
 void kv_engine_free(kv_engine *e);
+/* Block bookkeeping (free list, refcounts). Its data pointer is host memory only on the
+ * CPU: use the block functions below to move KV bytes. */
 kv_pool *kv_engine_pool(kv_engine *e);
 const kv_model *kv_engine_model(const kv_engine *e);
+int kv_engine_device(const kv_engine *e);              /* -1 = CPU */
+const char *kv_engine_kv_dtype(const kv_engine *e);    /* "f32" | "bf16": what a block holds */
+size_t kv_engine_block_bytes(const kv_engine *e);      /* one block, all layers, K and V */
+
+/* Whole blocks between the pool (host or GPU memory) and host buffers of n * block_bytes:
+ * what the ZeroMQ transport ships. */
+int kv_engine_blocks_read(kv_engine *e, const int32_t *blocks, int n, void *dst, kv_err *err);
+int kv_engine_blocks_write(kv_engine *e, const int32_t *blocks, int n, const void *src, kv_err *err);
+/* Address of a block in the pool's own memory (host or device): for zero-copy sends on the
+ * CPU and for GPU transports (CUDA IPC, NCCL). */
+void *kv_engine_block_ptr(kv_engine *e, int32_t block);
+
+/* Parses "cpu", "auto" (CUDA device 0 when usable, else CPU with a warning) or "cuda:N"
+ * into *device; a "cuda" request on a build or machine without CUDA is an error naming why. */
+int kv_engine_parse_device(const char *s, int *device, kv_err *err);
 
 /* Runs n tokens after the seq's cached ones (in chunks of prefill_chunk), reserving blocks
  * as needed. logits (may be NULL): vocab floats for the last token, or n x vocab when
