@@ -19,6 +19,7 @@ typedef struct decode_req {
     decode_state state;
     uint32_t prompt_tokens, max_tokens;
     int ignore_eos;
+    uint32_t sampling_offset;   /* draws made by earlier attempts of a re-planned request */
     kv_sampling_params sp;
     int32_t *blocks;            /* reserved block ids, table order (moved into seq at start) */
     int32_t n_blocks, n_prompt_blocks;

@@ -102,7 +102,8 @@ void decode_start(decode_worker *dw, decode_req *r, int32_t first_token)
         decode_fail(dw, r, KVSERVE__ERROR_CODE__INTERNAL, err.msg);
         return;
     }
-    kv_sampler_advance(&r->sampler, 1); /* the prefill worker drew the first token */
+    /* The prefill worker drew the first token, after the draws of earlier attempts. */
+    kv_sampler_advance(&r->sampler, 1 + (int)r->sampling_offset);
     r->state = DR_RUNNING;
     KV_INFO(COMP, "msg=\"request started\" request=%s prompt_tokens=%u first_token=%d running=%d", r->id,
             r->prompt_tokens, first_token, dw->running.n + 1);

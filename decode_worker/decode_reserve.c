@@ -134,6 +134,7 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
     r->prompt_tokens = rr->prompt_tokens;
     r->max_tokens = max_tokens;
     r->ignore_eos = rr->ignore_eos ? 1 : 0;
+    r->sampling_offset = rr->sampling_offset;
     r->sp = sp;
     r->t_reserved = kv_now_s();
     uint32_t dl = rr->transfer_deadline_ms ? rr->transfer_deadline_ms : DECODE_DEFAULT_TRANSFER_DEADLINE_MS;

@@ -121,10 +121,13 @@ static void run_chunk(prefill_worker *pw)
     int rc = kv_engine_prefill(pw->we->engine, &t->seq, t->t->prompt_tokens + t->done, n, last ? pw->logits : NULL, 0,
                                &err);
     if (!rc && last) {
-        /* The first token, sampled as in one process: a fresh sampler's first draw. */
+        /* The first token, sampled as in one process: the stream's next draw (a re-planned
+         * request skips the draws its earlier attempts made). */
         kv_sampler s;
-        if (!(rc = kv_sampler_init(&s, &t->sp, pw->we->model->cfg.vocab_size, &err)))
+        if (!(rc = kv_sampler_init(&s, &t->sp, pw->we->model->cfg.vocab_size, &err))) {
+            kv_sampler_advance(&s, (int)t->t->sampling_offset);
             t->first_token = kv_sampler_sample(&s, pw->logits);
+        }
         kv_sampler_free(&s);
     }
     t->prefill_s += kv_now_s() - t0;

@@ -46,6 +46,7 @@ void router_send_reserve(router_state *st, router_req *r)
     rq.max_tokens = r->max_tokens;
     rq.sampling = &sp;
     rq.ignore_eos = r->ignore_eos;
+    rq.sampling_offset = r->index_base;
     /* The KV must arrive within the router's own reserve + prefill stages: the router's
      * deadlines fire first, and D's own one cleans up should the router be gone. */
     rq.transfer_deadline_ms = (uint32_t)(st->opt.reserve_deadline_ms + st->opt.prefill_deadline_ms);
@@ -66,6 +67,7 @@ void router_send_prefill(router_state *st, router_req *r)
     t.n_prompt_tokens = r->n_prompt;
     t.prompt_tokens = r->prompt;
     t.sampling = &sp;
+    t.sampling_offset = r->index_base;
     t.decode_worker_id = r->decode->id;
     t.decode_kv_endpoint = r->decode->kv_endpoint;
     t.n_decode_block_ids = r->n_block_ids;

@@ -40,6 +40,7 @@ static void req_free(router_req *r)
     free(r->block_ids);
     free(r->out_tokens);
     free(r->out_text);
+    free(r->gen);
     free(r);
 }
 
@@ -69,6 +70,7 @@ router_req *router_requests_add(router_requests *t, const kv_wire_route *client,
     }
     r->prompt = prompt;
     r->n_prompt = n_prompt;
+    r->n_prompt_orig = n_prompt;
     r->client = *client;
     r->seq = t->next_seq++;
     r->id = strdup(id);
@@ -96,6 +98,50 @@ router_req *router_requests_add(router_requests *t, const kv_wire_route *client,
 fail:
     req_free(r);
     return NULL;
+}
+
+int router_requests_rewire(router_requests *t, router_req *r)
+{
+    uint64_t seq = t->next_seq++;
+    size_t wlen = strlen(r->id) + 32;
+    char *wire = malloc(wlen);
+    if (!wire)
+        return KV_ENOMEM;
+    snprintf(wire, wlen, "%s@%" PRIu64, r->id, seq);
+    if (router_map_put(&t->by_wire, wire, strlen(wire), r)) {
+        free(wire);
+        return KV_ENOMEM;
+    }
+    router_map_del(&t->by_wire, r->wire_id, strlen(r->wire_id));
+    free(r->wire_id);
+    r->wire_id = wire;
+    r->seq = seq;
+    return KV_OK;
+}
+
+int router_req_restart_after_delivered(router_req *r)
+{
+    uint32_t fresh = r->next_index - r->index_base;
+    if (fresh) {
+        int32_t *p = realloc(r->prompt, (size_t)(r->n_prompt + fresh) * sizeof *p);
+        if (!p)
+            return KV_ENOMEM;
+        memcpy(p + r->n_prompt, r->gen + r->index_base, (size_t)fresh * sizeof *p);
+        r->prompt = p;
+        r->n_prompt += fresh;
+        r->max_tokens -= fresh;
+        r->index_base = r->next_index;
+    }
+    for (size_t i = 0; i < r->n_pending; i++)
+        free(r->pending[i].tokens);
+    r->n_pending = 0;
+    free(r->block_ids);
+    r->block_ids = NULL;
+    r->n_block_ids = 0;
+    r->blocks = 0;
+    r->p_done = r->d_done = 0;
+    r->dl_token = 0;
+    return KV_OK;
 }
 
 router_req *router_requests_find_client(const router_requests *t, const kv_wire_route *client, const char *id)
@@ -351,8 +397,28 @@ static int text_reserve(router_req *r, size_t extra)
     return 0;
 }
 
+static int remember_generated(router_req *r, const int32_t *tokens, size_t n)
+{
+    if (r->n_gen + n > r->cap_gen) {
+        size_t cap = r->cap_gen ? r->cap_gen : 64;
+        while (cap < r->n_gen + n)
+            cap *= 2;
+        int32_t *p = realloc(r->gen, cap * sizeof *p);
+        if (!p)
+            return KV_ENOMEM;
+        r->gen = p;
+        r->cap_gen = (uint32_t)cap;
+    }
+    if (n)
+        memcpy(r->gen + r->n_gen, tokens, n * sizeof *tokens);
+    r->n_gen += (uint32_t)n;
+    return KV_OK;
+}
+
 int router_req_append_output(router_req *r, const int32_t *tokens, size_t n)
 {
+    if (remember_generated(r, tokens, n))
+        return KV_ENOMEM;
     if (r->n_out + n > r->cap_out) {
         size_t cap = r->cap_out ? r->cap_out : 16;
         while (cap < r->n_out + n)
@@ -420,6 +486,6 @@ void router_req_timings(const router_req *r, double now, Kvserve__Timings *t)
         t->decode_ms = ((r->t_d_done > 0 ? r->t_d_done : now) - r->t_first_token) * 1e3;
     t->total_ms = (now - r->t_accept) * 1e3;
     t->kv_bytes = r->kv_bytes;
-    t->prompt_tokens = r->n_prompt;
+    t->prompt_tokens = r->n_prompt_orig;
     t->generated_tokens = r->next_index;
 }

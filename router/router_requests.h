@@ -50,9 +50,12 @@ typedef struct router_req {
     char *wire_id; /* "<id>@<seq>": unique among this router's requests, used with workers */
     uint64_t seq;
     /* What to run. */
-    int32_t *prompt;
+    int32_t *prompt;               /* the client's prompt + tokens delivered before a re-plan */
     uint32_t n_prompt;
-    uint32_t max_tokens;           /* after defaults and clipping to the context */
+    uint32_t n_prompt_orig;        /* the client's prompt alone */
+    uint32_t max_tokens;           /* tokens still to generate by the current attempt */
+    uint32_t index_base;           /* stream index of the current attempt's first token */
+    int replans;                   /* times re-planned after a worker failure */
     kv_sampling_params sampling;   /* top_p normalised to (0, 1] */
     int ignore_eos, stream;
     uint32_t blocks;               /* decode blocks reserved for it (set when reserving) */
@@ -72,8 +75,11 @@ typedef struct router_req {
     double t_accept, t_prefill_start, t_first_token, t_d_done;
     double prefill_ms, transfer_ms, decode_ms;
     uint64_t kv_bytes;
-    /* Token reassembly: tokens [0, next_index) have been delivered in order. */
+    /* Token reassembly: tokens [0, next_index) have been delivered in order; gen keeps them
+     * (a re-plan prefills them after the prompt). */
     uint32_t next_index;
+    int32_t *gen;
+    uint32_t n_gen, cap_gen;
     router_tok_event *pending;
     size_t n_pending, cap_pending;
     /* Output not yet sent to the client: tokens from out_index on, and their text. */
@@ -109,6 +115,12 @@ router_req *router_requests_add(router_requests *t, const kv_wire_route *client,
                                 uint32_t n_prompt, double now);
 router_req *router_requests_find_client(const router_requests *t, const kv_wire_route *client, const char *id);
 router_req *router_requests_find_wire(const router_requests *t, const char *wire_id);
+/* Gives the request a new wire id (a re-planned attempt): late messages about the old attempt
+ * no longer find it. Returns 0 or KV_ENOMEM (the old id is kept then). */
+int router_requests_rewire(router_requests *t, router_req *r);
+/* Appends the delivered tokens [index_base, next_index) to the prompt and starts a new
+ * attempt from next_index: drops the ownership, blocks and out-of-order events of the old one. */
+int router_req_restart_after_delivered(router_req *r);
 /* Unindexes, unlinks and frees. */
 void router_requests_remove(router_requests *t, router_req *r);
 

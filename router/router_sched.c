@@ -159,7 +159,14 @@ void router_on_tokens(router_state *st, router_req *r, const Kvserve__TokenEvent
                    "decode worker sent an unknown finish reason");
         return;
     }
-    int rc = router_req_accept_tokens(r, ev->index, ev->tokens, ev->n_tokens, ev->finish_reason, ev->decode_ms,
+    /* A re-planned attempt numbers its tokens from 0; the client's stream goes on. */
+    uint64_t index = (uint64_t)ev->index + r->index_base;
+    if (index > UINT32_MAX) {
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__BAD_MESSAGE,
+                   "token index out of range");
+        return;
+    }
+    int rc = router_req_accept_tokens(r, (uint32_t)index, ev->tokens, ev->n_tokens, ev->finish_reason, ev->decode_ms,
                                       deliver_tokens, st);
     if (rc) {
         router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL,
@@ -207,6 +214,49 @@ void router_schedule(router_state *st)
     }
 }
 
+#define ROUTER_MAX_REPLANS 3
+
+/* A worker of r died: run the request again on others from what the client already has.
+ * The prompt becomes prompt + delivered tokens (re-prefilled: K/V of the delivered tokens
+ * are recomputed), the budget shrinks by as many, the sampler stream continues (the
+ * workers advance by sampling_offset), and the client's stream index goes on. The
+ * surviving worker of the old attempt gets an Abort and frees its blocks. Returns 0 when
+ * the request is back in the queue, else the caller fails it. */
+static int replan(router_state *st, router_req *r, const router_worker *dead)
+{
+    if (r->replans >= ROUTER_MAX_REPLANS)
+        return -1;
+    if (r->decode && r->decode != dead && !r->d_done) {
+        router_send_abort(st, &r->decode->route, r->wire_id, KVSERVE__ERROR_CODE__WORKER_FAILED);
+        release_decode(r, 1);
+    }
+    if (r->prefill && r->prefill != dead && !r->p_done) {
+        router_send_abort(st, &r->prefill->route, r->wire_id, KVSERVE__ERROR_CODE__WORKER_FAILED);
+        release_prefill(r);
+    }
+    if (r->decode == dead) { /* its blocks died with it */
+        r->decode = NULL;
+    }
+    if (r->prefill == dead)
+        r->prefill = NULL;
+    if (r->max_tokens <= r->next_index - r->index_base) {
+        /* Everything was delivered; only the finish was lost. */
+        r->d_done = r->p_done = 1;
+        r->d_finish = KVSERVE__FINISH_REASON__FINISH_LENGTH;
+        router_maybe_complete(st, r);
+        return 0;
+    }
+    if (router_req_restart_after_delivered(r) || router_requests_rewire(&st->reqs, r))
+        return -1;
+    r->replans++;
+    char idbuf[160];
+    KV_WARN("router", "event=request_replanned id=%s worker=%s delivered=%u remaining=%u attempt=%d",
+            router_log_id(r->id, idbuf, sizeof idbuf), dead->id, r->index_base, r->max_tokens, r->replans + 1);
+    router_enter(st, r, RQ_QUEUED);
+    router_queue_push_front(&st->reqs, r);
+    return 0;
+}
+
 void router_worker_gone(router_state *st, router_worker *wk, const char *why)
 {
     char msg[512];
@@ -222,19 +272,22 @@ void router_worker_gone(router_state *st, router_worker *wk, const char *why)
                 router_enter(st, r, RQ_QUEUED);
                 router_queue_push_front(&st->reqs, r);
             } else {
-                r->decode = NULL; /* nothing to abort there */
                 if (wk->active)
                     wk->active--;
-                router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
+                if (replan(st, r, wk)) {
+                    r->decode = NULL; /* nothing to abort there */
+                    router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
+                }
             }
         } else if (r->prefill == wk) {
-            r->prefill = NULL;
-            if (r->next_index > 0) {
+            if (r->next_index > r->index_base) {
                 /* The decode worker verified the KV and is generating: P's part is over. */
+                r->prefill = NULL;
                 r->p_done = 1;
                 router_enter(st, r, r->state);
                 router_maybe_complete(st, r);
-            } else {
+            } else if (replan(st, r, wk)) {
+                r->prefill = NULL;
                 router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
             }
         }

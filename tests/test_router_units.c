@@ -1194,7 +1194,10 @@ static void test_worker_death(harness *h)
     do_register(h, h->pre, "pre-a", KVSERVE__WORKER_ROLE__ROLE_PREFILL, 64);
     heartbeat(h->dec, "dec-a", 16, 16);
 
-    /* D dies mid-stream: WORKER_FAILED to the client, Abort to P. */
+    /* D dies mid-stream after 1 delivered token: the request is re-planned, not failed. P gets
+     * an Abort; the request waits in the queue (no decode worker left); late messages about
+     * the old attempt find nothing; a new decode worker gets prompt + the delivered token,
+     * the rest of the budget and the sampler offset; the client's stream goes on at index 1. */
     generate(h->client, "w2", PROMPT, 5, 4, 1);
     wid = expect_reserve(h, 5, 4);
     reserve_reply(h->dec, wid, 1, blocks, 1);
@@ -1207,18 +1210,62 @@ static void test_worker_death(harness *h)
     if (dw)
         dw->last_heartbeat = kv_now_s() - h->st.opt.worker_timeout_ms * 1e-3 - 1;
     router_tick(&h->st, kv_now_s());
-    expect_final_error(h, "w2", KVSERVE__ERROR_CODE__WORKER_FAILED, "decode worker died");
     expect_abort(h, h->pre, wid, KVSERVE__ERROR_CODE__WORKER_FAILED, "abort P after D died");
+    CHECK(quiet(h, h->client, 10)); /* no error for the client: its stream is paused */
     CHECK(worker_named(h, "dec-a") == NULL);
     CHECK_EQ_INT(h->st.workers.n, 1);
-    CHECK_EQ_INT(h->st.reqs.n, 0);
-    free(wid);
+    CHECK_EQ_INT(h->st.reqs.n, 1);
+    if (h->st.reqs.head) {
+        router_req *r = h->st.reqs.head;
+        CHECK(r->state == RQ_QUEUED && r->index_base == 1 && r->n_prompt == 6 && r->max_tokens == 3 && r->replans == 1);
+    }
     /* A message about a request from the dead (unregistered) worker: error + Abort. */
     token_event(h->dec, "zzz@1", 3, &t, 1, KVSERVE__FINISH_REASON__FINISH_NONE, 0);
     env = await_body(h, h->dec, KVSERVE__ENVELOPE__BODY_ERROR, "unregistered token event");
     if (env)
         kvserve__envelope__free_unpacked(env, NULL);
     expect_abort(h, h->dec, "zzz@1", KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, "abort orphan");
+    /* A decode worker comes (back): the re-planned attempt, under a new wire id. */
+    do_register(h, h->dec, "dec-a", KVSERVE__WORKER_ROLE__ROLE_DECODE, 16);
+    heartbeat(h->dec, "dec-a", 16, 16);
+    env = await_body(h, h->dec, KVSERVE__ENVELOPE__BODY_RESERVE, "re-planned reserve");
+    char *wid2 = NULL;
+    if (env) {
+        CHECK_EQ_INT(env->reserve->prompt_tokens, 6);
+        CHECK_EQ_INT(env->reserve->max_tokens, 3);
+        CHECK_EQ_INT(env->reserve->sampling_offset, 1);
+        CHECK(strcmp(env->reserve->request_id, wid) != 0);
+        wid2 = strdup(env->reserve->request_id);
+        kvserve__envelope__free_unpacked(env, NULL);
+    }
+    if (wid2) {
+        /* The old attempt's id is unknown now. */
+        token_event(h->dec, wid, 1, &t, 1, KVSERVE__FINISH_REASON__FINISH_NONE, 0);
+        env = await_body(h, h->dec, KVSERVE__ENVELOPE__BODY_ERROR, "late event of the old attempt");
+        if (env)
+            kvserve__envelope__free_unpacked(env, NULL);
+        expect_abort(h, h->dec, wid, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, "abort the old attempt");
+        reserve_reply(h->dec, wid2, 1, blocks, 1);
+        Kvserve__Envelope *task = await_body(h, h->pre, KVSERVE__ENVELOPE__BODY_PREFILL, "re-planned task");
+        if (task) {
+            Kvserve__PrefillTask *pt = task->prefill;
+            CHECK(!strcmp(pt->request_id, wid2) && pt->n_prompt_tokens == 6 && pt->sampling_offset == 1);
+            CHECK(!memcmp(pt->prompt_tokens, PROMPT, 5 * sizeof(int32_t)) && pt->prompt_tokens[5] == t);
+            kvserve__envelope__free_unpacked(task, NULL);
+        }
+        prefill_done(h->pre, wid2, 1, t);
+        const int32_t three[3] = {t, t, t};
+        token_event(h->dec, wid2, 0, three, 3, KVSERVE__FINISH_REASON__FINISH_LENGTH, 0);
+        rep = expect_reply(h, &env, "w2 final after re-plan");
+        if (rep) {
+            CHECK(rep->index == 1 && rep->n_tokens == 3 && rep->finish_reason == KVSERVE__FINISH_REASON__FINISH_LENGTH);
+            CHECK(rep->timings && rep->timings->generated_tokens == 4 && rep->timings->prompt_tokens == 5);
+            kvserve__envelope__free_unpacked(env, NULL);
+        }
+        free(wid2);
+    }
+    CHECK_EQ_INT(h->st.reqs.n, 0);
+    free(wid);
 }
 
 static void test_bad_register(harness *h)
