@@ -142,9 +142,18 @@ static void on_chunk(decode_worker *dw, const kv_wire_msg *m)
         decode_fail(dw, r, code, msg);
         return;
     }
-    kv_pool *pool = dw->we->pool;
-    for (size_t k = 0; k < c->n_block_ids; k++)
-        memcpy(kv_pool_k(pool, c->block_ids[k], 0), zmq_msg_data((zmq_msg_t *)&m->payloads[k]), dw->we->block_bytes);
+    /* Into the pool wherever it lives (host memory, or the GPU through a copy). */
+    for (size_t k = 0; k < c->n_block_ids; k++) {
+        kv_err werr;
+        if (kv_engine_blocks_write(dw->we->engine, &c->block_ids[k], 1, zmq_msg_data((zmq_msg_t *)&m->payloads[k]),
+                                   &werr)) {
+            snprintf(msg, sizeof msg, "cannot store KV block %d: %.300s", c->block_ids[k], werr.msg);
+            send_ack(dw, &m->route, r->id, 0, r->bytes, KVSERVE__ERROR_CODE__INTERNAL, msg);
+            decode_list_take(&dw->waiting, i);
+            decode_fail(dw, r, KVSERVE__ERROR_CODE__INTERNAL, msg);
+            return;
+        }
+    }
     r->blocks_received += (int32_t)c->n_block_ids;
     r->bytes += c->n_block_ids * dw->we->block_bytes;
     r->next_seq++;

@@ -28,6 +28,8 @@ typedef struct gen_cli {
     kv_gen_params gen;
     kv_engine_options engine;
     char *prompt;
+    const char *device;    /* --device as given */
+    const char *precision; /* --precision as given, or NULL */
 } gen_cli;
 
 typedef struct stream_ctx {
@@ -59,7 +61,9 @@ static void usage(FILE *out)
             "  --no-kv-cache        recompute the whole sequence every step (baseline)\n"
             "  --block-size N       KV block size in tokens (default 16)\n"
             "  --kv-blocks N        KV pool size in blocks (default: 4 full contexts)\n"
-            "  --threads N          CPU threads (default: all cores)\n");
+            "  --threads N          CPU threads (default: all cores)\n"
+            "  --device D           cpu | auto | cuda:N (default cpu; auto = cuda:0 when usable)\n"
+            "  --precision P        f32 | bf16 (default f32 on the cpu, bf16 on a GPU)\n");
 }
 
 static int on_token(void *ctx, int32_t token)
@@ -93,11 +97,38 @@ static char *join_args(int argc, char **argv)
     return s;
 }
 
+/* --device / --precision into the engine options (kv_engine_parse_device says why a
+ * device cannot be used); nonzero after printing the reason. */
+static int resolve_device(gen_cli *cli)
+{
+    kv_err err;
+    if (kv_engine_parse_device(cli->device ? cli->device : "cpu", &cli->engine.device, &err)) {
+        fprintf(stderr, "kvctl generate: %s\n", err.msg);
+        return 2;
+    }
+    if (!cli->precision) {
+        cli->engine.precision = cli->engine.device >= 0 ? KV_PRECISION_BF16 : KV_PRECISION_F32;
+    } else if (!strcmp(cli->precision, "f32")) {
+        cli->engine.precision = KV_PRECISION_F32;
+    } else if (!strcmp(cli->precision, "bf16")) {
+        cli->engine.precision = KV_PRECISION_BF16;
+    } else {
+        fprintf(stderr, "kvctl generate: --precision expects f32 or bf16, got '%s'\n", cli->precision);
+        return 2;
+    }
+    if (cli->engine.device < 0 && cli->engine.precision != KV_PRECISION_F32) {
+        fprintf(stderr, "kvctl generate: --precision %s needs a CUDA device: the cpu engine computes in f32 only\n",
+                cli->precision);
+        return 2;
+    }
+    return 0;
+}
+
 /* Returns 0 to proceed, else the exit status. */
 static int parse_args(int argc, char **argv, gen_cli *cli)
 {
     enum { O_LOCAL = 256, O_MODEL, O_MAX, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_CHUNK, O_NOKV, O_IGNEOS, O_BS, O_BLOCKS,
-           O_THREADS, O_ROUTER, O_DEADLINE, O_HELP };
+           O_THREADS, O_ROUTER, O_DEADLINE, O_DEVICE, O_PRECISION, O_HELP };
     static const struct option opts[] = {
         {"local", no_argument, 0, O_LOCAL}, {"model", required_argument, 0, O_MODEL},
         {"max-tokens", required_argument, 0, O_MAX}, {"temperature", required_argument, 0, O_TEMP},
@@ -106,7 +137,8 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         {"no-kv-cache", no_argument, 0, O_NOKV}, {"ignore-eos", no_argument, 0, O_IGNEOS},
         {"block-size", required_argument, 0, O_BS}, {"kv-blocks", required_argument, 0, O_BLOCKS},
         {"threads", required_argument, 0, O_THREADS}, {"router", required_argument, 0, O_ROUTER},
-        {"deadline-ms", required_argument, 0, O_DEADLINE}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"deadline-ms", required_argument, 0, O_DEADLINE}, {"device", required_argument, 0, O_DEVICE},
+        {"precision", required_argument, 0, O_PRECISION}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     memset(cli, 0, sizeof *cli);
     cli->gen.max_tokens = 256;
@@ -141,6 +173,8 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         case O_BS: cli->local_only_flag = "--block-size"; bad = kvctl_parse_int("--block-size", optarg, 1, 1024, &v); cli->engine.block_size = (int)v; break;
         case O_BLOCKS: cli->local_only_flag = "--kv-blocks"; bad = kvctl_parse_int("--kv-blocks", optarg, 1, 1L << 30, &v); cli->engine.n_blocks = (int32_t)v; break;
         case O_THREADS: cli->local_only_flag = "--threads"; bad = kvctl_parse_int("--threads", optarg, 1, 1024, &v); cli->engine.n_threads = (int)v; break;
+        case O_DEVICE: cli->local_only_flag = "--device"; cli->device = optarg; break;
+        case O_PRECISION: cli->local_only_flag = "--precision"; cli->precision = optarg; break;
         case O_ROUTER: cli->router = optarg; break;
         case O_DEADLINE: bad = kvctl_parse_int("--deadline-ms", optarg, 1, 0xffffffffL, &cli->deadline_ms); break;
         case O_HELP: case 'h': usage(stdout); return -1;
@@ -173,6 +207,8 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         }
     } else if (!cli->model_dir) {
         fprintf(stderr, "kvctl generate: --model DIR is required\n");
+        return 2;
+    } else if (resolve_device(cli)) {
         return 2;
     }
     if (optind >= argc) {
@@ -241,11 +277,15 @@ static int run(const gen_cli *cli)
         fprintf(stderr, "kvctl: context full: stopped after %d tokens, the model's context length\n",
                 model->cfg.max_position);
     double decode_tps = st.n_generated > 1 && st.decode_s > 0 ? (st.n_generated - 1) / st.decode_s : 0;
+    char dev[32] = "cpu";
+    if (kv_engine_device(engine) >= 0)
+        snprintf(dev, sizeof dev, "cuda:%d", kv_engine_device(engine));
     fprintf(stderr,
             "prompt_tokens=%d generated_tokens=%d finish=%s ttft_ms=%.2f prefill_tok_s=%.1f decode_tok_s=%.1f "
-            "kv_cache=%s\n",
+            "kv_cache=%s device=%s kv_dtype=%s\n",
             st.n_prompt, st.n_generated, kv_finish_reason_name(st.finish), st.ttft_s * 1e3,
-            st.prefill_s > 0 ? st.n_prompt / st.prefill_s : 0, decode_tps, cli->gen.no_kv_cache ? "off" : "on");
+            st.prefill_s > 0 ? st.n_prompt / st.prefill_s : 0, decode_tps, cli->gen.no_kv_cache ? "off" : "on", dev,
+            kv_engine_kv_dtype(engine));
     status = 0;
 out:
     free(ids);

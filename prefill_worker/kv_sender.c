@@ -78,26 +78,58 @@ static void frame_released(void *data, void *hint)
     atomic_fetch_sub((atomic_int *)hint, 1);
 }
 
-int kv_sender_send(const kv_sender *s, kv_peer *peer, const kv_pool *pool, const kv_chunk_desc *c, int timeout_ms,
+/* A chunk's blocks copied out of a GPU pool: freed when ZeroMQ releases its last frame. */
+typedef struct kv_stage {
+    atomic_int refs;          /* frames not yet released */
+    atomic_int *in_flight;    /* the task's counter, decremented per frame too */
+    unsigned char data[];
+} kv_stage;
+
+static void stage_released(void *data, void *hint)
+{
+    (void)data;
+    kv_stage *st = hint;
+    atomic_int *in_flight = st->in_flight; /* read before st may be freed */
+    if (atomic_fetch_sub(&st->refs, 1) == 1)
+        free(st);
+    /* Last: once it reaches 0 the task (which owns the counter) may be freed. */
+    atomic_fetch_sub(in_flight, 1);
+}
+
+int kv_sender_send(const kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_desc *c, int timeout_ms,
                    atomic_int *in_flight, uint64_t *bytes, kv_err *err)
 {
-    size_t block_bytes = kv_pool_block_bytes(&pool->shape);
+    size_t block_bytes = kv_engine_block_bytes(e);
     size_t n = (size_t)c->n_blocks;
     uint32_t *sums = malloc((n ? n : 1) * sizeof *sums);
     kv_wire_payload *frames = malloc((n ? n : 1) * sizeof *frames);
-    if (!sums || !frames) {
+    int staged = n && kv_engine_device(e) >= 0; /* GPU pool: frames point into a host copy */
+    kv_stage *st = staged ? malloc(sizeof *st + n * block_bytes) : NULL;
+    if (!sums || !frames || (staged && !st)) {
         free(sums);
         free(frames);
+        free(st);
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     }
+    if (st) {
+        int rc = kv_engine_blocks_read(e, c->src, c->n_blocks, st->data, err);
+        if (rc) {
+            free(st);
+            free(sums);
+            free(frames);
+            return rc;
+        }
+        atomic_init(&st->refs, (int)n);
+        st->in_flight = in_flight;
+    }
     for (size_t i = 0; i < n; i++) {
-        const float *data = kv_pool_k(pool, c->src[i], 0);
+        const void *data = st ? (const void *)(st->data + i * block_bytes) : kv_engine_block_ptr(e, c->src[i]);
         sums[i] = kv_crc32c(data, block_bytes);
         frames[i].data = data;
         frames[i].len = block_bytes;
         frames[i].zero_copy = 1;
-        frames[i].released = frame_released;
-        frames[i].hint = in_flight;
+        frames[i].released = st ? stage_released : frame_released;
+        frames[i].hint = st ? (void *)st : (void *)in_flight;
     }
     /* Counted before sending: every frame handed to ZeroMQ is released exactly once. */
     atomic_fetch_add(in_flight, (int)n);

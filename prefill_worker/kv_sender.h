@@ -1,5 +1,6 @@
 /* The prefill side of the KV transfer: one DEALER per decode worker KV endpoint, created
- * lazily and kept, and KvChunk + one zero-copy frame per pool block. */
+ * lazily and kept, and KvChunk + one zero-copy frame per pool block (a host pool's block
+ * itself; for a GPU pool, its copy in a host staging buffer). */
 #ifndef KV_SENDER_H
 #define KV_SENDER_H
 
@@ -7,7 +8,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
-#include "kv_pool.h"
+#include "engine.h"
 #include "kv_wire.h"
 
 typedef struct kv_peer {
@@ -41,12 +42,14 @@ typedef struct kv_chunk_desc {
     int32_t first_token;      /* last chunk only */
 } kv_chunk_desc;
 
-/* Sends the chunk: the envelope, then the blocks straight from the pool (zero-copy).
- * *in_flight counts the frames ZeroMQ still holds: the blocks must not be reused until it
- * is back to 0 (an ack alone does not prove ZeroMQ let go of a frame after a failure).
+/* Sends the chunk: the envelope, then the blocks. A CPU engine's blocks go straight from
+ * its pool (zero-copy); a GPU engine's are first copied (kv_engine_blocks_read) into a host
+ * staging buffer that the frames point into and that is freed with the last of them.
+ * *in_flight counts the frames ZeroMQ still holds: the pool blocks must not be reused until
+ * it is back to 0 (an ack alone does not prove ZeroMQ let go of a frame after a failure).
  * Adds the payload bytes to *bytes. Waits at most timeout_ms for a connection/room
  * (KV_ETIMEOUT). */
-int kv_sender_send(const kv_sender *s, kv_peer *peer, const kv_pool *pool, const kv_chunk_desc *c, int timeout_ms,
+int kv_sender_send(const kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_desc *c, int timeout_ms,
                    atomic_int *in_flight, uint64_t *bytes, kv_err *err);
 
 #endif

@@ -94,7 +94,7 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
     if (t->t_first_send <= 0)
         t->t_first_send = kv_now_s();
     kv_err err;
-    if (kv_sender_send(&pw->sender, t->peer, pw->we->pool, &c, timeout, &t->frames_in_flight, &t->kv_bytes, &err)) {
+    if (kv_sender_send(&pw->sender, t->peer, pw->we->engine, &c, timeout, &t->frames_in_flight, &t->kv_bytes, &err)) {
         char msg[1200];
         snprintf(msg, sizeof msg, "cannot send KV to decode worker %s at %s: %s", t->t->decode_worker_id,
                  t->peer->endpoint, err.msg);

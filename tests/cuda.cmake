@@ -6,4 +6,40 @@ if(KVSERVE_CUDA)
               LIBS kv_kernels_cuda kv_kernels_cpu CUDA::cudart LABELS gpu)
   # Alone on the machine: its CPU references use every core, its pools several GiB of GPU.
   set_tests_properties(test_cuda_kernels PROPERTIES RUN_SERIAL ON)
+  # The CUDA engine against the shared references (stories260K) and against the CPU engine
+  # on synthetic models with real head dims (written to a temporary directory).
+  kv_add_test(test_engine_cuda SOURCES test_engine_cuda.c test_engine_cuda_synth.c
+              LIBS kv_engine kv_model_synth LABELS gpu)
+  set_tests_properties(test_engine_cuda PROPERTIES RUN_SERIAL ON TIMEOUT 600)
+endif()
+
+# The engine test again on the CPU: the CUDA engine's code compiled against
+# tests/cuda_mock.c (a checking stand-in for the CUDA runtime and kernels/cuda), so CI
+# covers engine_cuda*.c without a GPU. Needs only the CUDA headers. Run twice: with CUDA
+# graphs captured and replayed, and with every capture failing (the fallback path).
+if(KVSERVE_CUDA)
+  set(_kv_engine_dir ${CMAKE_SOURCE_DIR}/common/engine)
+  add_library(kv_engine_cudamock STATIC
+    ${_kv_engine_dir}/engine.c ${_kv_engine_dir}/engine_cpu.c ${_kv_engine_dir}/sampler.c ${_kv_engine_dir}/generate.c
+    ${_kv_engine_dir}/engine_cuda.c ${_kv_engine_dir}/engine_cuda_forward.c ${_kv_engine_dir}/engine_cuda_graph.c
+    ${CMAKE_CURRENT_SOURCE_DIR}/cuda_mock.c)
+  target_include_directories(kv_engine_cudamock PUBLIC ${_kv_engine_dir} ${CMAKE_SOURCE_DIR}/kernels/cuda)
+  target_include_directories(kv_engine_cudamock SYSTEM PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
+  target_compile_definitions(kv_engine_cudamock PRIVATE KV_HAVE_CUDA_ENGINE)
+  target_link_libraries(kv_engine_cudamock PUBLIC kv_kvcache kv_model kv_kernels_cpu kv_base)
+  kv_add_test(test_engine_cuda_mock SOURCES test_engine_cuda.c test_engine_cuda_synth.c
+              LIBS kv_engine_cudamock kv_model_synth)
+  add_test(NAME test_engine_cuda_mock_nographs COMMAND test_engine_cuda_mock)
+  set_tests_properties(test_engine_cuda_mock_nographs PROPERTIES ENVIRONMENT KV_CUDA_MOCK_CAPTURE_FAIL=1
+                       SKIP_RETURN_CODE 77 TIMEOUT 300)
+endif()
+
+# kv-bench-engine-cuda's set-up and arithmetic on the mock (a tiny synthetic model, small
+# floors): the benchmark is then known to run before a GPU session is spent on it.
+if(TARGET kv_engine_cudamock AND TARGET kv-synth)
+  add_executable(kv-bench-engine-cuda-mock ${CMAKE_SOURCE_DIR}/bench/bench_engine_cuda.c)
+  target_link_libraries(kv-bench-engine-cuda-mock PRIVATE kv_engine_cudamock)
+  add_test(NAME test_bench_engine_cuda_mock
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_bench_cuda_mock.sh ${CMAKE_BINARY_DIR}/bin)
+  set_tests_properties(test_bench_engine_cuda_mock PROPERTIES TIMEOUT 300)
 endif()

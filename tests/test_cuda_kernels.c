@@ -702,11 +702,44 @@ static void test_gemm(rng *r)
             float *got = from_dev(dy, (size_t)m * n, dt);
             double e = max_rel(got, ref, (size_t)m * n);
             CHECK_MSG(e < tol(dt), "gemm %s %dx%dx%d: err %g", dtn(dt), m, n, k, e);
+            /* 16-bit inputs, f32 output (the LM head): only accumulation-order error left. */
+            if (dt != KV_CUDA_F32) {
+                float *dy32 = dev_poison((size_t)m * n, KV_CUDA_F32);
+                CHECK_KV(kv_cuda_gemm_out(blas, dy32, KV_CUDA_F32, dx, dw, m, n, k, dt, NULL, &g_err));
+                float *got32 = from_dev(dy32, (size_t)m * n, KV_CUDA_F32);
+                double e32 = max_rel(got32, ref, (size_t)m * n);
+                CHECK_MSG(e32 < 2e-4, "gemm %s->f32 %dx%dx%d: err %g", dtn(dt), m, n, k, e32);
+                free(got32);
+                CK(cudaFree(dy32));
+            }
             free(x); free(w); free(ref); free(got);
             CK(cudaFree(dx)); CK(cudaFree(dw)); CK(cudaFree(dy));
         }
     }
+    /* A workspace of our own, on a stream of our own: the calls above keep working. */
+    void *ws = NULL;
+    cudaStream_t st;
+    CK(cudaStreamCreate(&st));
+    CK(cudaMalloc(&ws, 4u << 20));
+    CHECK_KV(kv_cuda_blas_set_workspace(blas, st, ws, 4u << 20, &g_err));
+    CHECK(kv_cuda_gemm_out(blas, ws, KV_CUDA_BF16, ws, ws, 1, 8, 8, KV_CUDA_F32, st, &g_err) == KV_EINVAL);
+    {
+        int m = 33, n = 70, k = 129;
+        float *x = rand_vec(r, (size_t)m * k, 1.0f), *w = rand_vec(r, (size_t)n * k, 1.0f);
+        float *ref = malloc(sizeof(float) * (size_t)m * n);
+        kc_matmul(ref, x, w, m, n, k);
+        void *dx = to_dev(x, (size_t)m * k, KV_CUDA_F32), *dw = to_dev(w, (size_t)n * k, KV_CUDA_F32);
+        void *dy = dev_poison((size_t)m * n, KV_CUDA_F32);
+        CHECK_KV(kv_cuda_gemm(blas, dy, dx, dw, m, n, k, KV_CUDA_F32, st, &g_err));
+        CK(cudaStreamSynchronize(st));
+        float *got = from_dev(dy, (size_t)m * n, KV_CUDA_F32);
+        CHECK_MSG(max_rel(got, ref, (size_t)m * n) < 1e-5, "gemm on a stream with a set workspace");
+        free(x); free(w); free(ref); free(got);
+        CK(cudaFree(dx)); CK(cudaFree(dw)); CK(cudaFree(dy));
+    }
     kv_cuda_blas_destroy(blas);
+    CK(cudaFree(ws));
+    CK(cudaStreamDestroy(st));
 }
 
 static void test_bad_args(void)

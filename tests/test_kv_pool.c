@@ -35,6 +35,31 @@ static void test_reserve_release(void)
     CHECK(kv_pool_init(&p, &s, 0, &err) == KV_EINVAL);
 }
 
+/* Bookkeeping over caller memory (the CUDA engine's device pool): same free list, other
+ * element size, memory never freed or touched by the pool. */
+static void test_external(void)
+{
+    kv_pool p;
+    kv_err err;
+    kv_pool_shape s = {2, 2, 4, 16};
+    static uint16_t mem[8 * 2 * 2 * 16 * 2 * 4];
+    CHECK(kv_pool_init_external(&p, &s, 8, 2, mem, &err) == 0);
+    CHECK(p.external && p.elem_size == 2 && p.data == (float *)(void *)mem);
+    CHECK_EQ_INT(kv_pool_nbytes_per_block(&p), kv_pool_block_bytes(&s) / 2);
+    CHECK_EQ_INT(kv_pool_block_bytes_of(&s, 2), kv_pool_block_bytes(&s) / 2);
+    CHECK((char *)kv_pool_block_addr(&p, 3) - (char *)(void *)mem == 3 * (long)(kv_pool_block_bytes(&s) / 2));
+    int32_t a[8];
+    CHECK(kv_pool_reserve(&p, 8, a, &err) == 0 && a[0] == 0 && a[7] == 7);
+    kv_pool_release(&p, a, 8);
+    CHECK_EQ_INT(kv_pool_n_free(&p), 8);
+    kv_pool_destroy(&p); /* must not free mem (static storage: a free would crash) */
+    CHECK(kv_pool_init_external(&p, &s, 8, 3, mem, &err) == KV_EINVAL);
+    CHECK(kv_pool_init_external(&p, &s, 8, 2, NULL, &err) == KV_EINVAL);
+    kv_pool_init(&p, &s, 2, &err);
+    CHECK(!p.external && p.elem_size == 4 && kv_pool_nbytes_per_block(&p) == kv_pool_block_bytes(&s));
+    kv_pool_destroy(&p);
+}
+
 static void test_seq(void)
 {
     kv_pool p;
@@ -74,6 +99,7 @@ int main(void)
 {
     test_reserve_release();
     test_seq();
+    test_external();
     test_capacity();
     return kv_test_result();
 }

@@ -76,6 +76,8 @@ th_worker *th_spawn(th *h, const char *bin, const char *model_dir, const char *i
     argv[n++] = id;
     argv[n++] = "--threads";
     argv[n++] = "1";
+    for (int i = 0; i < 8 && h->worker_args[i] && n < 63; i++)
+        argv[n++] = h->worker_args[i];
     for (int i = 0; extra && extra[i] && n < 63; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
@@ -154,6 +156,7 @@ static void on_register(th *h, th_worker *w, const Kvserve__Register *reg)
     w->registrations++;
     snprintf(w->kv_endpoint, sizeof w->kv_endpoint, "%s", reg->kv_endpoint);
     w->block_bytes = reg->layout ? reg->layout->block_bytes : 0;
+    snprintf(w->dtype, sizeof w->dtype, "%s", reg->layout && reg->layout->dtype ? reg->layout->dtype : "");
     w->blocks_total_reg = reg->kv_blocks_total;
     Kvserve__RegisterAck ack;
     Kvserve__Error e;

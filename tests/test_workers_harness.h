@@ -22,6 +22,7 @@ typedef struct th_worker {
     int register_first;           /* answer its next heartbeat with Error "register first" */
     int registrations;            /* Register messages seen */
     char kv_endpoint[256];
+    char dtype[16];               /* its Register's KV layout dtype */
     uint64_t block_bytes;
     uint32_t blocks_total_reg;
     int hb_count;                 /* heartbeats seen; the last one's numbers: */
@@ -52,12 +53,14 @@ typedef struct th {
     int hb_interval_ms;
     int unexpected;               /* messages nobody expected (counted, printed) */
     int max_active;               /* most requests streaming tokens at one time */
+    const char *worker_args[8];   /* given to every worker before its own (NULL-ended) */
 } th;
 
 int th_init(th *h, int hb_interval_ms);
 void th_close(th *h);                /* kills (SIGKILL) what is still running */
 
-/* Starts bin (KV_BIN_DIR/kv-decode...) with --model --router --id --threads 1 + extra (NULL-ended). */
+/* Starts bin (KV_BIN_DIR/kv-decode...) with --model --router --id --threads 1, then
+ * h->worker_args, then extra (NULL-ended; a flag given twice: the last one counts). */
 th_worker *th_spawn(th *h, const char *bin, const char *model_dir, const char *id, const char *const *extra);
 /* SIGTERM, then waits up to timeout_ms: the exit status, or -1 (then SIGKILLed). */
 int th_stop(th *h, th_worker *w, int timeout_ms);

@@ -16,8 +16,12 @@
 #include "model.h"
 #include "test_workers_harness.h"
 
-#define BIN_DECODE KV_BIN_DIR "/kv-decode"
-#define BIN_PREFILL KV_BIN_DIR "/kv-prefill"
+/* The binaries: kv-decode / kv-prefill, or builds of them on another engine backend
+ * (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") run on KV_TEST_WORKER_DEVICE in f32. */
+static char g_bin_decode[4096], g_bin_prefill[4096];
+static const char *g_device; /* NULL: the cpu */
+#define BIN_DECODE g_bin_decode
+#define BIN_PREFILL g_bin_prefill
 #define REQ_MS 60000  /* generous: sanitizer builds are slow */
 #define IDLE_MS 5000
 
@@ -494,7 +498,8 @@ static void test_flags(const char *model_dir)
     const char *help[] = {BIN_DECODE, "--help", NULL};
     const char *bogus[] = {BIN_PREFILL, "--model", model_dir, "--bogus", NULL};
     const char *badnum[] = {BIN_DECODE, "--model", model_dir, "--max-batch", "0", NULL};
-    const char *cuda[] = {BIN_DECODE, "--model", model_dir, "--device", "cuda:0", NULL};
+    /* A GPU the machine does not have (cuda:7 on the device runs, where cuda:0 exists). */
+    const char *cuda[] = {BIN_DECODE, "--model", model_dir, "--device", g_device ? "cuda:7" : "cuda:0", NULL};
     const char *wrong_role[] = {BIN_PREFILL, "--model", model_dir, "--max-batch", "4", NULL};
     const char *no_model[] = {BIN_PREFILL, NULL};
     CHECK_EQ_INT(run_status(help), 0);
@@ -505,8 +510,29 @@ static void test_flags(const char *model_dir)
     CHECK_EQ_INT(run_status(no_model), 2);
 }
 
+/* Register carries the engine's KV layout: f32 blocks here; a bf16 worker's are half. */
+static void test_layouts(th *h, th_worker *d, const char *model_dir)
+{
+    CHECK_MSG(!strcmp(d->dtype, "f32"), "decode worker registered dtype '%s'", d->dtype);
+    if (!g_device)
+        return;
+    const char *bf16_args[] = {"--kv-blocks", "16", "--precision", "bf16", NULL};
+    th_worker *b = th_spawn(h, BIN_DECODE, model_dir, "dec-bf16", bf16_args);
+    CHECK(b != NULL);
+    if (!b)
+        return;
+    CHECK_MSG(th_wait_registered(h, b, 1, 30000), "bf16 decode worker did not register");
+    CHECK_MSG(!strcmp(b->dtype, "bf16") && b->block_bytes * 2 == d->block_bytes, "bf16 worker: dtype '%s', %llu bytes "
+              "per block (f32: %llu)", b->dtype, (unsigned long long)b->block_bytes, (unsigned long long)d->block_bytes);
+    CHECK_MSG(th_stop(h, b, 10000) == 0, "dec-bf16: exit status %d", b->exit_status);
+}
+
 int main(void)
 {
+    const char *suffix = getenv("KV_TEST_WORKER_SUFFIX");
+    g_device = getenv("KV_TEST_WORKER_DEVICE");
+    snprintf(g_bin_decode, sizeof g_bin_decode, "%s/kv-decode%s", KV_BIN_DIR, suffix ? suffix : "");
+    snprintf(g_bin_prefill, sizeof g_bin_prefill, "%s/kv-prefill%s", KV_BIN_DIR, suffix ? suffix : "");
     const char *models = kv_test_models_dir();
     if (!models)
         KV_TEST_SKIP("shared test models not found (set KVSERVE_TEST_MODELS)");
@@ -526,6 +552,11 @@ int main(void)
     test_flags(model_dir);
     th h;
     CHECK(th_init(&h, 100) == 0);
+    if (g_device) {
+        const char *dev_args[] = {"--device", g_device, "--precision", "f32", NULL};
+        memcpy(h.worker_args, dev_args, sizeof dev_args);
+        fprintf(stderr, "workers: %s, %s --precision f32\n", g_bin_decode, g_device);
+    }
     const char *dec_args[] = {"--kv-blocks", "256", "--max-batch", "16", NULL};
     const char *pre_args[] = {"--kv-blocks", "64", "--prefill-chunk", "16", NULL};
     const char *fault_args[] = {"--kv-blocks", "32", "--fault", "drop-kv-ack", NULL};
@@ -539,6 +570,7 @@ int main(void)
     if (up) {
         CHECK_MSG(!strncmp(d->kv_endpoint, "tcp://127.0.0.1:", 16), "KV endpoint %s", d->kv_endpoint);
         CHECK_EQ_INT(d->blocks_total_reg, 256);
+        test_layouts(&h, d, model_dir);
         test_identical(&h, p, d, engine);
         test_batch(&h, p, d, engine);
         test_kv_endpoint(&h, d);

@@ -24,6 +24,9 @@ typedef struct kv_engine_options {
     int n_threads;       /* 0 = all cores */
 } kv_engine_options;
 
+/* An engine is used by one thread at a time. device >= 0 runs the CUDA backend (CUDA builds):
+ * weights uploaded once, KV pool in GPU memory, logits still returned to the host as f32;
+ * its decode steps run as CUDA graphs unless KVSERVE_CUDA_GRAPHS=0 is set at creation. */
 typedef struct kv_engine kv_engine;
 
 void kv_engine_options_default(kv_engine_options *o);

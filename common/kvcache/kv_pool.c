@@ -3,11 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-size_t kv_pool_block_bytes(const kv_pool_shape *s)
+size_t kv_pool_block_bytes_of(const kv_pool_shape *s, size_t elem_size)
 {
-    return (size_t)s->n_layers * 2 * (size_t)s->block_size * (size_t)s->n_kv_heads * (size_t)s->head_dim *
-           sizeof(float);
+    return (size_t)s->n_layers * 2 * (size_t)s->block_size * (size_t)s->n_kv_heads * (size_t)s->head_dim * elem_size;
 }
+
+size_t kv_pool_block_bytes(const kv_pool_shape *s) { return kv_pool_block_bytes_of(s, sizeof(float)); }
 
 int32_t kv_pool_blocks_for_bytes(const kv_pool_shape *s, size_t bytes)
 {
@@ -15,24 +16,24 @@ int32_t kv_pool_blocks_for_bytes(const kv_pool_shape *s, size_t bytes)
     return n > INT32_MAX ? INT32_MAX : (int32_t)n;
 }
 
-int kv_pool_init(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, kv_err *err)
+/* Shape, counts and the free list; data is set by the caller. */
+static int pool_setup(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, size_t elem_size, kv_err *err)
 {
     memset(p, 0, sizeof *p);
-    if (s->n_layers <= 0 || s->n_kv_heads <= 0 || s->head_dim <= 0 || s->block_size <= 0 || n_blocks <= 0)
+    if (s->n_layers <= 0 || s->n_kv_heads <= 0 || s->head_dim <= 0 || s->block_size <= 0 || n_blocks <= 0 ||
+        (elem_size != 2 && elem_size != 4))
         return kv_err_set(err, KV_EINVAL, "kv pool: bad shape or block count (%d blocks of %d tokens)", n_blocks,
                           s->block_size);
     p->shape = *s;
     p->n_blocks = n_blocks;
-    p->block_floats = kv_pool_block_bytes(s) / sizeof(float);
+    p->elem_size = elem_size;
+    p->block_floats = kv_pool_block_bytes_of(s, 1);
     p->layer_floats = p->block_floats / (size_t)s->n_layers;
-    /* 64-byte alignment: whole cache lines per block row for the SIMD attention loops. */
-    size_t bytes = (size_t)n_blocks * kv_pool_block_bytes(s);
-    p->data = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
     p->free_ids = malloc((size_t)n_blocks * sizeof *p->free_ids);
     p->refcount = calloc((size_t)n_blocks, sizeof *p->refcount);
-    if (!p->data || !p->free_ids || !p->refcount) {
+    if (!p->free_ids || !p->refcount) {
         kv_pool_destroy(p);
-        return kv_err_set(err, KV_ENOMEM, "kv pool: cannot allocate %d blocks (%zu bytes)", n_blocks, bytes);
+        return kv_err_set(err, KV_ENOMEM, "kv pool: cannot allocate the bookkeeping of %d blocks", n_blocks);
     }
     /* Pop order = ascending ids, which keeps small tests' block ids predictable. */
     for (int32_t i = 0; i < n_blocks; i++)
@@ -41,9 +42,40 @@ int kv_pool_init(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, kv_err *e
     return KV_OK;
 }
 
+int kv_pool_init(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, kv_err *err)
+{
+    int rc = pool_setup(p, s, n_blocks, sizeof(float), err);
+    if (rc)
+        return rc;
+    /* 64-byte alignment: whole cache lines per block row for the SIMD attention loops. */
+    size_t bytes = (size_t)n_blocks * kv_pool_block_bytes(s);
+    p->data = aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+    if (!p->data) {
+        kv_pool_destroy(p);
+        return kv_err_set(err, KV_ENOMEM, "kv pool: cannot allocate %d blocks (%zu bytes)", n_blocks, bytes);
+    }
+    return KV_OK;
+}
+
+int kv_pool_init_external(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, size_t elem_size, void *data,
+                          kv_err *err)
+{
+    if (!data) {
+        memset(p, 0, sizeof *p);
+        return kv_err_set(err, KV_EINVAL, "kv pool: no memory given for an external pool");
+    }
+    int rc = pool_setup(p, s, n_blocks, elem_size, err);
+    if (rc)
+        return rc;
+    p->data = data;
+    p->external = 1;
+    return KV_OK;
+}
+
 void kv_pool_destroy(kv_pool *p)
 {
-    free(p->data);
+    if (!p->external)
+        free(p->data);
     free(p->free_ids);
     free(p->refcount);
     memset(p, 0, sizeof *p);

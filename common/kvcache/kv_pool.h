@@ -1,8 +1,13 @@
 /* Paged KV cache: a pool of fixed-size blocks and per-sequence block tables.
  *
- * Block layout (float32): [n_layers][K|V][block_size][n_kv_heads * head_dim]. A block
- * holds every layer of its tokens contiguously, so shipping a block is one memcpy. Blocks
- * are reference counted so equal prefixes can share them. */
+ * Block layout: [n_layers][K|V][block_size][n_kv_heads * head_dim] values (float32 in a
+ * host pool; the engine's dtype in an external one). A block holds every layer of its
+ * tokens contiguously, so shipping a block is one memcpy. Blocks are reference counted so
+ * equal prefixes can share them.
+ *
+ * kv_pool_init owns host float32 memory. kv_pool_init_external keeps only the bookkeeping
+ * over memory the caller owns (a GPU allocation, values of elem_size bytes): its data must
+ * not be dereferenced on the host, nor passed to kv_pool_k/kv_pool_v. */
 #ifndef KV_POOL_H
 #define KV_POOL_H
 
@@ -21,20 +26,36 @@ typedef struct kv_pool_shape {
 typedef struct kv_pool {
     kv_pool_shape shape;
     int32_t n_blocks;
-    size_t block_floats;  /* floats per block, all layers */
-    size_t layer_floats;  /* floats per layer within a block (K and V) */
-    float *data;
+    size_t block_floats;  /* values per block, all layers */
+    size_t layer_floats;  /* values per layer within a block (K and V) */
+    size_t elem_size;     /* bytes per value: 4 (host pools), 2 for a bf16 external pool */
+    int external;         /* data belongs to the caller (kv_pool_init_external) */
+    float *data;          /* host memory, or the external (e.g. device) address */
     int32_t *free_ids;    /* stack of free block ids */
     int32_t n_free;
     int32_t *refcount;
 } kv_pool;
 
+/* Bytes of one block of float32 values (a host pool's block). */
 size_t kv_pool_block_bytes(const kv_pool_shape *s);
-/* Blocks that fit in `bytes` of memory. */
+/* Bytes of one block of elem_size-byte values. */
+size_t kv_pool_block_bytes_of(const kv_pool_shape *s, size_t elem_size);
+/* Blocks that fit in `bytes` of memory (float32 blocks). */
 int32_t kv_pool_blocks_for_bytes(const kv_pool_shape *s, size_t bytes);
 
 int kv_pool_init(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, kv_err *err);
+/* Bookkeeping only, over n_blocks blocks of elem_size-byte values at data (caller-owned,
+ * at least n_blocks * kv_pool_block_bytes_of(s, elem_size) bytes, never touched here). */
+int kv_pool_init_external(kv_pool *p, const kv_pool_shape *s, int32_t n_blocks, size_t elem_size, void *data,
+                          kv_err *err);
 void kv_pool_destroy(kv_pool *p);
+/* This pool's block size in bytes (kv_pool_block_bytes for a host pool). */
+static inline size_t kv_pool_nbytes_per_block(const kv_pool *p) { return p->block_floats * p->elem_size; }
+/* Address of a block in the pool's memory (host or external), as a byte address. */
+static inline void *kv_pool_block_addr(const kv_pool *p, int32_t block)
+{
+    return (char *)p->data + (size_t)block * kv_pool_nbytes_per_block(p);
+}
 
 /* All or nothing: n fresh blocks (refcount 1) into ids, or KV_EFULL and nothing taken. */
 int kv_pool_reserve(kv_pool *p, int32_t n, int32_t *ids, kv_err *err);
@@ -43,7 +64,7 @@ void kv_pool_release(kv_pool *p, const int32_t *ids, int32_t n);
 void kv_pool_retain(kv_pool *p, const int32_t *ids, int32_t n);
 static inline int32_t kv_pool_n_free(const kv_pool *p) { return p->n_free; }
 
-/* K (V) rows of `layer` in `block`: block_size rows of n_kv_heads*head_dim floats. */
+/* K (V) rows of `layer` in `block`: block_size rows of n_kv_heads*head_dim floats (host pools). */
 static inline float *kv_pool_k(const kv_pool *p, int32_t block, int layer)
 {
     return p->data + (size_t)block * p->block_floats + (size_t)layer * p->layer_floats;

@@ -41,8 +41,10 @@ int kv_wire_send(void *sock, const kv_wire_route *route, const Kvserve__Envelope
         rc = send_frame(sock, route->id, route->len, 1, err);
     if (!rc)
         rc = send_frame(sock, buf, len, n_payloads > 0, err);
+    size_t handed = 0; /* frames given to ZeroMQ, which then calls their `released` itself */
     for (size_t i = 0; !rc && i < n_payloads; i++) {
         int more = i + 1 < n_payloads;
+        handed = i + 1;
         if (!payloads[i].zero_copy) {
             rc = send_frame(sock, payloads[i].data, payloads[i].len, more, err);
             continue;
@@ -54,6 +56,11 @@ int kv_wire_send(void *sock, const kv_wire_route *route, const Kvserve__Envelope
             rc = zmq_fail(err, "zmq send");
         }
     }
+    /* After a failure the frames never handed over are released here: the contract is
+     * exactly one `released` per zero-copy frame, whatever happened. */
+    for (size_t i = handed; rc && i < n_payloads; i++)
+        if (payloads[i].zero_copy && payloads[i].released)
+            payloads[i].released((void *)payloads[i].data, payloads[i].hint);
     if (buf != stackbuf)
         free(buf);
     return rc;

@@ -13,13 +13,14 @@ typedef struct worker_engine {
     kv_pool *pool;           /* the engine's pool */
     char model_name[256];    /* the model directory's basename */
     char fingerprint[9];     /* kv_model_fingerprint */
-    size_t block_bytes;
+    size_t block_bytes;      /* kv_engine_block_bytes: one block as it travels */
 } worker_engine;
 
 int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err);
 void worker_engine_close(worker_engine *w);
 
-/* The KV layout this worker's pool has (dtype "f32"); `dtype` is static storage. */
+/* The KV layout this worker's pool has (dtype "f32" or "bf16", from the engine, as is
+ * block_bytes): the router pairs only workers whose layouts match. `dtype` is static storage. */
 void worker_engine_layout(const worker_engine *w, Kvserve__KvLayout *out);
 
 #endif

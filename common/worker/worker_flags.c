@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "kv_log.h"
 #include "kvctl_args.h"
 
@@ -20,7 +21,9 @@ static void usage(const worker_flags *f, FILE *out)
             "  --kv-blocks N        KV pool size in blocks (default: 4 full contexts)\n"
             "  --block-size N       tokens per KV block (default 16)\n"
             "  --threads N          CPU threads (default: all cores)\n"
-            "  --device D           cpu | auto | cuda:N (default cpu)\n",
+            "  --device D           cpu | auto | cuda:N (default cpu)\n"
+            "  --precision P        f32 | bf16: weights, activations and KV blocks (default f32 on\n"
+            "                       the cpu, bf16 on a GPU; the cpu computes in f32 only)\n",
             f->prog,
             decode ? "Decode worker: receives KV from prefill workers, runs continuous-batching decode."
                    : "Prefill worker: runs chunked prefill and ships the KV cache to decode workers.",
@@ -37,29 +40,33 @@ static void usage(const worker_flags *f, FILE *out)
     fprintf(out, "  --help               this text\n");
 }
 
-int worker_device_resolve(const char *prog, const char *spec, char *out, int out_len)
+int worker_device_resolve(worker_flags *f)
 {
-    if (!strcmp(spec, "cpu")) {
-        snprintf(out, (size_t)out_len, "cpu");
-        return 0;
+    kv_err err;
+    if (kv_engine_parse_device(f->device, &f->device_index, &err)) {
+        fprintf(stderr, "%s: %s\n", f->prog, err.msg);
+        return 2;
     }
-    if (!strcmp(spec, "auto")) {
-        /* The only backend this worker runs today; say so instead of pretending. */
-        KV_WARN(prog, "msg=\"--device auto: no GPU backend in this worker yet, using cpu\"");
-        snprintf(out, (size_t)out_len, "cpu");
-        return 0;
+    if (!f->precision)
+        f->precision_value = f->device_index >= 0 ? KV_PRECISION_BF16 : KV_PRECISION_F32;
+    else if (!strcmp(f->precision, "f32"))
+        f->precision_value = KV_PRECISION_F32;
+    else if (!strcmp(f->precision, "bf16"))
+        f->precision_value = KV_PRECISION_BF16;
+    else {
+        fprintf(stderr, "%s: --precision expects f32 or bf16, got '%s'\n", f->prog, f->precision);
+        return 2;
     }
-    if (!strncmp(spec, "cuda:", 5) && spec[5]) {
-        const char *p = spec + 5;
-        while (*p >= '0' && *p <= '9')
-            p++;
-        if (!*p) {
-            fprintf(stderr, "%s: --device %s: CUDA backend not available in this build/worker yet\n", prog, spec);
-            return 2;
-        }
+    if (f->device_index < 0 && f->precision_value != KV_PRECISION_F32) {
+        fprintf(stderr, "%s: --precision %s needs a CUDA device: the cpu engine computes in f32 only\n", f->prog,
+                f->precision);
+        return 2;
     }
-    fprintf(stderr, "%s: --device expects cpu, auto or cuda:N, got '%s'\n", prog, spec);
-    return 2;
+    if (f->device_index < 0)
+        snprintf(f->device_name, sizeof f->device_name, "cpu");
+    else
+        snprintf(f->device_name, sizeof f->device_name, "cuda:%d", f->device_index);
+    return 0;
 }
 
 static void default_id(worker_flags *f)
@@ -80,8 +87,8 @@ static int bad_flag(const worker_flags *f, const char *msg, const char *arg)
 }
 
 enum {
-    O_MODEL = 256, O_ROUTER, O_ID, O_BLOCKS, O_BS, O_CHUNK, O_THREADS, O_DEVICE, O_BATCH, O_LISTEN, O_ADVERTISE,
-    O_FAULT, O_HELP
+    O_MODEL = 256, O_ROUTER, O_ID, O_BLOCKS, O_BS, O_CHUNK, O_THREADS, O_DEVICE, O_PRECISION, O_BATCH, O_LISTEN,
+    O_ADVERTISE, O_FAULT, O_HELP
 };
 
 /* A role's own flag given to the other role is as unknown as a misspelt one. */
@@ -122,6 +129,7 @@ static int parse_one(worker_flags *f, int c, const char *arg)
         f->threads = (int)v;
         return 0;
     case O_DEVICE: f->device = arg; return 0;
+    case O_PRECISION: f->precision = arg; return 0;
     case O_BATCH:
         if (kvctl_parse_int("--max-batch", arg, 1, 65536, &v)) return 2;
         f->max_batch = (int)v;
@@ -148,6 +156,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         {"id", required_argument, 0, O_ID},             {"kv-blocks", required_argument, 0, O_BLOCKS},
         {"block-size", required_argument, 0, O_BS},     {"prefill-chunk", required_argument, 0, O_CHUNK},
         {"threads", required_argument, 0, O_THREADS},   {"device", required_argument, 0, O_DEVICE},
+        {"precision", required_argument, 0, O_PRECISION},
         {"max-batch", required_argument, 0, O_BATCH},   {"kv-listen", required_argument, 0, O_LISTEN},
         {"advertise", required_argument, 0, O_ADVERTISE}, {"fault", required_argument, 0, O_FAULT},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
@@ -192,5 +201,5 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         usage(f, stderr);
         return 2;
     }
-    return worker_device_resolve(f->prog, f->device, f->device_name, (int)sizeof f->device_name);
+    return worker_device_resolve(f);
 }

@@ -21,7 +21,10 @@ typedef struct worker_flags {
     int prefill_chunk;          /* prefill: --prefill-chunk 256 */
     int threads;                /* --threads; 0 = all cores */
     const char *device;         /* --device as given (cpu) */
-    char device_name[64];       /* the device actually used ("cpu") */
+    const char *precision;      /* --precision as given; NULL = f32 on the cpu, bf16 on a GPU */
+    int device_index;           /* the device actually used: -1 = cpu, N = cuda:N */
+    int precision_value;        /* kv_precision */
+    char device_name[64];       /* the device actually used ("cpu", "cuda:0") */
     int max_batch;              /* decode: --max-batch 64 */
     const char *kv_listen;      /* decode: --kv-listen tcp://127.0.0.1:0 */
     const char *advertise;      /* decode: --advertise HOST (host announced for a wildcard bind) */
@@ -31,8 +34,10 @@ typedef struct worker_flags {
 /* Returns 0 to run, -1 when --help was printed (exit 0), or 2 (usage printed; exit 2). */
 int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags *f);
 
-/* --device: "cpu" -> cpu; "auto" -> cpu with a warning; "cuda:N" -> not available yet.
- * Returns 0 (out filled) or 2 with the reason on stderr. */
-int worker_device_resolve(const char *prog, const char *spec, char *out, int out_len);
+/* --device and --precision into device_index, precision_value and device_name, through
+ * kv_engine_parse_device: "cpu"; "auto" (cuda:0 when usable, else cpu with a warning);
+ * "cuda:N" when this build has CUDA and the machine has that GPU. Returns 0, or 2 with the
+ * reason on stderr (a cuda device on a machine without one, bf16 on the cpu). */
+int worker_device_resolve(worker_flags *f);
 
 #endif

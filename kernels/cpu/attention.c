@@ -2,9 +2,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "cpu_kernels.h"
+#include "kv_blas.h"
 #include "simd.h"
 
 static inline const float *k_row(const kc_paged_kv *kv, const int32_t *table, int pos)
@@ -96,11 +95,9 @@ static int attention_prefill_gemm(float *out, const float *q, const kc_paged_kv 
             memcpy(V + (size_t)t * (size_t)hd, kr + kv->v_offset, (size_t)hd * sizeof(float));
         }
         for (int h = g * group; h < (g + 1) * group; h++) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, hd, scale, q + (size_t)h * (size_t)hd,
-                        q_stride, K, hd, 0.0f, S, L);
+            kv_sgemm(KV_BLAS_T, n, L, hd, scale, q + (size_t)h * (size_t)hd, q_stride, K, hd, 0.0f, S, L);
             causal_softmax_rows(S, n, L, start);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, L, 1.0f, S, L, V, hd, 0.0f,
-                        out + (size_t)h * (size_t)hd, q_stride);
+            kv_sgemm(KV_BLAS_N, n, hd, L, 1.0f, S, L, V, hd, 0.0f, out + (size_t)h * (size_t)hd, q_stride);
         }
     }
     free(K); free(V); free(S);

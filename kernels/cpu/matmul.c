@@ -1,6 +1,5 @@
-#include <cblas.h>
-
 #include "cpu_kernels.h"
+#include "kv_blas.h"
 #include "simd.h"
 
 /* Below this many rows the weights dominate the traffic: read each weight row once and
@@ -59,5 +58,5 @@ void kc_matmul(float *y, const float *x, const float *w, int m, int n, int k)
         kc_matmul_gemv(y, x, w, m, n, k);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
+    kv_sgemm(KV_BLAS_T, m, n, k, 1.0f, x, k, w, k, 0.0f, y, n);
 }

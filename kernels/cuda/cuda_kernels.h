@@ -150,9 +150,18 @@ int kv_cuda_blas_create(void **handle, kv_err *err);
 void kv_cuda_blas_destroy(void *handle);
 /* y[m][n] = x[m][k] . w[n][k]^T (twin of kc_matmul), fp32 accumulation. f32 runs in true
  * fp32 (TF32 off: the handle is set to CUBLAS_DEFAULT_MATH), bf16/f16 on tensor cores.
- * Sets the handle's stream to `stream`. */
+ * Runs on `stream` (the handle's stream is changed only when it differs). */
 int kv_cuda_gemm(void *handle, void *y, const void *x, const void *w, int m, int n, int k, kv_cuda_dtype dt,
                  void *stream, kv_err *err);
+
+/* kv_cuda_gemm with y stored as y_dt, which is dt or f32: the LM head turns bf16 x bf16
+ * products into f32 logits without rounding them to bf16 first. */
+int kv_cuda_gemm_out(void *handle, void *y, kv_cuda_dtype y_dt, const void *x, const void *w, int m, int n, int k,
+                     kv_cuda_dtype dt, void *stream, kv_err *err);
+/* Sets the handle's stream and a caller-owned workspace for it (cuBLAS then allocates
+ * nothing while running, which CUDA graph capture needs). The gemm calls above keep it as
+ * long as they are given the same stream. */
+int kv_cuda_blas_set_workspace(void *handle, void *stream, void *ws, size_t bytes, kv_err *err);
 
 /* ---- Conversion --------------------------------------------------------------------- */
 

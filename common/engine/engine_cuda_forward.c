@@ -1,0 +1,182 @@
+/* The CUDA forward pass: engine_cpu.c's op order exactly (norm, Q/K/V, RoPE, KV write +
+ * attention, output projection, residual, norm, gate/up, SwiGLU, down, residual), with the
+ * residual add and the next norm fused into one kernel (same arithmetic, one pass less).
+ * Prefill chunks attend over the paged pool with the tensor-core kernel (bf16, head_dim
+ * 64/128); decode steps use the split-KV (Flash-Decoding) kernel, through a CUDA graph per
+ * batch bucket when possible (engine_cuda_graph.c). */
+#include <string.h>
+
+#include "engine_cuda.h"
+
+static void *row_at(void *base, size_t row, size_t width, size_t es) { return (char *)base + row * width * es; }
+
+static kv_cuda_paged_kv layer_kv(const kv_engine *e, const cu_engine *c, int layer)
+{
+    const kv_pool *p = &e->pool;
+    kv_cuda_paged_kv kv = {(char *)c->kv_mem + (size_t)layer * p->layer_floats * c->es,
+                           p->block_floats,
+                           p->layer_floats / 2,
+                           p->shape.block_size,
+                           p->shape.n_kv_heads,
+                           p->shape.head_dim,
+                           c->dt};
+    return kv;
+}
+
+/* Stores the rows' K/V and runs their attention: the only place prefill and decode differ. */
+static int attention(kv_engine *e, int layer, const cu_step *st, kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    const kv_model_config *cfg = &e->model->cfg;
+    kv_cuda_paged_kv kv = layer_kv(e, c, layer);
+    int32_t *tables = cu_in_tables(c, c->d_in);
+    if (st->start >= 0) {
+        KC_CHECK(kv_cuda_kv_write(&kv, tables, st->start, st->rows, c->k, c->v, c->stream, err));
+        return kv_cuda_attention_prefill(c->att, c->q, &kv, tables, st->start, st->rows, cfg->n_heads, c->stream, err);
+    }
+    int32_t *pos = cu_in_pos(c, c->d_in), *lens = cu_in_lens(c, c->d_in);
+    KC_CHECK(kv_cuda_kv_write_decode(&kv, tables, c->table_stride, pos, st->rows, c->k, c->v, c->stream, err));
+    return kv_cuda_attention_decode(c->att, c->q, &kv, tables, c->table_stride, lens, st->rows, cfg->n_heads,
+                                    st->n_splits, c->attn_ws, c->attn_ws_bytes, c->stream, err);
+}
+
+int cu_forward(kv_engine *e, const cu_step *st, kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    const kv_model_config *cfg = &e->model->cfg;
+    int rows = st->rows, h = cfg->hidden_size, ff = cfg->intermediate_size;
+    int q_dim = cfg->n_heads * cfg->head_dim, kv_dim = cfg->n_kv_heads * cfg->head_dim;
+    kv_cuda_dtype dt = c->dt;
+    void *s = c->stream, *blas = c->blas;
+    float eps = cfg->rms_eps;
+    int32_t *pos = cu_in_pos(c, c->d_in);
+    KC_CHECK(kv_cuda_embed(c->x, c->embed, cu_in_tokens(c, c->d_in), rows, h, cfg->vocab_size, dt, s, err));
+    KC_CHECK(kv_cuda_rmsnorm(c->xb, c->x, c->layers[0].attn_norm, rows, h, eps, dt, s, err));
+    for (int l = 0; l < cfg->n_layers; l++) {
+        const cu_layer *w = &c->layers[l];
+        KC_CHECK(kv_cuda_gemm(blas, c->q, c->xb, w->wq, rows, q_dim, h, dt, s, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->k, c->xb, w->wk, rows, kv_dim, h, dt, s, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->v, c->xb, w->wv, rows, kv_dim, h, dt, s, err));
+        KC_CHECK(kv_cuda_rope(c->q, rows, cfg->n_heads, cfg->head_dim, pos, c->inv_freq, dt, s, err));
+        KC_CHECK(kv_cuda_rope(c->k, rows, cfg->n_kv_heads, cfg->head_dim, pos, c->inv_freq, dt, s, err));
+        KC_CHECK(attention(e, l, st, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->xb, c->att, w->wo, rows, h, q_dim, dt, s, err));
+        /* x += xb; xb = norm(x): the CPU's kc_add + kc_rmsnorm. */
+        KC_CHECK(kv_cuda_add_rmsnorm(c->xb, c->x, c->xb, w->mlp_norm, rows, h, eps, dt, s, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->hb, c->xb, w->w_gate, rows, ff, h, dt, s, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->hb2, c->xb, w->w_up, rows, ff, h, dt, s, err));
+        KC_CHECK(kv_cuda_swiglu(c->hb, c->hb, c->hb2, (size_t)rows * (size_t)ff, dt, s, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->xb, c->hb, w->w_down, rows, h, ff, dt, s, err));
+        /* The residual, then the next layer's input norm (the final norm after the last). */
+        const void *next_norm = l + 1 < cfg->n_layers ? c->layers[l + 1].attn_norm : c->final_norm;
+        KC_CHECK(kv_cuda_add_rmsnorm(c->xb, c->x, c->xb, next_norm, rows, h, eps, dt, s, err));
+    }
+    if (st->logit_rows > 0)
+        KC_CHECK(kv_cuda_gemm_out(blas, c->logits, KV_CUDA_F32, row_at(c->xb, (size_t)st->logit_first, (size_t)h, c->es),
+                                  c->lm_head, st->logit_rows, cfg->vocab_size, h, dt, s, err));
+    return KV_OK;
+}
+
+/* Blocks of seq that fit a table row: positions past the context length are never read. */
+static int table_blocks(const cu_engine *c, const kv_seq *seq)
+{
+    return seq->n_blocks < c->table_stride ? seq->n_blocks : c->table_stride;
+}
+
+/* h_in may be rewritten once the device has read the previous upload from it. */
+static int inputs_begin(cu_engine *c, kv_err *err)
+{
+    CU_CHECK(cudaEventSynchronize(c->in_read));
+    return KV_OK;
+}
+
+/* Uploads h_in's [tokens|pos|lens] block and the first table_rows block tables. */
+static int inputs_upload(cu_engine *c, int table_rows, kv_err *err)
+{
+    size_t ints = 3 * (size_t)c->cap_rows + (size_t)table_rows * (size_t)c->table_stride;
+    CU_CHECK(cudaMemcpyAsync(c->d_in, c->h_in, ints * sizeof(int32_t), cudaMemcpyHostToDevice, c->stream));
+    CU_CHECK(cudaEventRecord(c->in_read, c->stream));
+    return KV_OK;
+}
+
+int cu_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int rows, float *logits, kv_logits_want want,
+               kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    const kv_model_config *cfg = &e->model->cfg;
+    CU_CHECK(cudaSetDevice(c->device));
+    KC_CHECK(cu_ensure_capacity(e, rows, 0, want == KV_LOGITS_ALL ? rows : 1, err));
+    KC_CHECK(inputs_begin(c, err));
+    memcpy(cu_in_tokens(c, c->h_in), tokens, (size_t)rows * sizeof(int32_t));
+    int32_t *pos = cu_in_pos(c, c->h_in);
+    for (int i = 0; i < rows; i++)
+        pos[i] = seq->n_tokens + i;
+    /* One table row: the sequence's blocks up to a full context (a caller may hold more). */
+    memcpy(cu_in_tables(c, c->h_in), seq->blocks, (size_t)table_blocks(c, seq) * sizeof(int32_t));
+    KC_CHECK(inputs_upload(c, 1, err));
+    cu_step st = {.rows = rows, .start = seq->n_tokens, .n_splits = 1, .logit_first = 0, .logit_rows = 0};
+    if (want == KV_LOGITS_ALL)
+        st.logit_rows = rows;
+    else if (want == KV_LOGITS_LAST)
+        st.logit_first = rows - 1, st.logit_rows = 1;
+    KC_CHECK(cu_forward(e, &st, err));
+    if (st.logit_rows) {
+        size_t bytes = (size_t)st.logit_rows * (size_t)cfg->vocab_size * sizeof(float);
+        CU_CHECK(cudaMemcpyAsync(logits, c->logits, bytes, cudaMemcpyDeviceToHost, c->stream));
+        CU_CHECK(cudaStreamSynchronize(c->stream));
+    }
+    return KV_OK;
+}
+
+/* Split count for the batch, rounded up to a power of two: graphs exist per power, and the
+ * plain path uses the same count, so graph and plain runs do the same arithmetic. */
+static int split_count(const cu_engine *c, const kv_model_config *cfg, int n, int max_len)
+{
+    int s = kv_cuda_decode_splits(n, cfg->n_heads, cfg->n_kv_heads, max_len, c->n_sms), p = 1;
+    while (p < s && p < KV_CUDA_DECODE_MAX_SPLITS)
+        p *= 2;
+    return p;
+}
+
+int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    const kv_model_config *cfg = &e->model->cfg;
+    CU_CHECK(cudaSetDevice(c->device));
+    int bucket = c->graphs_on ? cu_bucket_of(n) : -1;
+    int rows = bucket >= 0 ? 1 << bucket : n; /* a graph runs its bucket's rows; the rest are padding */
+    KC_CHECK(cu_ensure_capacity(e, rows, rows, rows, err));
+    KC_CHECK(inputs_begin(c, err));
+    int32_t *tok = cu_in_tokens(c, c->h_in), *pos = cu_in_pos(c, c->h_in), *lens = cu_in_lens(c, c->h_in);
+    int32_t *tables = cu_in_tables(c, c->h_in);
+    int max_len = 1;
+    for (int i = 0; i < rows; i++) {
+        if (i < n) {
+            tok[i] = tokens[i];
+            pos[i] = seqs[i]->n_tokens;
+            lens[i] = seqs[i]->n_tokens + 1;
+            memcpy(tables + (size_t)i * (size_t)c->table_stride, seqs[i]->blocks,
+                   (size_t)table_blocks(c, seqs[i]) * sizeof(int32_t));
+            max_len = lens[i] > max_len ? lens[i] : max_len;
+        } else { /* padding: a valid token, no KV write (position -1), nothing to attend to */
+            tok[i] = 0;
+            pos[i] = -1;
+            lens[i] = 0;
+        }
+    }
+    KC_CHECK(inputs_upload(c, rows, err));
+    cu_step st = {.rows = rows, .start = -1, .n_splits = split_count(c, cfg, n, max_len), .logit_first = 0,
+                  .logit_rows = rows};
+    int ran = 0;
+    if (bucket >= 0) {
+        ran = cu_graph_run(e, &st, err);
+        if (ran < 0)
+            return ran;
+    }
+    if (!ran)
+        KC_CHECK(cu_forward(e, &st, err));
+    CU_CHECK(cudaMemcpyAsync(logits, c->logits, (size_t)n * (size_t)cfg->vocab_size * sizeof(float),
+                             cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
+    return KV_OK;
+}
