@@ -7,6 +7,7 @@
 
 #include "kv_log.h"
 #include "kv_time.h"
+#include "kv_file.h"
 #include "router.h"
 
 #define SOCKET_HWM 100000
@@ -43,21 +44,6 @@ void router_model_from_config(router_model *m, const char *name, const kv_model_
 }
 
 /* Basename of a directory path, ignoring trailing slashes. */
-static void dir_basename(const char *dir, char *out, size_t cap)
-{
-    size_t end = strlen(dir);
-    while (end > 1 && dir[end - 1] == '/')
-        end--;
-    size_t start = end;
-    while (start > 0 && dir[start - 1] != '/')
-        start--;
-    size_t n = end - start;
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(out, dir + start, n);
-    out[n] = '\0';
-}
-
 static int open_socket(router_state *st, const char *endpoint, int handover, void **out, char *bound, size_t cap,
                        kv_err *err)
 {
@@ -110,7 +96,7 @@ int router_state_init(router_state *st, const router_opts *o, void *zctx, kv_err
     snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
     if ((rc = kv_tokenizer_load(path, &tok, err)))
         return rc;
-    dir_basename(o->model_dir, name, sizeof name);
+    kv_path_basename(o->model_dir, name, sizeof name);
     router_model_from_config(&st->model, name, &cfg, tok, o->max_prompt_tokens);
     if ((rc = kv_model_fingerprint(o->model_dir, st->model.fingerprint, err)))
         goto fail;

@@ -69,3 +69,18 @@ int kv_path_join(char *out, size_t cap, const char *dir, const char *name, kv_er
         return kv_err_set(err, KV_EINVAL, "path too long: %s/%s", dir, name);
     return KV_OK;
 }
+
+void kv_path_basename(const char *dir, char *out, size_t cap)
+{
+    size_t end = strlen(dir);
+    while (end > 1 && dir[end - 1] == '/')
+        end--;
+    size_t start = end;
+    while (start > 0 && dir[start - 1] != '/')
+        start--;
+    size_t n = end - start;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, dir + start, n);
+    out[n] = '\0';
+}

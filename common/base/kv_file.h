@@ -12,4 +12,7 @@ int kv_file_write_all(const char *path, const void *data, size_t len, kv_err *er
 /* Joins dir and name into out (size cap); fails cleanly when too long. */
 int kv_path_join(char *out, size_t cap, const char *dir, const char *name, kv_err *err);
 
+/* The last component of a directory path (trailing slashes ignored) into out, truncated to cap. */
+void kv_path_basename(const char *dir, char *out, size_t cap);
+
 #endif

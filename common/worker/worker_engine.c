@@ -1,3 +1,4 @@
+#include "kv_file.h"
 #include "worker_engine.h"
 
 #include <stdio.h>
@@ -5,25 +6,10 @@
 
 #include "kv_log.h"
 
-static void basename_of(const char *dir, char *out, size_t n)
-{
-    size_t len = strlen(dir);
-    while (len > 1 && dir[len - 1] == '/')
-        len--;
-    size_t start = len;
-    while (start > 0 && dir[start - 1] != '/')
-        start--;
-    size_t m = len - start;
-    if (m >= n)
-        m = n - 1;
-    memcpy(out, dir + start, m);
-    out[m] = '\0';
-}
-
 int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err)
 {
     memset(w, 0, sizeof *w);
-    basename_of(f->model_dir, w->model_name, sizeof w->model_name);
+    kv_path_basename(f->model_dir, w->model_name, sizeof w->model_name);
     int rc = kv_model_fingerprint(f->model_dir, w->fingerprint, err);
     if (rc || (rc = kv_model_load(f->model_dir, &w->model, err)))
         return rc;
