@@ -4,6 +4,9 @@
 #ifndef KV_DECODE_H
 #define KV_DECODE_H
 
+#include "kv_gpu_xfer.h"
+#include "kv_nccl.h"
+#include "kv_transport.h"
 #include "sampler.h"
 #include "worker_control.h"
 #include "worker_engine.h"
@@ -28,6 +31,11 @@ typedef struct decode_req {
     uint32_t next_seq;
     int32_t blocks_received;
     uint64_t bytes;
+    int kv_last_seen;           /* the last chunk has arrived (its copies may still run) */
+    int32_t first_token;        /* from the last chunk */
+    int xfer_pending;           /* GPU chunks whose copy / receive is under way (kv_links.c) */
+    kv_transport transport;     /* of its chunks */
+    kv_wire_route kv_from;      /* the prefill worker's KV socket route, for the KvAck */
     int kv_complete;            /* --fault drop-kv-ack: arrived, never started */
     /* decoding */
     kv_seq seq;
@@ -43,6 +51,32 @@ typedef struct decode_list {
     int n, cap;
 } decode_list;
 
+/* A GPU chunk whose copy (cuda-ipc) or receive (nccl) is under way on its link's lane. */
+typedef struct kv_pending {
+    struct kv_pending *next;
+    decode_req *r;
+    kv_gpu_op *op;              /* completes after the data landed and was hashed */
+    uint32_t *expected;         /* the prefill worker's checksums */
+    int n;
+    uint32_t first_block;
+} kv_pending;
+
+/* A prefill worker's GPU session with this decode worker (KvHello), keyed by its route. */
+typedef struct kv_link {
+    struct kv_link *next;
+    kv_wire_route route;
+    char prefill_id[256];
+    uint64_t session;           /* 0 = none (the communicator was torn down: say hello again) */
+    kv_transport transport;
+    void *ipc_base;             /* cuda-ipc: the prefill worker's pool, mapped here */
+    int32_t peer_blocks;        /* blocks in the prefill worker's pool */
+    kv_gpu_lane *lane;
+    kv_nccl_comm *comm;         /* nccl: rank 1 */
+    int comm_ready;
+    uint32_t generation;
+    kv_pending *head, *tail;    /* completion order = enqueue order on the lane */
+} kv_link;
+
 typedef struct decode_worker {
     const worker_flags *f;
     worker_engine *we;
@@ -51,6 +85,7 @@ typedef struct decode_worker {
     char kv_endpoint[256];       /* announced */
     decode_list waiting;         /* reservation order */
     decode_list running;         /* start order: the batch takes the oldest first */
+    kv_link *links;              /* GPU sessions with prefill workers */
     float *logits;               /* max_batch x vocab */
     kv_seq **b_seqs;
     int32_t *b_tokens;
@@ -73,6 +108,25 @@ double decode_wake(const decode_worker *dw);
 /* kv_receiver.c: the KV endpoint. */
 int kv_receiver_bind(decode_worker *dw, kv_err *err);
 void kv_receiver_on_msg(void *ctx, kv_wire_msg *m, int rc, const kv_err *err);
+void kv_receiver_send_ack(decode_worker *dw, const kv_wire_route *to, const char *id, int ok, uint64_t bytes,
+                          Kvserve__ErrorCode code, const char *msg);
+/* The request's KV is all there and verified: KvAck, and it joins the batch. */
+void kv_receiver_complete(decode_worker *dw, decode_req *r);
+/* A chunk of r failed: KvAck{ok: false} to the prefill worker, the request ends. */
+void kv_receiver_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, const char *msg);
+
+/* kv_links.c: GPU sessions (cuda-ipc, nccl) with prefill workers. */
+void kv_links_on_hello(decode_worker *dw, const kv_wire_route *from, const Kvserve__KvHello *h);
+void kv_links_on_nccl_init(decode_worker *dw, const kv_wire_route *from, const Kvserve__KvNcclInit *ni);
+/* Starts a verified GPU chunk's copy / receive into r's blocks; KV_OK, or *code + msg. */
+int kv_links_start_chunk(decode_worker *dw, decode_req *r, const kv_wire_route *from, const Kvserve__KvChunk *c,
+                         Kvserve__ErrorCode *code, char *msg, size_t msg_n);
+/* Finishes what has completed (checksums compared; a request whose KV is complete starts). */
+void kv_links_poll(decode_worker *dw);
+int kv_links_busy(const decode_worker *dw);   /* something to poll soon */
+/* Before r's blocks are released: its copies have ended (an NCCL receive is aborted). */
+void kv_links_forget(decode_worker *dw, decode_req *r);
+void kv_links_close_all(decode_worker *dw);
 
 /* decode_batch.c: first token, decode steps, token events. */
 void decode_start(decode_worker *dw, decode_req *r, int32_t first_token);

@@ -61,6 +61,7 @@ static int run_loop(decode_worker *dw)
             worker_drain(dw->ctl->sock, 0, DRAIN_MAX, on_control, dw);
         if (items[1].revents & ZMQ_POLLIN)
             worker_drain(dw->kv_sock, 1, DRAIN_MAX, kv_receiver_on_msg, dw);
+        kv_links_poll(dw);
         decode_expire(dw);
         worker_load load = {(uint32_t)dw->running.n, (uint32_t)dw->waiting.n, (uint32_t)kv_pool_n_free(dw->we->pool),
                             (uint32_t)dw->we->pool->n_blocks};
@@ -123,6 +124,7 @@ int main(int argc, char **argv)
         }
     }
     decode_free_all(&dw);
+    kv_links_close_all(&dw);
     worker_control_close(&ctl);
     if (dw.kv_sock)
         zmq_close(dw.kv_sock);

@@ -44,6 +44,8 @@ void decode_req_free(decode_worker *dw, decode_req *r)
     if (!r)
         return;
     kv_pool *pool = dw->we->pool;
+    if (r->xfer_pending)
+        kv_links_forget(dw, r); /* no copy may land in the blocks once they are free */
     if (r->blocks)
         kv_pool_release(pool, r->blocks, r->n_blocks);
     free(r->blocks);
@@ -205,6 +207,8 @@ void decode_free_all(decode_worker *dw)
 
 double decode_wake(const decode_worker *dw)
 {
+    if (kv_links_busy(dw))
+        return kv_now_s() + 1e-3; /* GPU copies complete without telling the socket */
     double wake = kv_now_s() + 1.0;
     for (int i = 0; i < dw->waiting.n; i++)
         if (dw->waiting.v[i]->deadline < wake)

@@ -1,6 +1,8 @@
 /* The decode side of the KV transfer: a ROUTER that prefill workers' DEALERs send
- * KvChunk + block frames to. Every chunk is checked (reservation, order, ids, frame count
- * and sizes, CRC-32C) before its blocks are copied into the pool. */
+ * KvChunk + block frames to (zmq), or KvHello and KvChunks without frames (GPU transports,
+ * kv_links.c). Every chunk is checked (reservation, order, ids, frame count and sizes,
+ * CRC-32C) before its blocks are copied into the pool; a GPU chunk's checksums are
+ * compared once its copy has landed. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,8 +54,8 @@ int kv_receiver_bind(decode_worker *dw, kv_err *err)
     return KV_OK;
 }
 
-static void send_ack(decode_worker *dw, const kv_wire_route *to, const char *id, int ok, uint64_t bytes,
-                     Kvserve__ErrorCode code, const char *msg)
+void kv_receiver_send_ack(decode_worker *dw, const kv_wire_route *to, const char *id, int ok, uint64_t bytes,
+                          Kvserve__ErrorCode code, const char *msg)
 {
     if (dw->f->fault_drop_kv_ack) {
         KV_WARN(COMP, "msg=\"fault injection: KvAck dropped\" request=%s ok=%d", id, ok);
@@ -82,12 +84,17 @@ static Kvserve__ErrorCode check_chunk(const decode_worker *dw, const decode_req 
 {
     const Kvserve__ErrorCode bad = KVSERVE__ERROR_CODE__BAD_MESSAGE;
     size_t nb = c->n_block_ids;
-    if (r->kv_complete)
+    int gpu = c->transport != KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ;
+    if (r->kv_complete || r->kv_last_seen)
         return snprintf(msg, n, "KV of request %s already complete", r->id), bad;
     if (c->seq != r->next_seq)
         return snprintf(msg, n, "chunk seq %u out of order (expected %u)", c->seq, r->next_seq), bad;
-    if (c->n_checksums != nb || m->n_payloads != nb)
-        return snprintf(msg, n, "%zu block ids, %zu checksums, %zu frames", nb, c->n_checksums, m->n_payloads), bad;
+    if (c->seq > 0 && (int)c->transport != (int)r->transport)
+        return snprintf(msg, n, "chunk over %s after chunks over %s", kv_transport_name((kv_transport)c->transport),
+                        kv_transport_name(r->transport)), bad;
+    if (c->n_checksums != nb || m->n_payloads != (gpu ? 0 : nb))
+        return snprintf(msg, n, "%zu block ids, %zu checksums, %zu frames (%s)", nb, c->n_checksums, m->n_payloads,
+                        kv_transport_name((kv_transport)c->transport)), bad;
     if (c->first_block != (uint32_t)r->blocks_received)
         return snprintf(msg, n, "first_block %u, expected %d", c->first_block, r->blocks_received), bad;
     if ((uint64_t)c->first_block + nb > (uint64_t)r->n_prompt_blocks)
@@ -97,6 +104,8 @@ static Kvserve__ErrorCode check_chunk(const decode_worker *dw, const decode_req 
         if (c->block_ids[i] != r->blocks[c->first_block + i])
             return snprintf(msg, n, "block id %d at table index %zu is not the reserved one (%d)", c->block_ids[i],
                             (size_t)c->first_block + i, r->blocks[c->first_block + i]), bad;
+        if (gpu)
+            continue;
         size_t sz = zmq_msg_size((zmq_msg_t *)&m->payloads[i]);
         if (sz != dw->we->block_bytes)
             return snprintf(msg, n, "frame %zu has %zu bytes, a block has %zu", i, sz, dw->we->block_bytes), bad;
@@ -110,13 +119,55 @@ static Kvserve__ErrorCode check_chunk(const decode_worker *dw, const decode_req 
         if (c->first_token < 0 || c->first_token >= dw->we->model->cfg.vocab_size)
             return snprintf(msg, n, "first token %d outside the vocabulary", c->first_token), bad;
     }
-    for (size_t i = 0; i < nb; i++) {
+    for (size_t i = 0; !gpu && i < nb; i++) {
         zmq_msg_t *f = (zmq_msg_t *)&m->payloads[i];
         if (kv_crc32c(zmq_msg_data(f), zmq_msg_size(f)) != c->checksums[i])
             return snprintf(msg, n, "checksum mismatch in block %zu (table index %zu)", i, (size_t)c->first_block + i),
                    KVSERVE__ERROR_CODE__KV_CORRUPT;
     }
     return KVSERVE__ERROR_CODE__ERROR_NONE;
+}
+
+void kv_receiver_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, const char *msg)
+{
+    kv_receiver_send_ack(dw, &r->kv_from, r->id, 0, r->bytes, code, msg);
+    int i = decode_list_find(&dw->waiting, r->id);
+    if (i >= 0 && dw->waiting.v[i] == r)
+        decode_list_take(&dw->waiting, i);
+    decode_fail(dw, r, code, msg);
+}
+
+void kv_receiver_complete(decode_worker *dw, decode_req *r)
+{
+    if (!r->kv_last_seen || r->xfer_pending)
+        return;
+    if (dw->f->fault_drop_kv_ack) {
+        r->kv_complete = 1; /* never acknowledged, never started: the reservation expires */
+        KV_WARN(COMP, "msg=\"fault injection: KV complete but not acknowledged\" request=%s", r->id);
+        return;
+    }
+    kv_receiver_send_ack(dw, &r->kv_from, r->id, 1, r->bytes, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
+    int i = decode_list_find(&dw->waiting, r->id);
+    if (i >= 0)
+        decode_list_take(&dw->waiting, i);
+    KV_INFO(COMP, "msg=\"kv received\" request=%s transport=%s blocks=%d bytes=%llu chunks=%u transfer_wait_ms=%.2f",
+            r->id, kv_transport_name(r->transport), r->blocks_received, (unsigned long long)r->bytes, r->next_seq,
+            (kv_now_s() - r->t_reserved) * 1e3);
+    decode_start(dw, r, r->first_token);
+}
+
+/* zmq: the frames' bytes into the pool, wherever it lives (host memory, or the GPU). */
+static int store_frames(decode_worker *dw, const Kvserve__KvChunk *c, const kv_wire_msg *m, char *msg, size_t n)
+{
+    for (size_t k = 0; k < c->n_block_ids; k++) {
+        kv_err werr;
+        if (kv_engine_blocks_write(dw->we->engine, &c->block_ids[k], 1, zmq_msg_data((zmq_msg_t *)&m->payloads[k]),
+                                   &werr)) {
+            snprintf(msg, n, "cannot store KV block %d: %.300s", c->block_ids[k], werr.msg);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static void on_chunk(decode_worker *dw, const kv_wire_msg *m)
@@ -130,48 +181,36 @@ static void on_chunk(decode_worker *dw, const kv_wire_msg *m)
                  c->request_id);
         KV_WARN(COMP, "msg=\"KvChunk refused\" request=%s from=%s reason=\"%s\"", c->request_id, c->prefill_worker_id,
                 msg);
-        send_ack(dw, &m->route, c->request_id, 0, 0,
-                 running ? KVSERVE__ERROR_CODE__BAD_MESSAGE : KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, msg);
+        kv_receiver_send_ack(dw, &m->route, c->request_id, 0, 0,
+                             running ? KVSERVE__ERROR_CODE__BAD_MESSAGE : KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, msg);
         return;
     }
     decode_req *r = dw->waiting.v[i];
+    r->kv_from = m->route;
     Kvserve__ErrorCode code = check_chunk(dw, r, c, m, msg, sizeof msg);
-    if (code != KVSERVE__ERROR_CODE__ERROR_NONE) {
-        send_ack(dw, &m->route, r->id, 0, r->bytes, code, msg);
-        decode_list_take(&dw->waiting, i);
-        decode_fail(dw, r, code, msg);
-        return;
-    }
-    /* Into the pool wherever it lives (host memory, or the GPU through a copy). */
-    for (size_t k = 0; k < c->n_block_ids; k++) {
-        kv_err werr;
-        if (kv_engine_blocks_write(dw->we->engine, &c->block_ids[k], 1, zmq_msg_data((zmq_msg_t *)&m->payloads[k]),
-                                   &werr)) {
-            snprintf(msg, sizeof msg, "cannot store KV block %d: %.300s", c->block_ids[k], werr.msg);
-            send_ack(dw, &m->route, r->id, 0, r->bytes, KVSERVE__ERROR_CODE__INTERNAL, msg);
-            decode_list_take(&dw->waiting, i);
-            decode_fail(dw, r, KVSERVE__ERROR_CODE__INTERNAL, msg);
-            return;
+    if (code == KVSERVE__ERROR_CODE__ERROR_NONE) {
+        if (c->transport == KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ) {
+            if (store_frames(dw, c, m, msg, sizeof msg))
+                code = KVSERVE__ERROR_CODE__INTERNAL;
+        } else {
+            kv_links_start_chunk(dw, r, &m->route, c, &code, msg, sizeof msg);
         }
     }
+    if (code != KVSERVE__ERROR_CODE__ERROR_NONE) {
+        kv_receiver_fail(dw, r, code, msg);
+        return;
+    }
+    r->transport = (kv_transport)c->transport;
     r->blocks_received += (int32_t)c->n_block_ids;
     r->bytes += c->n_block_ids * dw->we->block_bytes;
     r->next_seq++;
-    KV_DEBUG(COMP, "msg=\"kv chunk\" request=%s seq=%u blocks=%zu n_tokens=%u last=%d", r->id, c->seq,
-             c->n_block_ids, c->n_tokens, (int)c->last);
+    KV_DEBUG(COMP, "msg=\"kv chunk\" request=%s seq=%u blocks=%zu n_tokens=%u last=%d transport=%s", r->id, c->seq,
+             c->n_block_ids, c->n_tokens, (int)c->last, kv_transport_name(r->transport));
     if (!c->last)
         return;
-    if (dw->f->fault_drop_kv_ack) {
-        r->kv_complete = 1; /* never acknowledged, never started: the reservation expires */
-        KV_WARN(COMP, "msg=\"fault injection: KV complete but not acknowledged\" request=%s", r->id);
-        return;
-    }
-    send_ack(dw, &m->route, r->id, 1, r->bytes, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
-    decode_list_take(&dw->waiting, i);
-    KV_INFO(COMP, "msg=\"kv received\" request=%s from=%s blocks=%d bytes=%llu chunks=%u transfer_wait_ms=%.2f", r->id,
-            c->prefill_worker_id, r->blocks_received, (unsigned long long)r->bytes, r->next_seq,
-            (kv_now_s() - r->t_reserved) * 1e3);
-    decode_start(dw, r, c->first_token);
+    r->kv_last_seen = 1;
+    r->first_token = c->first_token;
+    kv_receiver_complete(dw, r);
 }
 
 void kv_receiver_on_msg(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
@@ -186,11 +225,20 @@ void kv_receiver_on_msg(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
             KV_WARN(COMP, "msg=\"error reply not sent\" err=\"%s\"", serr.msg);
         return;
     }
-    if (m->env->body_case == KVSERVE__ENVELOPE__BODY_KV_CHUNK) {
+    switch (m->env->body_case) {
+    case KVSERVE__ENVELOPE__BODY_KV_CHUNK:
         on_chunk(dw, m);
         return;
+    case KVSERVE__ENVELOPE__BODY_KV_HELLO:
+        kv_links_on_hello(dw, &m->route, m->env->kv_hello);
+        return;
+    case KVSERVE__ENVELOPE__BODY_KV_NCCL_INIT:
+        kv_links_on_nccl_init(dw, &m->route, m->env->kv_nccl_init);
+        return;
+    default:
+        break;
     }
     KV_WARN(COMP, "msg=\"unexpected message on the KV endpoint\" body=%d", (int)m->env->body_case);
     kv_wire_send_error(dw->kv_sock, &m->route, KVSERVE__ERROR_CODE__BAD_MESSAGE, "",
-                       "unexpected message on a KV endpoint (expects KvChunk)", &serr);
+                       "unexpected message on a KV endpoint (expects KvChunk, KvHello or KvNcclInit)", &serr);
 }

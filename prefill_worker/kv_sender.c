@@ -7,22 +7,34 @@
 #include "kv_log.h"
 #include "worker_loop.h"
 
-void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id)
+void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id, const worker_transport *xfer)
 {
     memset(s, 0, sizeof *s);
     s->zctx = zctx;
     s->worker_id = worker_id;
+    s->xfer = xfer;
 }
 
 void kv_sender_close(kv_sender *s)
 {
     for (int i = 0; i < s->n; i++) {
+        kv_nccl_comm_abort(s->peers[i]->comm);
+        kv_gpu_lane_destroy(s->peers[i]->lane);
         zmq_close(s->peers[i]->sock);
         free(s->peers[i]);
     }
     free(s->peers);
     s->peers = NULL;
     s->n = s->cap = 0;
+}
+
+void kv_sender_abort_gpu(kv_sender *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        kv_nccl_comm_abort(s->peers[i]->comm);
+        s->peers[i]->comm = NULL;
+        s->peers[i]->state = PEER_NEW;
+    }
 }
 
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
@@ -96,9 +108,15 @@ static void stage_released(void *data, void *hint)
     atomic_fetch_sub(in_flight, 1);
 }
 
-int kv_sender_send(const kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_desc *c, int timeout_ms,
-                   atomic_int *in_flight, uint64_t *bytes, kv_err *err)
+int kv_sender_send(kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_desc *c, int timeout_ms,
+                   kv_send_hold *hold, uint64_t *bytes, kv_err *err)
 {
+    hold->op = NULL;
+    if (peer->state != PEER_READY)
+        return kv_err_set(err, KV_ESTATE, "KV transport to %s not set up", peer->endpoint);
+    if (peer->transport != KV_TRANSPORT_ZMQ)
+        return kv_sender_send_gpu(s, peer, c, timeout_ms, hold, bytes, err);
+    atomic_int *in_flight = hold->in_flight;
     size_t block_bytes = kv_engine_block_bytes(e);
     size_t n = (size_t)c->n_blocks;
     uint32_t *sums = malloc((n ? n : 1) * sizeof *sums);

@@ -1,6 +1,11 @@
 /* The prefill side of the KV transfer: one DEALER per decode worker KV endpoint, created
- * lazily and kept, and KvChunk + one zero-copy frame per pool block (a host pool's block
- * itself; for a GPU pool, its copy in a host staging buffer). */
+ * lazily and kept, and per peer the transport the pair agreed on.
+ *
+ * zmq: KvChunk + one zero-copy frame per pool block (a host pool's block itself; for a GPU
+ * pool, its copy in a host staging buffer). GPU transports: a handshake first (KvHello ->
+ * KvHelloReply, and for nccl KvNcclInit + the communicator's set-up, all polled), then per
+ * chunk the blocks' checksums computed on the GPU and a KvChunk without frames; cuda-ipc
+ * leaves the copy to the decode worker (it reads our exported pool), nccl sends the blocks. */
 #ifndef KV_SENDER_H
 #define KV_SENDER_H
 
@@ -9,25 +14,58 @@
 #include <zmq.h>
 
 #include "engine.h"
+#include "kv_gpu_xfer.h"
+#include "kv_nccl.h"
+#include "kv_transport.h"
 #include "kv_wire.h"
+#include "worker_transport.h"
+
+#define KV_HELLO_TIMEOUT_MS 5000
+#define KV_NCCL_INIT_TIMEOUT_MS 30000
+
+typedef enum { PEER_NEW = 0, PEER_HELLO, PEER_NCCL_INIT, PEER_READY, PEER_FAILED } kv_peer_state;
 
 typedef struct kv_peer {
     char endpoint[256];
-    void *sock;              /* DEALER, identity = this worker's id */
+    void *sock;               /* DEALER, identity = this worker's id */
+    kv_peer_state state;
+    kv_transport transport;   /* PEER_READY: the pair's transport */
+    uint64_t session;         /* of the last KvHello; 0 = none yet */
+    double deadline;          /* of the handshake step under way */
+    char failure[400];        /* PEER_FAILED: why */
+    kv_gpu_lane *lane;        /* GPU transports: this peer's stream (kept across sessions) */
+    kv_nccl_comm *comm;
+    uint32_t nccl_generation;
 } kv_peer;
 
 typedef struct kv_sender {
     void *zctx;
     const char *worker_id;
+    const worker_transport *xfer;
+    unsigned char ipc_handle[KV_GPU_IPC_HANDLE_BYTES];
+    int ipc_state;            /* 0 = not exported yet, 1 = exported, -1 = export failed */
+    uint64_t next_session;
     kv_peer **peers;
     int n, cap;
 } kv_sender;
 
-void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id);
+void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id, const worker_transport *xfer);
 void kv_sender_close(kv_sender *s);
+/* Shutdown: aborts every NCCL communicator, so sends still under way end. */
+void kv_sender_abort_gpu(kv_sender *s);
 
 /* The peer for endpoint, connecting a new DEALER the first time. */
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err);
+
+/* Moves the peer's handshake on: 1 = ready to ship, 0 = under way (see peer->deadline),
+ * < 0 = failed (err says why; the peer is back to PEER_NEW for the next task). A pair
+ * where this worker allows only zmq needs no handshake. */
+int kv_sender_connect(kv_sender *s, kv_peer *p, kv_err *err);
+void kv_sender_on_hello_reply(kv_sender *s, kv_peer *p, const Kvserve__KvHelloReply *r);
+/* Forgets the pair's session (aborting an NCCL communicator): the next task says hello again. */
+void kv_sender_reset(kv_sender *s, kv_peer *p, const char *why);
+/* When the loop must next look at the peer's handshake (monotonic s), or far away. */
+double kv_sender_wake(const kv_peer *p);
 
 /* One chunk of a request's KV. */
 typedef struct kv_chunk_desc {
@@ -42,14 +80,24 @@ typedef struct kv_chunk_desc {
     int32_t first_token;      /* last chunk only */
 } kv_chunk_desc;
 
-/* Sends the chunk: the envelope, then the blocks. A CPU engine's blocks go straight from
- * its pool (zero-copy); a GPU engine's are first copied (kv_engine_blocks_read) into a host
- * staging buffer that the frames point into and that is freed with the last of them.
- * *in_flight counts the frames ZeroMQ still holds: the pool blocks must not be reused until
- * it is back to 0 (an ack alone does not prove ZeroMQ let go of a frame after a failure).
- * Adds the payload bytes to *bytes. Waits at most timeout_ms for a connection/room
- * (KV_ETIMEOUT). */
-int kv_sender_send(const kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_desc *c, int timeout_ms,
-                   atomic_int *in_flight, uint64_t *bytes, kv_err *err);
+/* What a sent chunk leaves behind that must end before its blocks are reused. */
+typedef struct kv_send_hold {
+    atomic_int *in_flight;    /* zmq: frames ZeroMQ still holds (counted here) */
+    kv_gpu_op *op;            /* nccl: set to the sends' completion; NULL otherwise */
+} kv_send_hold;
+
+/* Sends the chunk over the peer's transport (the peer must be ready). zmq: a CPU engine's
+ * blocks go straight from its pool (zero-copy); a GPU engine's are first copied into a
+ * host staging buffer that the frames point into and that is freed with the last of them;
+ * *hold->in_flight counts the frames ZeroMQ still holds: the pool blocks must not be reused
+ * until it is back to 0 (an ack alone does not prove ZeroMQ let go of a frame after a
+ * failure). nccl: hold->op completes when the sends have left. Adds the payload bytes to
+ * *bytes. Waits at most timeout_ms for a connection/room (KV_ETIMEOUT). */
+int kv_sender_send(kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_desc *c, int timeout_ms,
+                   kv_send_hold *hold, uint64_t *bytes, kv_err *err);
+
+/* kv_send_gpu.c: the GPU transports' part of kv_sender_send. */
+int kv_sender_send_gpu(kv_sender *s, kv_peer *peer, const kv_chunk_desc *c, int timeout_ms, kv_send_hold *hold,
+                       uint64_t *bytes, kv_err *err);
 
 #endif

@@ -24,14 +24,18 @@ typedef struct prefill_task {
     prefill_state state;
     kv_sampling_params sp;
     kv_peer *peer;                   /* the decode worker's KV endpoint */
+    kv_transport transport;          /* the peer's transport when the first chunk left */
     kv_seq seq;                      /* this worker's blocks for the prompt */
     int done;                        /* prompt tokens prefilled so far */
     int sent_blocks;                 /* blocks shipped so far */
+    int last_sent;                   /* the last chunk (first token) has left */
     uint32_t chunk_seq;
     int32_t first_token;
     uint64_t kv_bytes;
     double t_queued, t_start, prefill_s, t_first_send, ack_deadline;
     atomic_int frames_in_flight;     /* zero-copy frames ZeroMQ still holds (kv_sender_send) */
+    kv_gpu_op **gpu_ops;             /* nccl sends of its blocks not yet known complete */
+    int n_gpu_ops, cap_gpu_ops;
     double t_retired;                /* when it joined the draining list */
 } prefill_task;
 
@@ -50,21 +54,25 @@ typedef struct prefill_worker {
 /* prefill_task.c: the queue and what a task must satisfy. */
 prefill_task *prefill_task_new(Kvserve__Envelope *env);
 /* Ends a task: its blocks return to the pool at once, or, while ZeroMQ still holds frames
- * that point into them, once prefill_reap sees the frames released. */
+ * or NCCL sends that read them are under way, once prefill_reap sees those end. */
 void prefill_task_retire(prefill_worker *pw, prefill_task *t);
-/* Frees retired tasks whose frames are all released; `final` (after the ZeroMQ context is
- * terminated, so every frame has been released) frees them all. */
+/* Frees retired tasks whose frames are all released and GPU sends done; `final` (after the
+ * ZeroMQ context is terminated and the peers closed) frees them all. */
 void prefill_reap(prefill_worker *pw, int final);
+/* Shutdown, after kv_sender_abort_gpu: waits for (bounded) and forgets retired tasks' GPU sends. */
+void prefill_drop_gpu_ops(prefill_worker *pw);
 void prefill_queue_push(prefill_worker *pw, prefill_task *t);
 prefill_task *prefill_queue_pop(prefill_worker *pw);
 prefill_task *prefill_queue_remove(prefill_worker *pw, const char *id);
+/* Keeps a sent chunk's nccl completion with the task (KV_ENOMEM: waited for at once). */
+void prefill_task_hold_op(prefill_task *t, kv_gpu_op *op);
 int prefill_known(const prefill_worker *pw, const char *id);
 /* KV_OK, or *code + err say why the task cannot run. */
 int prefill_task_validate(const prefill_worker *pw, prefill_task *t, Kvserve__ErrorCode *code, kv_err *err);
 
 /* prefill_run.c: the current task's life. */
 void prefill_step(prefill_worker *pw);              /* start / one chunk / deadline */
-void prefill_on_ack(prefill_worker *pw, const Kvserve__KvAck *ack);
+void prefill_on_ack(prefill_worker *pw, const kv_peer *from, const Kvserve__KvAck *ack);
 void prefill_abort(prefill_worker *pw, const char *id, Kvserve__ErrorCode reason);
 int prefill_has_work(const prefill_worker *pw);     /* something to compute right now */
 double prefill_wake(const prefill_worker *pw);      /* the current task's deadline, or far away */

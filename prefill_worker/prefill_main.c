@@ -61,16 +61,26 @@ static void on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
     }
 }
 
+/* A message on one decode worker's KV socket. */
+typedef struct kv_from {
+    prefill_worker *pw;
+    kv_peer *peer;
+} kv_from;
+
 static void on_kv(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
 {
-    prefill_worker *pw = ctx;
+    const kv_from *from = ctx;
+    prefill_worker *pw = from->pw;
     if (rc) {
-        KV_WARN(COMP, "msg=\"bad message from a decode worker\" err=\"%s\"", err->msg);
+        KV_WARN(COMP, "msg=\"bad message from a decode worker\" endpoint=%s err=\"%s\"", from->peer->endpoint,
+                err->msg);
         return;
     }
     const Kvserve__Envelope *env = m->env;
     if (env->body_case == KVSERVE__ENVELOPE__BODY_KV_ACK)
-        prefill_on_ack(pw, env->kv_ack);
+        prefill_on_ack(pw, from->peer, env->kv_ack);
+    else if (env->body_case == KVSERVE__ENVELOPE__BODY_KV_HELLO_REPLY)
+        kv_sender_on_hello_reply(&pw->sender, from->peer, env->kv_hello_reply);
     else if (env->body_case == KVSERVE__ENVELOPE__BODY_ERROR)
         KV_WARN(COMP, "msg=\"decode worker error\" code=%s request=%s message=\"%s\"",
                 worker_error_name(env->error->code), env->error->request_id, env->error->message);
@@ -109,8 +119,10 @@ static int run_loop(prefill_worker *pw)
         if (items[0].revents & ZMQ_POLLIN)
             worker_drain(pw->ctl->sock, 0, DRAIN_MAX, on_control, pw);
         for (int i = 1; i < n; i++)
-            if (items[i].revents & ZMQ_POLLIN)
-                worker_drain(items[i].socket, 0, DRAIN_MAX, on_kv, pw);
+            if (items[i].revents & ZMQ_POLLIN) {
+                kv_from from = {pw, pw->sender.peers[i - 1]};
+                worker_drain(items[i].socket, 0, DRAIN_MAX, on_kv, &from);
+            }
         worker_load load = {pw->cur ? 1u : 0u, (uint32_t)pw->n_queued, (uint32_t)kv_pool_n_free(pw->we->pool),
                             (uint32_t)pw->we->pool->n_blocks};
         worker_control_tick(pw->ctl, &load);
@@ -142,7 +154,7 @@ int main(int argc, char **argv)
     pw.f = &f;
     pw.we = &we;
     pw.ctl = &ctl;
-    kv_sender_init(&pw.sender, zctx, f.id);
+    kv_sender_init(&pw.sender, zctx, f.id, &we.xfer);
     pw.logits = malloc((size_t)we.model->cfg.vocab_size * sizeof *pw.logits);
     if (!zctx || !pw.logits) {
         fprintf(stderr, "%s: out of memory\n", f.prog);
@@ -162,7 +174,10 @@ int main(int argc, char **argv)
         prefill_fail_all(&pw);
         worker_control_close(&ctl);
     }
-    /* Sockets first (no linger), then the context, then the pool the zero-copy frames read. */
+    /* NCCL sends first (their communicators aborted, then waited for), then the sockets (no
+     * linger), then the context, then the pool the zero-copy frames read. */
+    kv_sender_abort_gpu(&pw.sender);
+    prefill_drop_gpu_ops(&pw);
     kv_sender_close(&pw.sender);
     if (zctx)
         zmq_ctx_term(zctx);

@@ -28,6 +28,7 @@ static void send_done(prefill_worker *pw, const prefill_task *t, int ok, Kvserve
     d.prefill_ms = t->prefill_s * 1e3;
     d.transfer_ms = t->t_first_send > 0 ? (kv_now_s() - t->t_first_send) * 1e3 : 0;
     d.kv_bytes = t->kv_bytes;
+    d.transport = (Kvserve__KvTransport)t->transport;
     Kvserve__Envelope env;
     kv_wire_envelope_init(&env);
     env.body_case = KVSERVE__ENVELOPE__BODY_PREFILL_DONE;
@@ -35,17 +36,28 @@ static void send_done(prefill_worker *pw, const prefill_task *t, int ok, Kvserve
     worker_send(pw->ctl->sock, NULL, &env, 200, COMP, "PrefillDone");
 }
 
+/* A task that ends without the decode worker's ok leaves an NCCL pair in an unknown state
+ * (sends that nobody receives, a receiver that gave up): both sides start afresh. */
+static void drop_transport_state(prefill_worker *pw, prefill_task *t, const char *why)
+{
+    if (t->peer && t->peer->state == PEER_READY && t->peer->transport == KV_TRANSPORT_NCCL && t->sent_blocks)
+        kv_sender_reset(&pw->sender, t->peer, why);
+}
+
 /* Ends the current task: PrefillDone to the router, the blocks back to the pool. Only now,
  * after the decode worker's verdict (or the deadline), may the blocks be reused. */
 static void finish(prefill_worker *pw, int ok, Kvserve__ErrorCode code, const char *msg)
 {
     prefill_task *t = pw->cur;
+    if (!ok)
+        drop_transport_state(pw, t, msg);
     double transfer_ms = t->t_first_send > 0 ? (kv_now_s() - t->t_first_send) * 1e3 : 0;
     if (ok)
         KV_INFO(COMP, "msg=\"task done\" request=%s prompt_tokens=%zu first_token=%d prefill_ms=%.2f transfer_ms=%.2f "
-                      "kv_bytes=%llu chunks=%u decode=%s",
+                      "kv_bytes=%llu chunks=%u decode=%s transport=%s",
                 t->id, t->t->n_prompt_tokens, t->first_token, t->prefill_s * 1e3, transfer_ms,
-                (unsigned long long)t->kv_bytes, t->chunk_seq, t->t->decode_worker_id);
+                (unsigned long long)t->kv_bytes, t->chunk_seq, t->t->decode_worker_id,
+                kv_transport_name(t->transport));
     else
         KV_WARN(COMP, "msg=\"task failed\" request=%s error=%s reason=\"%s\" prefill_ms=%.2f transfer_ms=%.2f",
                 t->id, worker_error_name(code), msg, t->prefill_s * 1e3, transfer_ms);
@@ -94,18 +106,52 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
     if (t->t_first_send <= 0)
         t->t_first_send = kv_now_s();
     kv_err err;
-    if (kv_sender_send(&pw->sender, t->peer, pw->we->engine, &c, timeout, &t->frames_in_flight, &t->kv_bytes, &err)) {
+    kv_send_hold hold = {&t->frames_in_flight, NULL};
+    t->transport = t->peer->transport;
+    int rc = kv_sender_send(&pw->sender, t->peer, pw->we->engine, &c, timeout, &hold, &t->kv_bytes, &err);
+    prefill_task_hold_op(t, hold.op);
+    if (rc) {
         char msg[1200];
-        snprintf(msg, sizeof msg, "cannot send KV to decode worker %s at %s: %s", t->t->decode_worker_id,
-                 t->peer->endpoint, err.msg);
+        snprintf(msg, sizeof msg, "cannot send KV to decode worker %s at %s over %s: %s", t->t->decode_worker_id,
+                 t->peer->endpoint, kv_transport_name(t->peer->transport), err.msg);
+        t->sent_blocks = upto; /* some of it may have left: the pair's state is unknown */
         finish(pw, 0, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
         return -1;
     }
     KV_DEBUG(COMP, "msg=\"kv chunk sent\" request=%s seq=%u first_block=%u blocks=%d n_tokens=%d last=%d", t->id,
              c.seq, c.first_block, c.n_blocks, t->done, last);
     t->sent_blocks = upto;
+    t->last_sent = last;
     t->chunk_seq++;
     return 0;
+}
+
+/* Ships what is computed and not yet sent: sealed blocks, and once the prompt is done the
+ * rest with the first token; then the task waits for the KvAck. */
+static void ship_pending(prefill_worker *pw, prefill_task *t)
+{
+    int all = t->done == (int)t->t->n_prompt_tokens;
+    int bs = pw->we->pool->shape.block_size;
+    int upto = all ? (t->done + bs - 1) / bs : t->done / bs;
+    if ((upto > t->sent_blocks || (all && !t->last_sent)) && ship(pw, t, upto, all))
+        return;
+    if (t->last_sent) {
+        t->state = PT_WAIT_ACK;
+        t->ack_deadline = kv_now_s() + ack_deadline_ms(t) * 1e-3;
+    }
+}
+
+/* The peer's handshake, moved on: 1 ready, 0 not yet, -1 failed (the task ended). */
+static int peer_ready(prefill_worker *pw, prefill_task *t)
+{
+    kv_err err;
+    int rc = kv_sender_connect(&pw->sender, t->peer, &err);
+    if (rc >= 0)
+        return rc;
+    char msg[1200];
+    snprintf(msg, sizeof msg, "decode worker %s: %s", t->t->decode_worker_id, err.msg);
+    finish(pw, 0, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
+    return -1;
 }
 
 static void run_chunk(prefill_worker *pw)
@@ -136,14 +182,6 @@ static void run_chunk(prefill_worker *pw)
         return;
     }
     t->done += n;
-    int bs = pw->we->pool->shape.block_size;
-    int upto = last ? (t->done + bs - 1) / bs : t->done / bs;
-    if ((upto > t->sent_blocks || last) && ship(pw, t, upto, last))
-        return;
-    if (last) {
-        t->state = PT_WAIT_ACK;
-        t->ack_deadline = kv_now_s() + ack_deadline_ms(t) * 1e-3;
-    }
 }
 
 void prefill_step(prefill_worker *pw)
@@ -154,7 +192,18 @@ void prefill_step(prefill_worker *pw)
         return;
     }
     if (pw->cur->state == PT_PREFILLING) {
-        run_chunk(pw);
+        prefill_task *t = pw->cur;
+        /* The handshake runs while the first chunks compute; shipping waits for it. */
+        int ready = peer_ready(pw, t);
+        if (ready < 0)
+            return;
+        if (t->done < (int)t->t->n_prompt_tokens) {
+            run_chunk(pw);
+            if (pw->cur != t)
+                return;
+        }
+        if (ready)
+            ship_pending(pw, t);
     } else if (pw->cur->state == PT_WAIT_ACK && kv_now_s() >= pw->cur->ack_deadline) {
         char msg[400];
         snprintf(msg, sizeof msg, "no KvAck from decode worker %s within %u ms", pw->cur->t->decode_worker_id,
@@ -163,14 +212,16 @@ void prefill_step(prefill_worker *pw)
     }
 }
 
-void prefill_on_ack(prefill_worker *pw, const Kvserve__KvAck *ack)
+void prefill_on_ack(prefill_worker *pw, const kv_peer *from, const Kvserve__KvAck *ack)
 {
     prefill_task *t = pw->cur;
-    if (!t || strcmp(t->id, ack->request_id)) {
+    if (!t || strcmp(t->id, ack->request_id) || t->peer != from) {
         KV_DEBUG(COMP, "msg=\"stale KvAck ignored\" request=%s", ack->request_id);
         return;
     }
     if (!ack->ok) {
+        if (ack->error && ack->error->code == KVSERVE__ERROR_CODE__KV_SESSION_UNKNOWN)
+            kv_sender_reset(&pw->sender, t->peer, "the decode worker does not know our session");
         char msg[1200];
         snprintf(msg, sizeof msg, "decode worker %s rejected the KV: %s", t->t->decode_worker_id,
                  ack->error && ack->error->message[0] ? ack->error->message : "no reason given");
@@ -203,19 +254,29 @@ void prefill_abort(prefill_worker *pw, const char *id, Kvserve__ErrorCode reason
     }
     KV_INFO(COMP, "msg=\"task aborted\" request=%s reason=%s state=%d prefill_ms=%.2f", id, worker_error_name(reason),
             (int)t->state, t->prefill_s * 1e3);
+    drop_transport_state(pw, t, "task aborted");
     prefill_task_retire(pw, t);
 }
 
 int prefill_has_work(const prefill_worker *pw)
 {
-    return pw->cur ? pw->cur->state == PT_PREFILLING : pw->head != NULL;
+    const prefill_task *t = pw->cur;
+    if (!t)
+        return pw->head != NULL;
+    /* Waiting only for the handshake is not work: the loop sleeps until its deadline. */
+    return t->state == PT_PREFILLING &&
+           (t->done < (int)t->t->n_prompt_tokens || !t->peer || t->peer->state == PEER_READY);
 }
 
 double prefill_wake(const prefill_worker *pw)
 {
-    if (pw->cur && pw->cur->state == PT_WAIT_ACK)
-        return pw->cur->ack_deadline;
-    return kv_now_s() + 1.0;
+    const prefill_task *t = pw->cur;
+    if (t && t->state == PT_WAIT_ACK)
+        return t->ack_deadline;
+    double wake = kv_now_s() + 1.0;
+    if (t && t->state == PT_PREFILLING && t->peer && kv_sender_wake(t->peer) < wake)
+        wake = kv_sender_wake(t->peer);
+    return wake;
 }
 
 void prefill_fail_all(prefill_worker *pw)

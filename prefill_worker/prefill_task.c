@@ -20,8 +20,45 @@ prefill_task *prefill_task_new(Kvserve__Envelope *env)
     return t;
 }
 
+/* 1 when nothing sent from the task's blocks is still under way. */
+static int task_idle(prefill_task *t)
+{
+    if (atomic_load(&t->frames_in_flight))
+        return 0;
+    while (t->n_gpu_ops) {
+        kv_err err;
+        int rc = kv_gpu_op_poll(t->gpu_ops[t->n_gpu_ops - 1], &err);
+        if (rc == 0)
+            return 0;
+        if (rc < 0)
+            KV_WARN("kv-prefill", "msg=\"KV send failed on the GPU\" request=%s err=\"%s\"", t->id, err.msg);
+        kv_gpu_op_free(t->gpu_ops[--t->n_gpu_ops]);
+    }
+    return 1;
+}
+
+void prefill_task_hold_op(prefill_task *t, kv_gpu_op *op)
+{
+    if (!op)
+        return;
+    if (t->n_gpu_ops == t->cap_gpu_ops) {
+        int cap = t->cap_gpu_ops ? 2 * t->cap_gpu_ops : 8;
+        kv_gpu_op **v = realloc(t->gpu_ops, (size_t)cap * sizeof *v);
+        if (!v) {
+            kv_gpu_op_free(op); /* waits for it (bounded) */
+            return;
+        }
+        t->gpu_ops = v;
+        t->cap_gpu_ops = cap;
+    }
+    t->gpu_ops[t->n_gpu_ops++] = op;
+}
+
 static void task_free(prefill_worker *pw, prefill_task *t)
 {
+    while (t->n_gpu_ops)
+        kv_gpu_op_free(t->gpu_ops[--t->n_gpu_ops]);
+    free(t->gpu_ops);
     kv_seq_release(&t->seq, pw->we->pool);
     kvserve__envelope__free_unpacked(t->env, NULL);
     free(t);
@@ -31,7 +68,7 @@ void prefill_task_retire(prefill_worker *pw, prefill_task *t)
 {
     if (!t)
         return;
-    if (atomic_load(&t->frames_in_flight) == 0) {
+    if (task_idle(t)) {
         task_free(pw, t);
         return;
     }
@@ -45,19 +82,26 @@ void prefill_reap(prefill_worker *pw, int final)
     prefill_task **link = &pw->draining;
     while (*link) {
         prefill_task *t = *link;
-        if (final || atomic_load(&t->frames_in_flight) == 0) {
+        if (final || task_idle(t)) {
             *link = t->next;
             task_free(pw, t);
             continue;
         }
         /* A decode worker that is connected but not reading keeps our frames queued. */
         if (kv_now_s() - t->t_retired > 10.0 && t->t_retired > 0) {
-            KV_WARN("kv-prefill", "msg=\"blocks held by unsent KV frames\" request=%s frames=%d blocks=%d", t->id,
-                    atomic_load(&t->frames_in_flight), t->seq.n_blocks);
+            KV_WARN("kv-prefill", "msg=\"blocks held by unsent KV\" request=%s frames=%d gpu_sends=%d blocks=%d", t->id,
+                    atomic_load(&t->frames_in_flight), t->n_gpu_ops, t->seq.n_blocks);
             t->t_retired = -1; /* warn once */
         }
         link = &t->next;
     }
+}
+
+void prefill_drop_gpu_ops(prefill_worker *pw)
+{
+    for (prefill_task *t = pw->draining; t; t = t->next)
+        while (t->n_gpu_ops)
+            kv_gpu_op_free(t->gpu_ops[--t->n_gpu_ops]);
 }
 
 void prefill_queue_push(prefill_worker *pw, prefill_task *t)

@@ -27,6 +27,12 @@ if(KVSERVE_CUDA)
   target_include_directories(kv_engine_cudamock SYSTEM PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_definitions(kv_engine_cudamock PRIVATE KV_HAVE_CUDA_ENGINE)
   target_link_libraries(kv_engine_cudamock PUBLIC kv_kvcache kv_model kv_kernels_cpu kv_base)
+  # The KV transports' GPU side on the same mock (its IPC and a dlopened NCCL stand-in).
+  set(_kv_t ${CMAKE_SOURCE_DIR}/common/transport)
+  add_library(kv_transport_cudamock STATIC ${_kv_t}/kv_transport.c ${_kv_t}/kv_gpu_xfer.c ${_kv_t}/kv_nccl.c)
+  target_include_directories(kv_transport_cudamock PUBLIC ${_kv_t})
+  target_include_directories(kv_transport_cudamock SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+  target_link_libraries(kv_transport_cudamock PUBLIC kv_engine_cudamock kv_base ${CMAKE_DL_LIBS})
   kv_add_test(test_engine_cuda_mock SOURCES test_engine_cuda.c test_engine_cuda_synth.c
               LIBS kv_engine_cudamock kv_model_synth)
   add_test(NAME test_engine_cuda_mock_nographs COMMAND test_engine_cuda_mock)

@@ -9,14 +9,30 @@
  * outputs to bf16 as the GPU stores them. Stream capture records launches and replays them
  * at cudaGraphLaunch, reading the buffers as they are then, like a real graph. A violation
  * prints what and aborts. Environment: KV_CUDA_MOCK_DEVICES (default 1),
- * KV_CUDA_MOCK_CAPTURE_FAIL=1 (every capture fails: the engine's fallback path). */
+ * KV_CUDA_MOCK_CAPTURE_FAIL=1 (every capture fails: the engine's fallback path).
+ *
+ * CUDA IPC between processes: cudaMalloc memory is a memfd mapped MAP_SHARED (its fd kept
+ * open until cudaFree), so another process can map the same pages. cudaIpcGetMemHandle
+ * puts the exporter's pid, the fd number, the size and the memfd's inode in the handle;
+ * cudaIpcOpenMemHandle in another process opens /proc/<pid>/fd/<fd> (same inode, or the
+ * fd was reused) and maps it as "imported" device memory, which copies and launchers take
+ * like any device memory and which only cudaIpcCloseMemHandle releases. Opening a handle
+ * of one's own process gives "invalid device context", one whose exporter has freed it or
+ * exited cudaErrorInvalidValue (error codes, as on a GPU, not aborts); the runtime API's
+ * name for the first, the driver's CUDA_ERROR_INVALID_CONTEXT, is cudaErrorDeviceUninitialized. */
+#include <assert.h>
 #include <cuda_runtime_api.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu_kernels.h"
 #include "cuda_kernels.h"
@@ -24,7 +40,10 @@
 
 /* ---- allocations --------------------------------------------------------------------- */
 
-typedef struct mock_alloc { char *p; size_t n; int device; } mock_alloc;
+/* Device memory (cudaMalloc) is a shared mapping of a memfd: fd open, map_n bytes mapped;
+ * imported: mapped from another process by cudaIpcOpenMemHandle (fd -1). Host memory
+ * (cudaHostAlloc) is aligned_alloc'd (fd -1, map_n 0). */
+typedef struct mock_alloc { char *p; size_t n; int device; int fd; size_t map_n; int imported; } mock_alloc;
 static mock_alloc g_allocs[4096];
 static int g_n_allocs;
 
@@ -74,17 +93,40 @@ static size_t dev_room(const void *p)
     return (size_t)(a->p + a->n - (const char *)p);
 }
 
+static size_t page_round(size_t n)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    return (n + pg - 1) / pg * pg;
+}
+
 static cudaError_t mock_alloc_new(void **p, size_t n, int device)
 {
     if (g_n_allocs == (int)(sizeof g_allocs / sizeof *g_allocs))
         die("too many allocations");
-    size_t sz = (n + 255) & ~(size_t)255;
-    *p = aligned_alloc(256, sz ? sz : 256);
-    if (!*p)
-        return cudaErrorMemoryAllocation;
+    int fd = -1;
+    size_t sz, map_n = 0;
+    if (device) { /* shareable with another process (cudaIpcGetMemHandle) */
+        sz = map_n = page_round(n ? n : 1);
+        fd = memfd_create("cuda_mock", MFD_CLOEXEC);
+        if (fd < 0)
+            return cudaErrorMemoryAllocation;
+        void *m = ftruncate(fd, (off_t)sz) ? MAP_FAILED : mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (m == MAP_FAILED) {
+            close(fd);
+            return cudaErrorMemoryAllocation;
+        }
+        *p = m;
+    } else {
+        sz = (n + 255) & ~(size_t)255;
+        if (!sz)
+            sz = 256;
+        *p = aligned_alloc(256, sz);
+        if (!*p)
+            return cudaErrorMemoryAllocation;
+    }
     /* Garbage, like fresh GPU memory: a read of something never written shows as NaN. */
-    memset(*p, 0xFF, sz ? sz : 256);
-    g_allocs[g_n_allocs++] = (mock_alloc){*p, n ? n : 1, device};
+    memset(*p, 0xFF, sz);
+    g_allocs[g_n_allocs++] = (mock_alloc){*p, n ? n : 1, device, fd, map_n, 0};
     return cudaSuccess;
 }
 
@@ -96,7 +138,14 @@ static cudaError_t mock_free(void *p, int device)
         if (g_allocs[i].p == p) {
             if (g_allocs[i].device != device)
                 die("free of %p with the wrong function", p);
-            free(p);
+            if (g_allocs[i].imported)
+                die("cudaFree of %p, which cudaIpcOpenMemHandle mapped: the wrong function (cudaIpcCloseMemHandle)", p);
+            if (device) {
+                munmap(p, g_allocs[i].map_n);
+                close(g_allocs[i].fd);
+            } else {
+                free(p);
+            }
             g_allocs[i] = g_allocs[--g_n_allocs];
             return cudaSuccess;
         }
@@ -236,6 +285,79 @@ cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total_b)
     return cudaSuccess;
 }
 
+/* ---- IPC (see the header comment) ---- */
+
+#define MOCK_IPC_MAGIC 0x4350496b636f6d6bULL /* "kmockIPC" */
+typedef struct mock_ipc {
+    uint64_t magic;
+    int32_t pid, fd; /* the exporter and its fd of the memfd */
+    uint64_t size;   /* the allocation's size (cudaMalloc's n) */
+    uint64_t ino, dev; /* the memfd: tells a reused fd number from the allocation's */
+} mock_ipc;
+static_assert(sizeof(mock_ipc) <= sizeof(((cudaIpcMemHandle_t *)0)->reserved), "mock IPC handle too large");
+
+cudaError_t cudaIpcGetMemHandle(cudaIpcMemHandle_t *handle, void *devPtr)
+{
+    mock_alloc *a = find_alloc(devPtr);
+    if (!a || !a->device || a->p != (char *)devPtr)
+        die("cudaIpcGetMemHandle: %p is not the base of a device allocation", devPtr);
+    if (a->imported)
+        die("cudaIpcGetMemHandle: %p was imported from another process (cudaIpcOpenMemHandle)", devPtr);
+    struct stat st;
+    if (fstat(a->fd, &st))
+        die("cudaIpcGetMemHandle: fstat of the allocation's memfd failed");
+    mock_ipc h = {MOCK_IPC_MAGIC, (int32_t)getpid(), a->fd, a->n, (uint64_t)st.st_ino, (uint64_t)st.st_dev};
+    memset(handle, 0, sizeof *handle);
+    memcpy(handle->reserved, &h, sizeof h);
+    return cudaSuccess;
+}
+
+cudaError_t cudaIpcOpenMemHandle(void **devPtr, cudaIpcMemHandle_t handle, unsigned int flags)
+{
+    mock_ipc h;
+    memcpy(&h, handle.reserved, sizeof h);
+    if (!devPtr || h.magic != MOCK_IPC_MAGIC || h.size == 0 || (flags & ~(unsigned)cudaIpcMemLazyEnablePeerAccess))
+        return cudaErrorInvalidValue;
+    if (h.pid == (int32_t)getpid())
+        return cudaErrorDeviceUninitialized; /* 201, "invalid device context": CUDA does not open a
+                                              * process's own handles (CUDA_ERROR_INVALID_CONTEXT) */
+    if (g_n_allocs == (int)(sizeof g_allocs / sizeof *g_allocs))
+        die("too many allocations");
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)h.pid, (int)h.fd);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) /* the exporter freed it or exited */
+        return cudaErrorInvalidValue;
+    struct stat st;
+    size_t map_n = page_round(h.size);
+    if (fstat(fd, &st) || (uint64_t)st.st_ino != h.ino || (uint64_t)st.st_dev != h.dev ||
+        (uint64_t)st.st_size < map_n) { /* the fd number now names something else */
+        close(fd);
+        return cudaErrorInvalidValue;
+    }
+    void *m = mmap(NULL, map_n, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd); /* the mapping keeps the memory */
+    if (m == MAP_FAILED)
+        return cudaErrorMemoryAllocation;
+    g_allocs[g_n_allocs++] = (mock_alloc){m, (size_t)h.size, 1, -1, map_n, 1};
+    *devPtr = m;
+    return cudaSuccess;
+}
+
+cudaError_t cudaIpcCloseMemHandle(void *devPtr)
+{
+    for (int i = 0; i < g_n_allocs; i++)
+        if (g_allocs[i].p == devPtr) {
+            if (!g_allocs[i].imported)
+                die("cudaIpcCloseMemHandle of %p, which cudaIpcOpenMemHandle did not map", devPtr);
+            munmap(devPtr, g_allocs[i].map_n);
+            g_allocs[i] = g_allocs[--g_n_allocs];
+            return cudaSuccess;
+        }
+    die("cudaIpcCloseMemHandle of %p, which is not an imported allocation", devPtr);
+    return cudaErrorInvalidValue;
+}
+
 static void copy_checks(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
 {
     switch (kind) {
@@ -327,6 +449,12 @@ cudaError_t cudaEventSynchronize(cudaEvent_t e)
     (void)e;
     return capture_breaks() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
 }
+/* Work runs at enqueue here: every recorded event has completed. */
+cudaError_t cudaEventQuery(cudaEvent_t e)
+{
+    (void)e;
+    return capture_breaks() ? cudaErrorStreamCaptureUnsupported : cudaSuccess;
+}
 cudaError_t cudaDeviceSynchronize(void) { return capture_breaks() ? cudaErrorStreamCaptureUnsupported : cudaSuccess; }
 cudaError_t cudaSetDevice(int d)
 {
@@ -375,6 +503,17 @@ int kv_cuda_device_sm_count(int dev, int *n, kv_err *err)
 {
     (void)dev, (void)err;
     *n = 132;
+    return KV_OK;
+}
+
+/* "mockgpu-uuid" + the device index: one per device, the same in every process. */
+int kv_cuda_device_uuid(int dev, unsigned char uuid[16], kv_err *err)
+{
+    if (dev < 0 || dev >= n_devices())
+        return kv_err_set(err, KV_EIO, "cuda: mock: no device %d", dev);
+    memcpy(uuid, "mockgpu-uuid", 12);
+    uint32_t d = (uint32_t)dev;
+    memcpy(uuid + 12, &d, 4);
     return KV_OK;
 }
 
@@ -760,6 +899,40 @@ int kv_cuda_attention_decode(void *out, const void *q, const kv_cuda_paged_kv *k
     dev_check(seq_lens, (size_t)n_seqs * 4, "decode lengths");
     a_att a = {out, q, *kv, block_tables, table_stride, seq_lens, 0, n_seqs, n_heads};
     submit(run_decode, &a, sizeof a);
+    return KV_OK;
+}
+
+/* ---- KV transfer checks ---- */
+
+typedef struct a_bhash { uint32_t *out; const char *base; size_t block_bytes; const int32_t *blocks; int n; } a_bhash;
+static void run_block_hash(const void *p)
+{
+    const a_bhash *a = p;
+    for (int i = 0; i < a->n; i++) {
+        int32_t b = a->blocks[i];
+        if (b < 0)
+            die("block_hash: negative block id %d at %d", b, i);
+        const char *blk = a->base + (size_t)b * a->block_bytes;
+        dev_check(blk, a->block_bytes, "block_hash block");
+        a->out[i] = kc_block_hash(blk, a->block_bytes);
+    }
+}
+int kv_cuda_block_hash(uint32_t *out, const void *base, size_t block_bytes, const int32_t *blocks, int n,
+                       void *stream, kv_err *err)
+{
+    (void)stream;
+    if (n < 0 || !base || !out || !blocks || block_bytes == 0 || block_bytes % 16)
+        return kv_err_set(err, KV_EINVAL, "mock block_hash: bad arguments (n %d, block_bytes %zu: a multiple of 16)",
+                          n, block_bytes);
+    if (n == 0)
+        return KV_OK;
+    if (n > 65535)
+        return kv_err_set(err, KV_EINVAL, "mock block_hash: %d blocks in one call (at most 65535)", n);
+    dev_check(out, (size_t)n * 4, "block_hash out");
+    dev_check(blocks, (size_t)n * 4, "block_hash blocks");
+    dev_check(base, 1, "block_hash base");
+    a_bhash a = {out, base, block_bytes, blocks, n};
+    submit(run_block_hash, &a, sizeof a);
     return KV_OK;
 }
 

@@ -13,13 +13,19 @@
 #include "engine.h"
 #include "generate.h"
 #include "kv_test.h"
+#include "kv_transport.h"
 #include "model.h"
 #include "test_workers_harness.h"
 
 /* The binaries: kv-decode / kv-prefill, or builds of them on another engine backend
- * (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") run on KV_TEST_WORKER_DEVICE in f32. */
+ * (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") run on KV_TEST_WORKER_DEVICE in f32, decode
+ * workers on KV_TEST_DECODE_DEVICE when set; KV_TEST_KV_TRANSPORT is every worker's
+ * --kv-transport, and KV_TEST_EXPECT_TRANSPORT the transport every transfer must use. */
 static char g_bin_decode[4096], g_bin_prefill[4096];
 static const char *g_device; /* NULL: the cpu */
+static const char *g_decode_device;
+static int g_expect_transport = -1;
+static const char *g_transport;  /* every worker's --kv-transport, NULL = the default (auto) */
 #define BIN_DECODE g_bin_decode
 #define BIN_PREFILL g_bin_prefill
 #define REQ_MS 60000  /* generous: sanitizer builds are slow */
@@ -115,9 +121,11 @@ static void check_same(th *h, th_req *r, const ref_out *ref)
               kv_finish_reason_name(ref->finish));
     CHECK_MSG(ref->n > 0 && r->first_token == ref->t[0], "%s: PrefillDone first token %d, expected %d", r->id,
               r->first_token, ref->n ? ref->t[0] : -1);
-    fprintf(stderr, "  %s: %d tokens, finish %s, prefill %.2f ms, transfer %.2f ms, kv %llu bytes\n", r->id,
+    CHECK_MSG(g_expect_transport < 0 || r->transport == g_expect_transport, "%s: KV went over %s, expected %s", r->id,
+              kv_transport_name((kv_transport)r->transport), kv_transport_name((kv_transport)g_expect_transport));
+    fprintf(stderr, "  %s: %d tokens, finish %s, prefill %.2f ms, transfer %.2f ms (%s), kv %llu bytes\n", r->id,
             r->n_tokens, kv_finish_reason_name(ref->finish), r->prefill_ms, r->transfer_ms,
-            (unsigned long long)r->kv_bytes);
+            kv_transport_name((kv_transport)r->transport), (unsigned long long)r->kv_bytes);
 }
 
 static void check_idle(th *h, th_worker *w)
@@ -379,6 +387,130 @@ static void test_kv_endpoint(th *h, th_worker *d)
     zmq_close(s);
 }
 
+/* ---- the GPU-transport handshake under bad input ---------------------------------------- */
+
+/* The KvHelloReply on s: ok and the transport, or the refusal's message. */
+static int expect_hello_reply(th *h, void *s, uint64_t session, int ok, int transport, const char *why_part)
+{
+    kv_wire_msg m;
+    int got = kv_reply(h, s, &m);
+    CHECK_MSG(got, "no KvHelloReply");
+    if (!got)
+        return 0;
+    int is = m.env->body_case == KVSERVE__ENVELOPE__BODY_KV_HELLO_REPLY;
+    CHECK_MSG(is, "expected a KvHelloReply, got body %d", (int)m.env->body_case);
+    if (is) {
+        const Kvserve__KvHelloReply *r = m.env->kv_hello_reply;
+        const char *why = r->error ? r->error->message : "";
+        CHECK_MSG(r->session == session, "reply for session %llu", (unsigned long long)r->session);
+        CHECK_MSG(r->ok == ok, "hello: ok=%d (%s)", r->ok, why);
+        CHECK_MSG(!ok || (int)r->transport == transport, "hello: chose %d, expected %d", (int)r->transport, transport);
+        CHECK_MSG(ok || (r->error && r->error->code == KVSERVE__ERROR_CODE__NO_TRANSPORT && strstr(why, why_part)),
+                  "hello refused with '%s', expected NO_TRANSPORT mentioning '%s'", why, why_part);
+    }
+    kv_wire_msg_close(&m);
+    return got;
+}
+
+static void send_hello(void *s, uint64_t session, const Kvserve__KvTransport *offer, size_t n, const char *node,
+                       uint64_t block_bytes, const char *dtype)
+{
+    static unsigned char junk[64] = {1, 2, 3};
+    static unsigned char uuid[16] = {9, 9, 9};
+    Kvserve__KvHello hl;
+    kvserve__kv_hello__init(&hl);
+    hl.prefill_worker_id = "tester";
+    hl.session = session;
+    hl.n_offer = n;
+    hl.offer = (Kvserve__KvTransport *)offer;
+    hl.node_id = (char *)node;
+    hl.device = 0;
+    hl.device_uuid.len = sizeof uuid;
+    hl.device_uuid.data = uuid;
+    hl.ipc_handle.len = sizeof junk; /* opens nowhere */
+    hl.ipc_handle.data = junk;
+    hl.pool_bytes = block_bytes * 8;
+    hl.block_bytes = block_bytes;
+    hl.kv_dtype = (char *)dtype;
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_KV_HELLO;
+    env.kv_hello = &hl;
+    kv_err err;
+    CHECK(kv_wire_send(s, NULL, &env, NULL, 0, 1000, &err) == 0);
+}
+
+static void test_hello(th *h, th_worker *d)
+{
+    fprintf(stderr, "KvHello: refusals, fallback to zmq, chunks of unknown sessions\n");
+    void *s = kv_client(h, d);
+    char node[320];
+    kv_transport_node_id(node, sizeof node);
+    const Kvserve__KvTransport ipc_only[] = {KVSERVE__KV_TRANSPORT__KV_TRANSPORT_CUDA_IPC};
+    const Kvserve__KvTransport ipc_zmq[] = {KVSERVE__KV_TRANSPORT__KV_TRANSPORT_CUDA_IPC,
+                                            KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ};
+    /* cuda-ipc alone from another node: nothing in common. */
+    send_hello(s, 11, ipc_only, 1, "elsewhere/0", d->block_bytes, d->dtype);
+    expect_hello_reply(h, s, 11, 0, 0, "cuda-ipc");
+    /* A handle that opens nowhere (or a cpu decode worker): zmq after all, where allowed. */
+    int zmq_allowed = !g_transport || !strcmp(g_transport, "auto") || !strcmp(g_transport, "zmq");
+    send_hello(s, 12, ipc_zmq, 2, node, d->block_bytes, d->dtype);
+    expect_hello_reply(h, s, 12, zmq_allowed, KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ, "zmq: not allowed");
+    /* Another KV layout. */
+    send_hello(s, 13, ipc_zmq, 2, node, d->block_bytes * 2, d->dtype);
+    expect_hello_reply(h, s, 13, 0, 0, "layouts differ");
+    /* A GPU chunk of a session nobody opened: KV_SESSION_UNKNOWN, and the request ends. */
+    th_req *r = reserve_only(h, d, "no-session", 5, 10, 10000);
+    uint32_t sum = 0;
+    int32_t src = 0;
+    Kvserve__KvChunk c;
+    kvserve__kv_chunk__init(&c);
+    c.request_id = r->id;
+    c.prefill_worker_id = "tester";
+    c.n_block_ids = 1;
+    c.block_ids = r->blocks;
+    c.n_checksums = 1;
+    c.checksums = &sum;
+    c.n_src_block_ids = 1;
+    c.src_block_ids = &src;
+    c.n_tokens = 5;
+    c.last = 1;
+    c.first_token = 5;
+    c.transport = KVSERVE__KV_TRANSPORT__KV_TRANSPORT_CUDA_IPC;
+    c.session = 12345;
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_KV_CHUNK;
+    env.kv_chunk = &c;
+    kv_err err;
+    CHECK(kv_wire_send(s, NULL, &env, NULL, 0, 1000, &err) == 0);
+    expect_ack(h, s, r->id, 0, KVSERVE__ERROR_CODE__KV_SESSION_UNKNOWN);
+    expect_failed(h, r, KVSERVE__ERROR_CODE__KV_SESSION_UNKNOWN);
+    check_idle(h, d);
+    zmq_close(s);
+}
+
+/* A prefill worker that insists on nccl with a decode worker on its own GPU: the task fails
+ * with the reason, nothing leaks, and both keep serving. */
+static void test_transport_refused(th *h, th_worker *d, const char *model_dir)
+{
+    fprintf(stderr, "--kv-transport nccl on one GPU: a clear failure\n");
+    const char *args[] = {"--kv-blocks", "64", "--kv-transport", "nccl", NULL};
+    th_worker *p = th_spawn(h, BIN_PREFILL, model_dir, "pre-nccl", args);
+    CHECK(p && th_wait_registered(h, p, 1, 30000));
+    if (!p)
+        return;
+    Kvserve__SamplingParams greedy = sampling(0, 0, 0, 0);
+    th_req *r = submit(h, p, d, "one-gpu", PROMPT5, 5, 10, &greedy, 0, 10000, 10000);
+    CHECK_MSG(th_wait_prefill_done(h, r, REQ_MS), "no PrefillDone for one-gpu");
+    CHECK_MSG(!r->prefill_ok && r->prefill_err == KVSERVE__ERROR_CODE__WORKER_FAILED, "one-gpu: ok=%d error %d",
+              r->prefill_ok, r->prefill_err);
+    CHECK(th_abort(h, d, r->id) == 0);
+    check_idle(h, p);
+    check_idle(h, d);
+    CHECK_MSG(th_stop(h, p, 10000) == 0, "pre-nccl: exit status %d", p->exit_status);
+}
+
 /* ---- reservations --------------------------------------------------------------------- */
 
 static void test_reservations(th *h, th_worker *d)
@@ -552,14 +684,27 @@ int main(void)
     test_flags(model_dir);
     th h;
     CHECK(th_init(&h, 100) == 0);
+    int na = 0;
     if (g_device) {
-        const char *dev_args[] = {"--device", g_device, "--precision", "f32", NULL};
-        memcpy(h.worker_args, dev_args, sizeof dev_args);
+        const char *dev_args[] = {"--device", g_device, "--precision", "f32"};
+        for (int i = 0; i < 4; i++)
+            h.worker_args[na++] = dev_args[i];
         fprintf(stderr, "workers: %s, %s --precision f32\n", g_bin_decode, g_device);
     }
-    const char *dec_args[] = {"--kv-blocks", "256", "--max-batch", "16", NULL};
+    g_transport = getenv("KV_TEST_KV_TRANSPORT");
+    if (g_transport) {
+        h.worker_args[na++] = "--kv-transport";
+        h.worker_args[na++] = g_transport;
+    }
+    h.worker_args[na] = NULL;
+    const char *expect = getenv("KV_TEST_EXPECT_TRANSPORT");
+    if (expect)
+        CHECK(kv_transport_parse(expect, &g_expect_transport, &err) == 0 && g_expect_transport >= 0);
+    g_decode_device = getenv("KV_TEST_DECODE_DEVICE");
+    const char *dd = g_decode_device ? "--device" : NULL;
+    const char *dec_args[] = {"--kv-blocks", "256", "--max-batch", "16", dd, g_decode_device, NULL};
     const char *pre_args[] = {"--kv-blocks", "64", "--prefill-chunk", "16", NULL};
-    const char *fault_args[] = {"--kv-blocks", "32", "--fault", "drop-kv-ack", NULL};
+    const char *fault_args[] = {"--kv-blocks", "32", "--fault", "drop-kv-ack", dd, g_decode_device, NULL};
     th_worker *d = th_spawn(&h, BIN_DECODE, model_dir, "dec-1", dec_args);
     th_worker *p = th_spawn(&h, BIN_PREFILL, model_dir, "pre-1", pre_args);
     th_worker *df = th_spawn(&h, BIN_DECODE, model_dir, "dec-fault", fault_args);
@@ -574,6 +719,9 @@ int main(void)
         test_identical(&h, p, d, engine);
         test_batch(&h, p, d, engine);
         test_kv_endpoint(&h, d);
+        test_hello(&h, d);
+        if (g_device && !g_decode_device && getenv("KVSERVE_NCCL_LIB"))
+            test_transport_refused(&h, d, model_dir);
         test_reservations(&h, d);
         test_fault(&h, p, df);
         test_register_first(&h, d);

@@ -1,8 +1,9 @@
 # kv-prefill + kv-decode as processes, driven by a fake router (tests/test_workers_harness.c).
-kv_add_test(test_workers_pair SOURCES test_workers_pair.c test_workers_harness.c LIBS kv_engine kv_wire
+kv_add_test(test_workers_pair SOURCES test_workers_pair.c test_workers_harness.c LIBS kv_engine kv_wire kv_transport
             LABELS integration)
 target_compile_definitions(test_workers_pair PRIVATE KV_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
 add_dependencies(test_workers_pair kv-prefill kv-decode)
+set_tests_properties(test_workers_pair PROPERTIES ENVIRONMENT "KV_TEST_EXPECT_TRANSPORT=zmq")
 
 # The same pair on the mock GPU (tests/cuda_mock.c, see tests/cuda.cmake): kv-prefill and
 # kv-decode built on kv_engine_cudamock run with --device cuda:0, so the GPU side of the KV
@@ -11,22 +12,52 @@ if(TARGET kv_engine_cudamock)
   set(_kv_w ${CMAKE_SOURCE_DIR}/common/worker)
   add_library(kv_worker_cudamock STATIC
     ${_kv_w}/worker_flags.c ${_kv_w}/worker_signal.c ${_kv_w}/worker_loop.c ${_kv_w}/worker_engine.c
-    ${_kv_w}/worker_proto.c ${_kv_w}/worker_control.c ${CMAKE_SOURCE_DIR}/kvctl/kvctl_args.c)
+    ${_kv_w}/worker_proto.c ${_kv_w}/worker_control.c ${_kv_w}/worker_transport.c ${CMAKE_SOURCE_DIR}/kvctl/kvctl_args.c)
   target_include_directories(kv_worker_cudamock PUBLIC ${_kv_w} ${CMAKE_SOURCE_DIR}/kvctl)
-  target_link_libraries(kv_worker_cudamock PUBLIC kv_engine_cudamock kv_wire kv_base)
+  target_link_libraries(kv_worker_cudamock PUBLIC kv_engine_cudamock kv_transport_cudamock kv_wire kv_base)
   set(_kv_p ${CMAKE_SOURCE_DIR}/prefill_worker)
   set(_kv_d ${CMAKE_SOURCE_DIR}/decode_worker)
   add_executable(kv-prefill-cudamock ${_kv_p}/prefill_main.c ${_kv_p}/prefill_task.c ${_kv_p}/prefill_run.c
-                 ${_kv_p}/kv_sender.c)
+                 ${_kv_p}/kv_sender.c ${_kv_p}/kv_handshake.c ${_kv_p}/kv_send_gpu.c)
   target_include_directories(kv-prefill-cudamock PRIVATE ${_kv_p})
   target_link_libraries(kv-prefill-cudamock PRIVATE kv_worker_cudamock)
   add_executable(kv-decode-cudamock ${_kv_d}/decode_main.c ${_kv_d}/decode_reserve.c ${_kv_d}/kv_receiver.c
-                 ${_kv_d}/decode_batch.c)
+                 ${_kv_d}/kv_links.c ${_kv_d}/decode_batch.c)
   target_include_directories(kv-decode-cudamock PRIVATE ${_kv_d})
   target_link_libraries(kv-decode-cudamock PRIVATE kv_worker_cudamock)
+  add_dependencies(test_workers_pair kv-prefill-cudamock kv-decode-cudamock)
+endif()
+
+# libkv_nccl_mock.so: a stand-in for libnccl.so.2 (tests/nccl_mock.c) that the workers
+# dlopen through KVSERVE_NCCL_LIB; plain C over Unix sockets, no CUDA (only nccl.h).
+# test_mock_ipc runs it and cuda_mock.c's IPC between two processes.
+if(TARGET kv_engine_cudamock)
+  find_package(CUDAToolkit REQUIRED)
+  add_library(kv_nccl_mock SHARED ${CMAKE_CURRENT_SOURCE_DIR}/nccl_mock.c)
+  target_include_directories(kv_nccl_mock SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+  target_link_libraries(kv_nccl_mock PRIVATE Threads::Threads)
+  kv_add_test(test_mock_ipc SOURCES test_mock_ipc.c LIBS kv_engine_cudamock dl)
+  target_compile_definitions(test_mock_ipc PRIVATE KV_NCCL_MOCK_LIB="$<TARGET_FILE:kv_nccl_mock>")
+  add_dependencies(test_mock_ipc kv_nccl_mock)
+  set_tests_properties(test_mock_ipc PROPERTIES TIMEOUT 120)
+endif()
+
+# The pair on the mock GPU once per KV transport: auto (both on cuda:0 of one node, so
+# cuda-ipc: the decode worker copies out of the prefill worker's exported pool), zmq
+# (blocks staged through host memory), and nccl (two mock GPUs, the communicator over
+# libkv_nccl_mock.so). Each asserts which transport every transfer used.
+if(TARGET kv-prefill-cudamock)
+  set(_kv_mock_env "KV_TEST_WORKER_SUFFIX=-cudamock;KV_TEST_WORKER_DEVICE=cuda:0;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>")
   add_test(NAME test_workers_pair_cudamock COMMAND test_workers_pair)
   set_tests_properties(test_workers_pair_cudamock PROPERTIES
-    ENVIRONMENT "KV_TEST_WORKER_SUFFIX=-cudamock;KV_TEST_WORKER_DEVICE=cuda:0"
-    SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS integration)
-  add_dependencies(test_workers_pair kv-prefill-cudamock kv-decode-cudamock)
+    ENVIRONMENT "${_kv_mock_env};KV_TEST_EXPECT_TRANSPORT=cuda-ipc")
+  add_test(NAME test_workers_pair_cudamock_zmq COMMAND test_workers_pair)
+  set_tests_properties(test_workers_pair_cudamock_zmq PROPERTIES
+    ENVIRONMENT "${_kv_mock_env};KV_TEST_KV_TRANSPORT=zmq;KV_TEST_EXPECT_TRANSPORT=zmq")
+  add_test(NAME test_workers_pair_cudamock_nccl COMMAND test_workers_pair)
+  set_tests_properties(test_workers_pair_cudamock_nccl PROPERTIES
+    ENVIRONMENT "${_kv_mock_env};KV_CUDA_MOCK_DEVICES=2;KV_TEST_DECODE_DEVICE=cuda:1;KV_TEST_KV_TRANSPORT=nccl;KV_TEST_EXPECT_TRANSPORT=nccl")
+  set_tests_properties(test_workers_pair_cudamock test_workers_pair_cudamock_zmq test_workers_pair_cudamock_nccl
+    PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS integration)
+  add_dependencies(test_workers_pair kv_nccl_mock)
 endif()

@@ -38,6 +38,10 @@ int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, c
     wc->reg.kv_blocks_total = (uint32_t)we->pool->n_blocks;
     wc->reg.max_context = (uint32_t)we->model->cfg.max_position;
     wc->reg.pid = (uint32_t)getpid();
+    for (int i = 0; i < we->xfer.allowed.n; i++)
+        wc->transports[i] = (Kvserve__KvTransport)we->xfer.allowed.t[i];
+    wc->reg.n_kv_transports = (size_t)we->xfer.allowed.n;
+    wc->reg.kv_transports = wc->transports;
 
     wc->sock = zmq_socket(zctx, ZMQ_DEALER);
     if (!wc->sock)

@@ -23,6 +23,7 @@ typedef struct worker_control {
     const char *comp;           /* log component: the program name */
     Kvserve__Register reg;      /* what Register announces (strings point into the fields below) */
     Kvserve__KvLayout layout;
+    Kvserve__KvTransport transports[KV_TRANSPORT_COUNT];
     char id[KV_WORKER_ID_MAX + 1];
     char model[256], fingerprint[9], kv_endpoint[256], device[64], router[256];
     int registered;             /* the router accepted us (and has not forgotten us since) */

@@ -28,6 +28,10 @@ int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err)
     }
     w->pool = kv_engine_pool(w->engine);
     w->block_bytes = kv_engine_block_bytes(w->engine); /* the engine's dtype: bf16 blocks are half */
+    if ((rc = worker_transport_open(f, w->engine, &w->xfer, err))) {
+        worker_engine_close(w);
+        return rc;
+    }
     const kv_model_config *c = &w->model->cfg;
     KV_INFO(f->prog,
             "msg=\"model loaded\" model=%s fingerprint=%s layers=%d kv_heads=%d head_dim=%d vocab=%d context=%d "
@@ -40,6 +44,7 @@ int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err)
 
 void worker_engine_close(worker_engine *w)
 {
+    worker_transport_close(&w->xfer);
     kv_engine_free(w->engine);
     kv_model_free(w->model);
     w->engine = NULL;

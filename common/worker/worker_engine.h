@@ -6,6 +6,7 @@
 #include "kvserve.pb-c.h"
 #include "model.h"
 #include "worker_flags.h"
+#include "worker_transport.h"
 
 typedef struct worker_engine {
     kv_model *model;
@@ -14,6 +15,7 @@ typedef struct worker_engine {
     char model_name[256];    /* the model directory's basename */
     char fingerprint[9];     /* kv_model_fingerprint */
     size_t block_bytes;      /* kv_engine_block_bytes: one block as it travels */
+    worker_transport xfer;   /* the KV transports this worker may use */
 } worker_engine;
 
 int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err);

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "kv_transport.h"
 #include "kv_log.h"
 #include "kvctl_args.h"
 
@@ -23,7 +24,9 @@ static void usage(const worker_flags *f, FILE *out)
             "  --threads N          CPU threads (default: all cores)\n"
             "  --device D           cpu | auto | cuda:N (default cpu)\n"
             "  --precision P        f32 | bf16: weights, activations and KV blocks (default f32 on\n"
-            "                       the cpu, bf16 on a GPU; the cpu computes in f32 only)\n",
+            "                       the cpu, bf16 on a GPU; the cpu computes in f32 only)\n"
+            "  --kv-transport T     auto | zmq | cuda-ipc | nccl: how KV moves between prefill and\n"
+            "                       decode workers (default auto: the fastest both ends support)\n",
             f->prog,
             decode ? "Decode worker: receives KV from prefill workers, runs continuous-batching decode."
                    : "Prefill worker: runs chunked prefill and ships the KV cache to decode workers.",
@@ -62,6 +65,11 @@ int worker_device_resolve(worker_flags *f)
                 f->precision);
         return 2;
     }
+    if (f->device_index < 0 && (f->kv_transport == KV_TRANSPORT_CUDA_IPC || f->kv_transport == KV_TRANSPORT_NCCL)) {
+        fprintf(stderr, "%s: --kv-transport %s moves KV between GPUs: it needs --device cuda:N\n", f->prog,
+                kv_transport_name((kv_transport)f->kv_transport));
+        return 2;
+    }
     if (f->device_index < 0)
         snprintf(f->device_name, sizeof f->device_name, "cpu");
     else
@@ -88,7 +96,7 @@ static int bad_flag(const worker_flags *f, const char *msg, const char *arg)
 
 enum {
     O_MODEL = 256, O_ROUTER, O_ID, O_BLOCKS, O_BS, O_CHUNK, O_THREADS, O_DEVICE, O_PRECISION, O_BATCH, O_LISTEN,
-    O_ADVERTISE, O_FAULT, O_HELP
+    O_ADVERTISE, O_FAULT, O_TRANSPORT, O_HELP
 };
 
 /* A role's own flag given to the other role is as unknown as a misspelt one. */
@@ -140,6 +148,14 @@ static int parse_one(worker_flags *f, int c, const char *arg)
             return bad_flag(f, "--advertise expects a host name or address, got", arg);
         f->advertise = arg;
         return 0;
+    case O_TRANSPORT: {
+        kv_err err;
+        if (kv_transport_parse(arg, &f->kv_transport, &err)) {
+            fprintf(stderr, "%s: %s\n", f->prog, err.msg);
+            return 2;
+        }
+        return 0;
+    }
     case O_FAULT:
         if (strcmp(arg, "drop-kv-ack"))
             return bad_flag(f, "--fault expects drop-kv-ack, got", arg);
@@ -159,6 +175,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         {"precision", required_argument, 0, O_PRECISION},
         {"max-batch", required_argument, 0, O_BATCH},   {"kv-listen", required_argument, 0, O_LISTEN},
         {"advertise", required_argument, 0, O_ADVERTISE}, {"fault", required_argument, 0, O_FAULT},
+        {"kv-transport", required_argument, 0, O_TRANSPORT},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
     };
     memset(f, 0, sizeof *f);
@@ -170,6 +187,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
     f->device = "cpu";
     f->max_batch = 64;
     f->kv_listen = "tcp://127.0.0.1:0";
+    f->kv_transport = KV_TRANSPORT_FLAG_AUTO;
     default_id(f);
     optind = 1;
     opterr = 0;
@@ -189,7 +207,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         li = -1;
         int rc = parse_one(f, c, optarg);
         if (rc) {
-            if (rc == 2 && c != O_ID && c != O_ADVERTISE && c != O_FAULT)
+            if (rc == 2 && c != O_ID && c != O_ADVERTISE && c != O_FAULT && c != O_TRANSPORT)
                 usage(f, stderr);
             return 2;
         }

@@ -29,15 +29,17 @@ typedef struct worker_flags {
     const char *kv_listen;      /* decode: --kv-listen tcp://127.0.0.1:0 */
     const char *advertise;      /* decode: --advertise HOST (host announced for a wildcard bind) */
     int fault_drop_kv_ack;      /* decode: --fault drop-kv-ack */
+    int kv_transport;           /* --kv-transport: KV_TRANSPORT_FLAG_AUTO (default) or a kv_transport */
 } worker_flags;
 
 /* Returns 0 to run, -1 when --help was printed (exit 0), or 2 (usage printed; exit 2). */
 int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags *f);
 
-/* --device and --precision into device_index, precision_value and device_name, through
+/* --device, --precision and --kv-transport into device_index, precision_value and device_name, through
  * kv_engine_parse_device: "cpu"; "auto" (cuda:0 when usable, else cpu with a warning);
  * "cuda:N" when this build has CUDA and the machine has that GPU. Returns 0, or 2 with the
- * reason on stderr (a cuda device on a machine without one, bf16 on the cpu). */
+ * reason on stderr (a cuda device on a machine without one, bf16 on the cpu, a GPU KV
+ * transport on the cpu). */
 int worker_device_resolve(worker_flags *f);
 
 #endif

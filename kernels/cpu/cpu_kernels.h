@@ -62,4 +62,12 @@ void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, cons
 /* Index of the largest value (lowest index on ties). */
 int kc_argmax(const float *x, int n);
 
+/* Checksum of a KV block as the GPU transports verify it (kv_cuda_block_hash is its twin):
+ * the sum mod 2^32 of fmix32(w[i] ^ i * 0x9E3779B9) over the block's 32-bit little-endian
+ * words w[i] (a tail of 1-3 bytes is zero-padded into a last word), then fmix32 of that
+ * sum plus the word count. A sum of per-word terms is order-free, so a GPU reduces it in
+ * any order and gets the same bits; fmix32 is a bijection, so a change to any one word
+ * always changes the sum, and the index in each term catches moved words. */
+uint32_t kc_block_hash(const void *data, size_t bytes);
+
 #endif

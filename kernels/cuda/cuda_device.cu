@@ -79,3 +79,11 @@ int kv_cuda_device_sm_count(int dev, int *n, kv_err *err)
     KV_CUDA_CHECK(cudaDeviceGetAttribute(n, cudaDevAttrMultiProcessorCount, dev));
     return KV_OK;
 }
+
+int kv_cuda_device_uuid(int dev, unsigned char uuid[16], kv_err *err)
+{
+    cudaDeviceProp prop;
+    KV_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
+    memcpy(uuid, prop.uuid.bytes, 16);
+    return KV_OK;
+}

@@ -38,6 +38,15 @@ int kv_cuda_device_count(int *n, kv_err *err);
 int kv_cuda_device_info(int dev, char *name, size_t cap, size_t *mem_bytes, int *sm_major, int *sm_minor,
                         kv_err *err);
 int kv_cuda_device_sm_count(int dev, int *n, kv_err *err);
+/* The device's 16-byte UUID: tells two processes whether they hold the same GPU. */
+int kv_cuda_device_uuid(int dev, unsigned char uuid[16], kv_err *err);
+
+/* ---- KV transfer checks -------------------------------------------------------------- */
+
+/* out[i] = kc_block_hash of the block_bytes bytes at base + blocks[i] * block_bytes, for
+ * i < n. out (n uint32) and blocks (n int32) are device arrays; block_bytes a multiple of 16. */
+int kv_cuda_block_hash(uint32_t *out, const void *base, size_t block_bytes, const int32_t *blocks, int n,
+                       void *stream, kv_err *err);
 
 /* ---- Elementwise, norms, RoPE (twins of elementwise.c / rope.c) ------------------- */
 
