@@ -90,7 +90,8 @@ const char *kv_client_error_name(int code)
 {
     static const char *names[] = {"NONE", "VERSION_MISMATCH", "BAD_MESSAGE", "INVALID_ARGUMENT", "PROMPT_TOO_LONG",
                                   "UNKNOWN_MODEL", "UNKNOWN_REQUEST", "NO_CAPACITY", "DEADLINE_EXCEEDED",
-                                  "WORKER_FAILED", "KV_CORRUPT", "CANCELLED", "INTERNAL", "DUPLICATE_REQUEST"};
+                                  "WORKER_FAILED", "KV_CORRUPT", "CANCELLED", "INTERNAL", "DUPLICATE_REQUEST",
+                                  "KV_SESSION_UNKNOWN", "NO_TRANSPORT"};
     if (code >= 0 && (size_t)code < sizeof names / sizeof *names)
         return names[code];
     if (code == KVC_ERR_DISCONNECTED)
@@ -391,6 +392,7 @@ static void fill_timings(kv_client_timings *t, const Kvserve__Timings *p)
     t->kv_bytes = p->kv_bytes;
     t->prompt_tokens = p->prompt_tokens;
     t->generated_tokens = p->generated_tokens;
+    snprintf(t->kv_transport, sizeof t->kv_transport, "%s", p->kv_transport ? p->kv_transport : "");
 }
 
 /* Fills ev from an item (kept alive in the caller's storage). Returns 0 when the item

@@ -62,6 +62,8 @@ enum {
     KVC_ERR_CANCELLED = 11,
     KVC_ERR_INTERNAL = 12,
     KVC_ERR_DUPLICATE_REQUEST = 13,
+    KVC_ERR_KV_SESSION_UNKNOWN = 14, /* between workers: a GPU KV session was lost */
+    KVC_ERR_NO_TRANSPORT = 15,       /* a prefill and a decode worker share no KV transport */
     KVC_ERR_DISCONNECTED = 100, /* client side: the connection to the router was lost */
     KVC_ERR_TIMEOUT = 101,      /* client side: kv_client_generate's timeout expired */
 };
@@ -85,6 +87,7 @@ typedef struct kv_client_timings {
     double queue_ms, prefill_ms, transfer_ms, ttft_ms, decode_ms, total_ms;
     uint64_t kv_bytes;
     uint32_t prompt_tokens, generated_tokens;
+    char kv_transport[16];  /* "zmq" | "cuda-ipc" | "nccl" ("" when no KV moved) */
 } kv_client_timings;
 
 /* A generate request. Initialise with kv_client_request_init, then set fields. */
@@ -190,6 +193,7 @@ typedef struct kv_status_worker {
     double last_heartbeat_ms_ago;
     uint32_t running, queued;
     uint32_t kv_blocks_used, kv_blocks_free, kv_blocks_total;
+    char *kv_transports;  /* what it may move KV with, preferred first ("cuda-ipc,nccl,zmq") */
 } kv_status_worker;
 
 typedef struct kv_status_request {
@@ -223,7 +227,8 @@ void kv_status_free(kv_status *s);
  *    "workers": [{"worker_id": str, "role": "prefill"|"decode"|"unspecified",
  *                 "address": str, "device": str, "healthy": bool,
  *                 "last_heartbeat_ms_ago": num, "running": int, "queued": int,
- *                 "kv_blocks_used": int, "kv_blocks_free": int, "kv_blocks_total": int}],
+ *                 "kv_blocks_used": int, "kv_blocks_free": int, "kv_blocks_total": int,
+ *                 "kv_transports": str}],
  *    "requests": [{"request_id": str, "state": str, "prefill_worker": str,
  *                  "decode_worker": str, "block_ids": [int], "generated_tokens": int,
  *                  "age_ms": num}]} */

@@ -39,6 +39,7 @@ int kvc_status_from_proto(const Kvserve__StatusReply *p, kv_status **out)
         o->role = (int)w->role;
         o->address = dup_str(w->address, &oom);
         o->device = dup_str(w->device, &oom);
+        o->kv_transports = dup_str(w->kv_transports, &oom);
         o->healthy = w->healthy != 0;
         o->last_heartbeat_ms_ago = w->last_heartbeat_ms_ago;
         o->running = w->running;
@@ -89,6 +90,7 @@ void kv_status_free(kv_status *s)
         free(s->workers[i].worker_id);
         free(s->workers[i].address);
         free(s->workers[i].device);
+        free(s->workers[i].kv_transports);
     }
     for (size_t i = 0; i < s->n_requests; i++) {
         free(s->requests[i].request_id);
@@ -185,9 +187,11 @@ char *kv_status_to_json(const kv_status *s)
         sb_str(&b, w->device);
         sb_printf(&b,
                   ",\"healthy\":%s,\"last_heartbeat_ms_ago\":%.3f,\"running\":%u,\"queued\":%u,"
-                  "\"kv_blocks_used\":%u,\"kv_blocks_free\":%u,\"kv_blocks_total\":%u}",
+                  "\"kv_blocks_used\":%u,\"kv_blocks_free\":%u,\"kv_blocks_total\":%u,\"kv_transports\":",
                   w->healthy ? "true" : "false", finite_or_zero(w->last_heartbeat_ms_ago), w->running, w->queued,
                   w->kv_blocks_used, w->kv_blocks_free, w->kv_blocks_total);
+        sb_str(&b, w->kv_transports);
+        sb_printf(&b, "}");
     }
     sb_printf(&b, "],\"requests\":[");
     for (size_t i = 0; i < s->n_requests; i++) {

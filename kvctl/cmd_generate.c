@@ -402,11 +402,13 @@ static int run_router(const gen_cli *cli)
         fprintf(stderr, "kvctl: context full: stopped after %u tokens\n", t->prompt_tokens + t->generated_tokens);
     fprintf(stderr,
             "prompt_tokens=%u generated_tokens=%u finish=%s ttft_ms=%.2f prefill_tok_s=%.1f decode_tok_s=%.1f "
-            "kv_cache=on queue_ms=%.2f prefill_ms=%.2f transfer_ms=%.2f kv_bytes=%llu decode_ms=%.2f total_ms=%.2f\n",
+            "kv_cache=on queue_ms=%.2f prefill_ms=%.2f transfer_ms=%.2f kv_bytes=%llu kv_transport=%s decode_ms=%.2f "
+            "total_ms=%.2f\n",
             t->prompt_tokens, t->generated_tokens, kv_client_finish_name(ev.finish_reason), t->ttft_ms,
             t->prefill_ms > 0 ? t->prompt_tokens / (t->prefill_ms * 1e-3) : 0,
             t->generated_tokens > 1 && t->decode_ms > 0 ? (t->generated_tokens - 1) / (t->decode_ms * 1e-3) : 0,
-            t->queue_ms, t->prefill_ms, t->transfer_ms, (unsigned long long)t->kv_bytes, t->decode_ms, t->total_ms);
+            t->queue_ms, t->prefill_ms, t->transfer_ms, (unsigned long long)t->kv_bytes,
+            t->kv_transport[0] ? t->kv_transport : "-", t->decode_ms, t->total_ms);
     status = ev.finish_reason == KVC_FINISH_CANCELLED ? 130 : 0;
 out:
     kv_client_close(c);

@@ -5,7 +5,7 @@
  *   {"model": str, "uptime_s": num, "requests_total": int, "requests_failed": int,
  *    "workers": [{"worker_id", "role": "prefill"|"decode"|"unspecified", "address",
  *                 "device", "healthy": bool, "last_heartbeat_ms_ago": num, "running",
- *                 "queued", "kv_blocks_used", "kv_blocks_free", "kv_blocks_total"}],
+ *                 "queued", "kv_blocks_used", "kv_blocks_free", "kv_blocks_total", "kv_transports"}],
  *    "requests": [{"request_id", "state", "prefill_worker", "decode_worker",
  *                  "block_ids": [int], "generated_tokens", "age_ms": num}]} */
 #include <getopt.h>
@@ -48,23 +48,25 @@ static void print_table(const kv_status *s)
 {
     printf("model %s  uptime %.1f s  requests %llu total, %llu failed\n\n", s->model, s->uptime_s,
            (unsigned long long)s->requests_total, (unsigned long long)s->requests_failed);
-    int w_id = 2, w_addr = 7, w_dev = 6;
+    int w_id = 2, w_addr = 7, w_dev = 6, w_xfer = 12;
     for (size_t i = 0; i < s->n_workers; i++) {
         w_id = maxi(w_id, (int)strlen(s->workers[i].worker_id));
         w_addr = maxi(w_addr, (int)strlen(s->workers[i].address));
         w_dev = maxi(w_dev, (int)strlen(s->workers[i].device));
+        w_xfer = maxi(w_xfer, (int)strlen(s->workers[i].kv_transports));
     }
     printf("workers (%zu)\n", s->n_workers);
-    printf("%-8s %-*s %-*s %-*s %-9s %10s %11s %22s\n", "ROLE", w_id, "ID", w_addr, "ADDRESS", w_dev, "DEVICE",
-           "HEALTH", "HEARTBEAT", "RUN/QUEUE", "KV USED/FREE (TOTAL)");
+    printf("%-8s %-*s %-*s %-*s %-*s %-9s %10s %11s %22s\n", "ROLE", w_id, "ID", w_addr, "ADDRESS", w_dev, "DEVICE",
+           w_xfer, "KV TRANSPORT", "HEALTH", "HEARTBEAT", "RUN/QUEUE", "KV USED/FREE (TOTAL)");
     for (size_t i = 0; i < s->n_workers; i++) {
         const kv_status_worker *w = &s->workers[i];
         char hb[32], rq[32], kv[48];
         snprintf(hb, sizeof hb, "%.0f ms", w->last_heartbeat_ms_ago);
         snprintf(rq, sizeof rq, "%u/%u", w->running, w->queued);
         snprintf(kv, sizeof kv, "%u/%u (%u)", w->kv_blocks_used, w->kv_blocks_free, w->kv_blocks_total);
-        printf("%-8s %-*s %-*s %-*s %-9s %10s %11s %22s\n", kv_client_role_name(w->role), w_id, w->worker_id, w_addr,
-               w->address, w_dev, w->device, w->healthy ? "healthy" : "UNHEALTHY", hb, rq, kv);
+        printf("%-8s %-*s %-*s %-*s %-*s %-9s %10s %11s %22s\n", kv_client_role_name(w->role), w_id, w->worker_id,
+               w_addr, w->address, w_dev, w->device, w_xfer, w->kv_transports, w->healthy ? "healthy" : "UNHEALTHY", hb,
+               rq, kv);
     }
     int r_id = 2, r_state = 5, r_p = 7, r_d = 6;
     for (size_t i = 0; i < s->n_requests; i++) {

@@ -23,6 +23,7 @@
 
 #include "kv_client.h"
 #include "kv_time.h"
+#include "kv_transport.h"
 #include "kvctl_args.h"
 #include "kvctl_cmds.h"
 
@@ -36,6 +37,8 @@ typedef struct up_cfg {
     const char *model;
     long n_prefill, n_decode, port, threads, kv_blocks;
     const char *bind;
+    const char *devices;      /* --devices: comma-separated, dealt to the workers in turn */
+    const char *kv_transport; /* --kv-transport, given to every worker */
 } up_cfg;
 
 typedef struct child {
@@ -76,17 +79,53 @@ static void usage(FILE *out)
             "  --port P         router client port (default 7100; 0 = any free ports)\n"
             "  --bind ADDR      address the router binds (default 127.0.0.1)\n"
             "  --threads T      CPU threads per worker (default: cores / workers)\n"
-            "  --kv-blocks B    KV pool blocks per worker (default: the workers' own)\n");
+            "  --kv-blocks B    KV pool blocks per worker (default: the workers' own)\n"
+            "  --devices LIST   devices dealt to the workers in turn, prefill workers first\n"
+            "                   (e.g. cuda:0,cuda:1; default cpu)\n"
+            "  --kv-transport T auto | zmq | cuda-ipc | nccl for every worker (default auto)\n");
+}
+
+/* "cpu", "auto" or "cuda:N", comma-separated (the workers check that the devices exist). */
+static int device_list_ok(const char *s)
+{
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        int ok = (n == 3 && !strncmp(s, "cpu", 3)) || (n == 4 && !strncmp(s, "auto", 4));
+        if (!ok && n > 5 && n < 12 && !strncmp(s, "cuda:", 5)) {
+            ok = 1;
+            for (size_t i = 5; i < n; i++)
+                ok &= s[i] >= '0' && s[i] <= '9';
+        }
+        if (!ok)
+            return 0;
+        s += n;
+        if (*s == ',' && !*++s)
+            return 0;
+    }
+    return 1;
+}
+
+/* The n-th entry (cycling) of a --devices list into out. */
+static void device_of(const char *list, int n, char *out, size_t cap)
+{
+    int count = 1;
+    for (const char *p = list; *p; p++)
+        count += *p == ',';
+    const char *s = list;
+    for (int k = n % count; k > 0; k--)
+        s = strchr(s, ',') + 1;
+    snprintf(out, cap, "%.*s", (int)strcspn(s, ","), s);
 }
 
 static int parse(int argc, char **argv, up_cfg *u)
 {
-    enum { O_MODEL = 256, O_PREFILL, O_DECODE, O_PORT, O_THREADS, O_BLOCKS, O_BIND, O_HELP };
+    enum { O_MODEL = 256, O_PREFILL, O_DECODE, O_PORT, O_THREADS, O_BLOCKS, O_BIND, O_DEVICES, O_TRANSPORT, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"prefill", required_argument, 0, O_PREFILL},
         {"decode", required_argument, 0, O_DECODE}, {"port", required_argument, 0, O_PORT},
         {"threads", required_argument, 0, O_THREADS}, {"kv-blocks", required_argument, 0, O_BLOCKS},
-        {"bind", required_argument, 0, O_BIND}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"bind", required_argument, 0, O_BIND}, {"devices", required_argument, 0, O_DEVICES},
+        {"kv-transport", required_argument, 0, O_TRANSPORT}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     memset(u, 0, sizeof *u);
     u->n_prefill = u->n_decode = 1;
@@ -111,6 +150,23 @@ static int parse(int argc, char **argv, up_cfg *u)
                 bad = 1;
             }
             break;
+        case O_DEVICES:
+            u->devices = optarg;
+            if (!device_list_ok(optarg)) {
+                fprintf(stderr, "kvctl up: --devices expects cpu, auto or cuda:N, comma-separated, got '%s'\n", optarg);
+                bad = 1;
+            }
+            break;
+        case O_TRANSPORT: {
+            int t;
+            kv_err err;
+            u->kv_transport = optarg;
+            if (kv_transport_parse(optarg, &t, &err)) {
+                fprintf(stderr, "kvctl up: %s\n", err.msg);
+                bad = 1;
+            }
+            break;
+        }
         case O_HELP: case 'h': usage(stdout); return -1;
         default:
             fprintf(stderr, "kvctl up: unknown or incomplete option '%s'\n", argv[optind - 1]);
@@ -409,6 +465,13 @@ int kvctl_cmd_up(int argc, char **argv)
         child_arg(w, "--threads=%s", threads);
         if (u.kv_blocks)
             child_arg(w, "--kv-blocks=%s", blocks);
+        if (u.devices) {
+            char dev[16];
+            device_of(u.devices, i - 1, dev, sizeof dev);
+            child_arg(w, "--device=%s", dev);
+        }
+        if (u.kv_transport)
+            child_arg(w, "--kv-transport=%s", u.kv_transport);
         if (child_start(w))
             goto out;
     }

@@ -294,6 +294,7 @@ static void on_status(router_state *st, const kv_wire_route *client)
         w->role = wk->role;
         w->address = wk->address;
         w->device = wk->device;
+        w->kv_transports = wk->kv_transports;
         w->healthy = st->now - wk->last_heartbeat <= st->opt.worker_timeout_ms * 1e-3;
         w->last_heartbeat_ms_ago = (st->now - wk->last_heartbeat) * 1e3;
         w->running = wk->hb_running;

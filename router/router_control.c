@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kv_log.h"
+#include "kv_transport.h"
 #include "router.h"
 
 static const char *str(const char *s) { return s ? s : ""; }
@@ -256,6 +257,7 @@ static void on_prefill_done(router_state *st, router_worker *wk, const Kvserve__
     r->prefill_ms = pd->prefill_ms;
     r->transfer_ms = pd->transfer_ms;
     r->kv_bytes = pd->kv_bytes;
+    snprintf(r->kv_transport, sizeof r->kv_transport, "%s", kv_transport_name((kv_transport)pd->transport));
     router_enter(st, r, r->state == RQ_PREFILLING ? RQ_TRANSFERRING : r->state);
     router_maybe_complete(st, r);
 }

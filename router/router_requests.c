@@ -486,6 +486,7 @@ void router_req_timings(const router_req *r, double now, Kvserve__Timings *t)
         t->decode_ms = ((r->t_d_done > 0 ? r->t_d_done : now) - r->t_first_token) * 1e3;
     t->total_ms = (now - r->t_accept) * 1e3;
     t->kv_bytes = r->kv_bytes;
+    t->kv_transport = (char *)r->kv_transport;
     t->prompt_tokens = r->n_prompt_orig;
     t->generated_tokens = r->next_index;
 }

@@ -75,6 +75,7 @@ typedef struct router_req {
     double t_accept, t_prefill_start, t_first_token, t_d_done;
     double prefill_ms, transfer_ms, decode_ms;
     uint64_t kv_bytes;
+    char kv_transport[16];         /* the transport its KV took ("" before PrefillDone) */
     /* Token reassembly: tokens [0, next_index) have been delivered in order; gen keeps them
      * (a re-plan prefills them after the prompt). */
     uint32_t next_index;

@@ -92,7 +92,7 @@ void router_end(router_state *st, router_req *r, int finish, int code, const cha
     const char *ename = code ? router_code_name(code) : "";
     kv_log(code ? KV_LOG_WARN : KV_LOG_INFO, "router",
            "event=request_done id=%s state=%s prompt_tokens=%u generated=%u queue_ms=%.2f prefill_ms=%.2f "
-           "transfer_ms=%.2f ttft_ms=%.2f decode_ms=%.2f total_ms=%.2f kv_bytes=%llu finish=%s%s%s",
+           "transfer_ms=%.2f ttft_ms=%.2f decode_ms=%.2f total_ms=%.2f kv_bytes=%llu kv_transport=%s finish=%s%s%s",
            router_log_id(r->id, idbuf, sizeof idbuf),
            finish == KVSERVE__FINISH_REASON__FINISH_EOS || finish == KVSERVE__FINISH_REASON__FINISH_LENGTH ||
                    finish == KVSERVE__FINISH_REASON__FINISH_CONTEXT
@@ -100,7 +100,8 @@ void router_end(router_state *st, router_req *r, int finish, int code, const cha
                : router_req_state_name(was), /* where it failed or was cancelled */
            t.prompt_tokens,
            t.generated_tokens, t.queue_ms, t.prefill_ms, t.transfer_ms, t.ttft_ms, t.decode_ms, t.total_ms,
-           (unsigned long long)t.kv_bytes, finish_name(finish), code ? " error=" : "", ename);
+           (unsigned long long)t.kv_bytes, r->kv_transport[0] ? r->kv_transport : "-", finish_name(finish),
+           code ? " error=" : "", ename);
     if (code)
         st->requests_failed++;
     router_requests_remove(&st->reqs, r);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kv_transport.h"
+
 void router_workers_init(router_workers *w)
 {
     memset(w, 0, sizeof *w);
@@ -18,6 +20,7 @@ static void worker_free(router_worker *wk)
     free(wk->kv_endpoint);
     free(wk->address);
     free(wk->device);
+    free(wk->kv_transports);
     free(wk);
 }
 
@@ -127,6 +130,14 @@ router_worker *router_workers_add(router_workers *w, const kv_wire_route *route,
     wk->id = dup_or_empty(reg->worker_id);
     wk->kv_endpoint = dup_or_empty(reg->kv_endpoint);
     wk->device = dup_or_empty(reg->device);
+    kv_transport_list tl = {.n = 0};
+    for (size_t i = 0; i < reg->n_kv_transports && tl.n < KV_TRANSPORT_COUNT; i++)
+        if ((unsigned)reg->kv_transports[i] < KV_TRANSPORT_COUNT)
+            tl.t[tl.n++] = (kv_transport)reg->kv_transports[i];
+    char names[64] = "zmq"; /* a worker that names none predates the GPU transports */
+    if (tl.n)
+        kv_transport_list_format(&tl, names, sizeof names);
+    wk->kv_transports = strdup(names);
     /* Decode workers are reached at their KV endpoint; a prefill worker only connects out,
      * so the address shown is where its control connection comes from. */
     char addr[160];
@@ -135,7 +146,7 @@ router_worker *router_workers_add(router_workers *w, const kv_wire_route *route,
     else
         snprintf(addr, sizeof addr, "%s pid %u", route->peer[0] ? route->peer : "local", reg->pid);
     wk->address = strdup(addr);
-    if (!wk->id || !wk->kv_endpoint || !wk->device || !wk->address || router_map_put(&w->by_route, route->id, route->len, wk)) {
+    if (!wk->id || !wk->kv_endpoint || !wk->device || !wk->kv_transports || !wk->address || router_map_put(&w->by_route, route->id, route->len, wk)) {
         worker_free(wk);
         return NULL;
     }

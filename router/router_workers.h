@@ -26,6 +26,7 @@ typedef struct router_worker {
     char *kv_endpoint;     /* decode: where prefill workers ship KV */
     char *address;         /* shown by status: the KV endpoint, or the control peer + pid */
     char *device;
+    char *kv_transports;   /* what its --kv-transport allows, preferred first ("cuda-ipc,nccl,zmq") */
     uint32_t pid;
     uint32_t kv_blocks_total;
     uint32_t max_context;  /* 0 = the model's */

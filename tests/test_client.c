@@ -100,6 +100,7 @@ static void send_status(fake *f, const kv_wire_route *route)
     w0.role = KVSERVE__WORKER_ROLE__ROLE_PREFILL;
     w0.address = "tcp://127.0.0.1:5000";
     w0.device = "cpu";
+    w0.kv_transports = "zmq";
     w0.healthy = 1;
     w0.last_heartbeat_ms_ago = 120.5;
     w0.kv_blocks_free = 100;
@@ -396,10 +397,10 @@ static void test_status(kv_client *c)
         "{\"model\":\"stories\\\"260K\",\"uptime_s\":12.250,\"requests_total\":7,\"requests_failed\":1,\"workers\":["
         "{\"worker_id\":\"prefill-0\",\"role\":\"prefill\",\"address\":\"tcp://127.0.0.1:5000\",\"device\":\"cpu\","
         "\"healthy\":true,\"last_heartbeat_ms_ago\":120.500,\"running\":0,\"queued\":0,\"kv_blocks_used\":0,"
-        "\"kv_blocks_free\":100,\"kv_blocks_total\":100},"
+        "\"kv_blocks_free\":100,\"kv_blocks_total\":100,\"kv_transports\":\"zmq\"},"
         "{\"worker_id\":\"decode-0\",\"role\":\"decode\",\"address\":\"tcp://127.0.0.1:5001\",\"device\":\"cpu\","
         "\"healthy\":false,\"last_heartbeat_ms_ago\":6000.000,\"running\":1,\"queued\":2,\"kv_blocks_used\":3,"
-        "\"kv_blocks_free\":61,\"kv_blocks_total\":64}],"
+        "\"kv_blocks_free\":61,\"kv_blocks_total\":64,\"kv_transports\":\"\"}],"
         "\"requests\":[{\"request_id\":\"r1\",\"state\":\"decoding\",\"prefill_worker\":\"prefill-0\","
         "\"decode_worker\":\"decode-0\",\"block_ids\":[4,5,9],\"generated_tokens\":17,\"age_ms\":33.125}]}";
     CHECK_MSG(js && !strcmp(js, want), "status JSON:\n got %s\nwant %s", js ? js : "(null)", want);
@@ -540,6 +541,8 @@ int main(void)
     /* The public enums mirror the protocol's. */
     CHECK_EQ_INT(KVC_ERR_DUPLICATE_REQUEST, KVSERVE__ERROR_CODE__DUPLICATE_REQUEST);
     CHECK_EQ_INT(KVC_ERR_WORKER_FAILED, KVSERVE__ERROR_CODE__WORKER_FAILED);
+    CHECK_EQ_INT(KVC_ERR_NO_TRANSPORT, KVSERVE__ERROR_CODE__NO_TRANSPORT);
+    CHECK(!strcmp(kv_client_error_name(KVC_ERR_NO_TRANSPORT), "NO_TRANSPORT"));
     CHECK_EQ_INT(KVC_FINISH_ERROR, KVSERVE__FINISH_REASON__FINISH_ERROR);
     CHECK_EQ_INT(KVC_ROLE_DECODE, KVSERVE__WORKER_ROLE__ROLE_DECODE);
 

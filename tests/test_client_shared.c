@@ -34,10 +34,11 @@ int main(void)
         EXPECT(kv_client_next_event(c, 10, &ev) == KVC_ETIMEOUT);
         kv_client_close(c);
     }
-    kv_status_worker w = {"decode-0", KVC_ROLE_DECODE, "tcp://127.0.0.1:9", "cpu", 1, 5.0, 0, 0, 0, 8, 8};
+    kv_status_worker w = {"decode-0", KVC_ROLE_DECODE, "tcp://127.0.0.1:9", "cpu", 1, 5.0, 0, 0, 0, 8, 8, "zmq"};
     kv_status s = {"m", &w, 1, NULL, 0, 1, 0, 2.0};
     char *js = kv_status_to_json(&s);
-    EXPECT(js && strstr(js, "\"role\":\"decode\"") && strstr(js, "\"requests\":[]"));
+    EXPECT(js && strstr(js, "\"role\":\"decode\"") && strstr(js, "\"requests\":[]") &&
+           strstr(js, "\"kv_transports\":\"zmq\""));
     free(js);
     EXPECT(!strcmp(kv_client_strerror(KVC_ETIMEOUT), "timed out"));
     printf("%d failures\n", failures);

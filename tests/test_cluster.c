@@ -466,6 +466,8 @@ static void run_parity(kv_client *c, treq *reqs, int n, const char *label)
             CHECK_MSG(r->tm.prompt_tokens == (uint32_t)r->n_ref_prompt, "%s: request %d: timings say prompt %u, "
                       "expected %d", label, i, r->tm.prompt_tokens, r->n_ref_prompt);
             CHECK_MSG(r->tm.kv_bytes > 0, "%s: request %d: no KV bytes reported", label, i);
+            CHECK_MSG(!strcmp(r->tm.kv_transport, "zmq"), "%s: request %d: KV over '%s', expected zmq (cpu workers)",
+                      label, i, r->tm.kv_transport);
         }
         identical += same;
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # --device / --precision on kvctl generate --local and the workers. Without a GPU: cuda:N
 # exits 2 naming why, auto falls back to the cpu with a warning (and the reference text),
-# bf16 on the cpu is refused. With one (auto picks cuda:0): cuda:0 in f32 reproduces the
+# bf16 on the cpu is refused; so are bad --kv-transport values and GPU transports on the cpu. With one (auto picks cuda:0): cuda:0 in f32 reproduces the
 # reference text. Usage: test_device_cli.sh BIN_DIR MODELS_DIR
 set -u
 bin="$1"
@@ -46,6 +46,21 @@ for d in gpu cuda:x "cuda:"; do
   check "kvctl --device '$d' exits 2" '[ $rc -eq 2 ] && grep -q "cpu, auto or cuda:N" "$tmp/err"'
   "$bin/kv-decode" --model "$model" --device "$d" >/dev/null 2>"$tmp/err"; rc=$?
   check "kv-decode --device '$d' exits 2" '[ $rc -eq 2 ] && grep -q "cpu, auto or cuda:N" "$tmp/err"'
+done
+# --kv-transport: a bad name, and GPU transports on the cpu, exit 2 with the reason.
+for w in kv-prefill kv-decode; do
+  "$bin/$w" --model "$model" --kv-transport rdma >/dev/null 2>"$tmp/err"; rc=$?
+  check "$w --kv-transport rdma exits 2" '[ $rc -eq 2 ] && grep -q "auto, zmq, cuda-ipc or nccl" "$tmp/err"'
+  for t in cuda-ipc nccl; do
+    "$bin/$w" --model "$model" --kv-transport $t >/dev/null 2>"$tmp/err"; rc=$?
+    check "$w --kv-transport $t on the cpu exits 2" '[ $rc -eq 2 ] && grep -q "needs --device cuda:N" "$tmp/err"'
+  done
+done
+"$bin/kvctl" up --model "$model" --kv-transport rdma >/dev/null 2>"$tmp/err"; rc=$?
+check "kvctl up --kv-transport rdma exits 2" '[ $rc -eq 2 ] && grep -q "auto, zmq, cuda-ipc or nccl" "$tmp/err"'
+for d in "cuda:0,," "gpu" "cuda:0,cpu,cuda:"; do
+  "$bin/kvctl" up --model "$model" --devices "$d" >/dev/null 2>"$tmp/err"; rc=$?
+  check "kvctl up --devices '$d' exits 2" '[ $rc -eq 2 ] && grep -q "comma-separated" "$tmp/err"'
 done
 gen --precision fp8 >/dev/null 2>"$tmp/err"; rc=$?
 check "kvctl --precision fp8 exits 2" '[ $rc -eq 2 ] && grep -q "f32 or bf16" "$tmp/err"'
