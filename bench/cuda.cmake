@@ -9,3 +9,10 @@ if(KVSERVE_CUDA)
   add_executable(kv-bench-engine-cuda ${CMAKE_CURRENT_LIST_DIR}/bench_engine_cuda.c)
   target_link_libraries(kv-bench-engine-cuda PRIVATE kv_engine kv_kernels_cuda CUDA::cudart)
 endif()
+
+# kv-bench-transport: cuda-ipc and nccl between two processes through common/transport,
+# every block verified, against the copy bandwidth. Its small run is a GPU test too.
+if(KVSERVE_CUDA)
+  add_executable(kv-bench-transport ${CMAKE_CURRENT_LIST_DIR}/bench_kv_transport.c)
+  target_link_libraries(kv-bench-transport PRIVATE kv_transport kv_kernels_cuda CUDA::cudart)
+endif()

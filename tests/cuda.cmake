@@ -11,6 +11,9 @@ if(KVSERVE_CUDA)
   kv_add_test(test_engine_cuda SOURCES test_engine_cuda.c test_engine_cuda_synth.c
               LIBS kv_engine kv_model_synth LABELS gpu)
   set_tests_properties(test_engine_cuda PROPERTIES RUN_SERIAL ON TIMEOUT 600)
+  # The GPU transports between two processes (cuda-ipc; nccl too with two GPUs).
+  add_test(NAME test_kv_transport_gpu COMMAND kv-bench-transport --blocks 64 --block-bytes 1048576 --chunk 7 --reps 2)
+  set_tests_properties(test_kv_transport_gpu PROPERTIES LABELS gpu SKIP_RETURN_CODE 77 TIMEOUT 300 RUN_SERIAL ON)
 endif()
 
 # The engine test again on the CPU: the CUDA engine's code compiled against
@@ -48,4 +51,15 @@ if(TARGET kv_engine_cudamock AND TARGET kv-synth)
   add_test(NAME test_bench_engine_cuda_mock
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_bench_cuda_mock.sh ${CMAKE_BINARY_DIR}/bin)
   set_tests_properties(test_bench_engine_cuda_mock PROPERTIES TIMEOUT 300)
+endif()
+
+# kv-bench-transport on the mock: two processes, two mock GPUs, cuda-ipc through memfd
+# "device" memory and nccl through libkv_nccl_mock.so (see tests/workers.cmake).
+if(TARGET kv_transport_cudamock)
+  add_executable(kv-bench-transport-mock ${CMAKE_SOURCE_DIR}/bench/bench_kv_transport.c)
+  target_include_directories(kv-bench-transport-mock SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+  target_link_libraries(kv-bench-transport-mock PRIVATE kv_transport_cudamock)
+  add_test(NAME test_kv_transport_mock COMMAND kv-bench-transport-mock --blocks 40 --block-bytes 4096 --chunk 7 --reps 2)
+  set_tests_properties(test_kv_transport_mock PROPERTIES TIMEOUT 120
+    ENVIRONMENT "KV_CUDA_MOCK_DEVICES=2;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>")
 endif()

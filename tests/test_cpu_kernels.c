@@ -196,6 +196,31 @@ static void test_attention(rng *r)
     }
 }
 
+/* The KV transfer checksum: pinned values (the GPU twin and every decode worker must agree
+ * on them across versions), every single-bit flip and a swap of two words detected. */
+static void test_block_hash(void)
+{
+    unsigned char b[64] = {0};
+    CHECK_EQ_INT((long long)kc_block_hash(b, 16), 0x627dcca9LL);
+    const unsigned char seven[7] = {1, 2, 3, 4, 5, 6, 7}; /* a tail of 3 bytes, zero-padded */
+    CHECK_EQ_INT((long long)kc_block_hash(seven, 7), 0x44e4b4d2LL);
+    for (int i = 0; i < 64; i++)
+        b[i] = (unsigned char)(i * 37 + 11);
+    uint32_t h = kc_block_hash(b, sizeof b);
+    int missed = 0;
+    for (int bit = 0; bit < 64 * 8; bit++) {
+        b[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+        missed += kc_block_hash(b, sizeof b) == h;
+        b[bit / 8] ^= (unsigned char)(1u << (bit % 8));
+    }
+    CHECK_MSG(missed == 0, "%d single-bit flips leave the checksum unchanged", missed);
+    unsigned char w[4];
+    memcpy(w, b, 4);
+    memcpy(b, b + 20, 4);
+    memcpy(b + 20, w, 4);
+    CHECK_MSG(kc_block_hash(b, sizeof b) != h, "two swapped words leave the checksum unchanged");
+}
+
 int main(void)
 {
     rng r = {0x9E3779B97F4A7C15ull};
@@ -204,5 +229,6 @@ int main(void)
     test_elementwise(&r);
     test_rope(&r);
     test_attention(&r);
+    test_block_hash();
     return kv_test_result();
 }

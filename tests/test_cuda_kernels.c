@@ -742,6 +742,50 @@ static void test_gemm(rng *r)
     CK(cudaStreamDestroy(st));
 }
 
+/* ---- KV transfer checksums ---- */
+
+static void test_block_hash(rng *r)
+{
+    /* A 16-byte block, stories260K's f32 block, a bf16 Llama-3-8B block + one vector (slices
+     * of the kernel's 256 KiB that do not divide it), and an odd size of several slices. */
+    const size_t sizes[] = {16, 20480, (2u << 20) + 16, 777 * 1024 + 48};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        size_t bb = sizes[k];
+        int n_blocks = bb > (1u << 20) ? 5 : 37;
+        size_t total = bb * (size_t)n_blocks;
+        unsigned char *host = malloc(total);
+        for (size_t i = 0; i < total; i++)
+            host[i] = (unsigned char)(frand(r) * 127.0f);
+        void *dev = to_dev_raw(host, total);
+        /* Out of order, with a repeat: each output is its own block's. */
+        int32_t ids[6] = {n_blocks - 1, 0, 2, 2, 1, n_blocks / 2};
+        int n = 6;
+        int32_t *dids = to_dev_raw(ids, sizeof ids);
+        uint32_t *dout;
+        CK(cudaMalloc((void **)&dout, sizeof(uint32_t) * (size_t)n));
+        CK(cudaMemset(dout, 0xAB, sizeof(uint32_t) * (size_t)n)); /* poisoned */
+        CHECK_KV(kv_cuda_block_hash(dout, dev, bb, dids, n, NULL, &g_err));
+        uint32_t got[6];
+        CK(cudaMemcpy(got, dout, sizeof got, cudaMemcpyDeviceToHost));
+        int bad = 0;
+        for (int i = 0; i < n; i++)
+            bad += got[i] != kc_block_hash(host + (size_t)ids[i] * bb, bb);
+        CHECK_MSG(bad == 0, "block_hash of %zu-byte blocks: %d of %d differ from kc_block_hash", bb, bad, n);
+        /* One flipped bit anywhere changes the block's checksum. */
+        size_t at = (size_t)irand(r, (int)(bb < 1000000 ? bb : 1000000)) + (size_t)ids[0] * bb;
+        host[at] ^= 0x10;
+        CK(cudaMemcpy((char *)dev + at, host + at, 1, cudaMemcpyHostToDevice));
+        uint32_t again;
+        CHECK_KV(kv_cuda_block_hash(dout, dev, bb, dids, 1, NULL, &g_err));
+        CK(cudaMemcpy(&again, dout, sizeof again, cudaMemcpyDeviceToHost));
+        CHECK_MSG(again != got[0] && again == kc_block_hash(host + (size_t)ids[0] * bb, bb),
+                  "block_hash of %zu-byte blocks misses a flipped bit", bb);
+        free(host);
+        CK(cudaFree(dev)); CK(cudaFree(dids)); CK(cudaFree(dout));
+    }
+    CHECK(kv_cuda_block_hash((uint32_t *)16, (void *)16, 20, (int32_t *)16, 1, NULL, &g_err) == KV_EINVAL);
+}
+
 static void test_bad_args(void)
 {
     kv_cuda_paged_kv kv = {(void *)16, 64, 32, 16, 2, 7, KV_CUDA_BF16};
@@ -786,6 +830,7 @@ int main(void)
     test_argmax_topk(&r);
     test_sample(&r);
     test_gemm(&r);
+    test_block_hash(&r);
     CK(cudaDeviceSynchronize());
     return kv_test_result();
 }

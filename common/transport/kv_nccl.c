@@ -176,18 +176,12 @@ static int enqueue(kv_nccl_comm *c, int recv, const int32_t *blocks, int n, kv_e
     cudaStream_t s = kv_gpu_lane_stream(c->lane);
     int peer = 1 - c->rank;
     ncclResult_t r = l->group_start();
-    for (int i = 0; (r == ncclSuccess || r == ncclInProgress) && (blocks ? i < n : i < 1);) {
-        char *p = c->warm;
-        size_t bytes = WARM_BYTES;
-        int j = i + 1;
-        if (blocks) {
-            while (j < n && blocks[j] == blocks[j - 1] + 1)
-                j++;
-            p = (char *)pool->base + (size_t)blocks[i] * pool->block_bytes;
-            bytes = (size_t)(j - i) * pool->block_bytes;
-        }
+    /* One operation per block, never merged into runs: a send and its receive must have
+     * the same size, and the two pools' block ids run differently. */
+    for (int i = 0; (r == ncclSuccess || r == ncclInProgress) && i < (blocks ? n : 1); i++) {
+        char *p = blocks ? (char *)pool->base + (size_t)blocks[i] * pool->block_bytes : c->warm;
+        size_t bytes = blocks ? pool->block_bytes : WARM_BYTES;
         r = recv ? l->recv(p, bytes, ncclInt8, peer, c->comm, s) : l->send(p, bytes, ncclInt8, peer, c->comm, s);
-        i = j;
     }
     ncclResult_t re = l->group_end();
     if (r == ncclSuccess || r == ncclInProgress)
