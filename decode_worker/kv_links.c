@@ -8,11 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "decode.h"
 #include "kv_log.h"
 #include "kv_time.h"
-#include "worker_loop.h"
 #include "worker_proto.h"
 
 #define COMP "kv-decode"
@@ -256,8 +256,9 @@ int kv_links_start_chunk(decode_worker *dw, decode_req *r, const kv_wire_route *
     } else {
         /* The prefill worker ships only once its side is ready: ours follows within moments. */
         double until = kv_now_s() + COMM_READY_WAIT_MS * 1e-3;
+        struct timespec ms = {0, 1000000};
         while ((rc = comm_poll(dw, l, r)) == 0 && kv_now_s() < until)
-            worker_poll(NULL, 0, 1);
+            nanosleep(&ms, NULL);
         if (rc <= 0) {
             rc = kv_err_set(&err, KV_EIO, "nccl communicator not ready");
             drop_comm(dw, l, r, err.msg);

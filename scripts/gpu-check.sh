@@ -2,7 +2,8 @@
 # One command on a GPU machine (CUDA toolkit, CMake, ninja, a C compiler; no apt, no network,
 # none of the service libraries needed): prints the GPU and toolchain, builds the GPU-only
 # configuration (engine, kernels, GPU tests, benchmarks), runs the GPU tests, writes a
-# synthetic bf16 model, runs the engine benchmark, kv-bench-cuda and the PyTorch reference,
+# synthetic bf16 model, runs the engine benchmark, kv-bench-cuda, kv-bench-transport (the
+# cuda-ipc / nccl KV transports between two processes) and the PyTorch reference,
 # and prints a summary table LAST. Fits one 10-minute command on an H100 (stages report
 # their time; optional ones are dropped when the budget runs short).
 #
@@ -70,8 +71,17 @@ note gpu "$gpu_line"
 stage "configure + build ($build: Release, GPU-only, -j$(nproc))"
 t=$(date +%s)
 cuda_cc="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)"
+# NCCL: the toolkit's, or PyTorch's wheel (nvidia-nccl); the header to build, the library to dlopen.
+nccl_args=()
+if [ ! -f "$(dirname "$cuda_cc")/../include/nccl.h" ]; then
+  nccl_root="$(python3 -c 'import nvidia.nccl, os; print(list(nvidia.nccl.__path__)[0])' 2>/dev/null)"
+  if [ -n "$nccl_root" ] && [ -f "$nccl_root/include/nccl.h" ]; then
+    nccl_args=(-DNCCL_INCLUDE_DIR="$nccl_root/include")
+    [ -f "$nccl_root/lib/libnccl.so.2" ] && export KVSERVE_NCCL_LIB="${KVSERVE_NCCL_LIB:-$nccl_root/lib/libnccl.so.2}"
+  fi
+fi
 if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSERVE_GPU_ONLY=ON -DKVSERVE_WERROR=OFF \
-     -DCMAKE_CUDA_COMPILER="$cuda_cc" >"$logs/build.log" 2>&1 &&
+     -DCMAKE_CUDA_COMPILER="$cuda_cc" "${nccl_args[@]}" >"$logs/build.log" 2>&1 &&
    ninja -C "$build" -j "$(nproc)" >>"$logs/build.log" 2>&1; then
   note build "ok in $(( $(date +%s) - t ))s ($(grep -c warning "$logs/build.log") warning lines)"
   echo "build ok"
@@ -127,6 +137,14 @@ if [ "$benches" = 1 ]; then
     note bench "kv-bench-engine-cuda: $(( $(date +%s) - t ))s; $(grep -oE 'load [0-9.]+ s.*engine create [0-9.]+ s' "$logs/bench_engine.log" | head -1)"
   fi
 
+  if [ "$(now)" -lt $(( budget - 180 )) ]; then
+    stage "kv-bench-transport (cuda-ipc; nccl with two GPUs)"
+    timeout 60 "$bin/kv-bench-transport" 2>&1 | tee "$logs/bench_transport.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { status=1; note bench "kv-bench-transport FAILED"; }
+  else
+    note bench "kv-bench-transport skipped: $(now)s of ${budget}s used"
+  fi
+
   if [ "$(now)" -lt $(( budget - 150 )) ]; then
     stage "kv-bench-cuda (kernels)"
     timeout 150 "$bin/kv-bench-cuda" 2>&1 | tee "$logs/bench_cuda.log"
@@ -163,6 +181,10 @@ fi
   if [ -f "$logs/bench_cuda.log" ]; then
     echo "-- kernels (kv-bench-cuda)"
     grep -E "^(copy|gemm|prefill attn|decode attn)" "$logs/bench_cuda.log"
+  fi
+  if [ -f "$logs/bench_transport.log" ]; then
+    echo "-- KV transports between two processes (kv-bench-transport)"
+    grep -E "^(kv-bench-transport:|\| )" "$logs/bench_transport.log"
   fi
   if [ -f "$logs/torch.log" ]; then
     echo "-- PyTorch reference"

@@ -25,3 +25,4 @@ if(TARGET kvctl)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_kvctl_up.sh ${CMAKE_BINARY_DIR}/bin ${KV_DEFAULT_MODELS})
   set_tests_properties(test_kvctl_up PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120 LABELS integration)
 endif()
+

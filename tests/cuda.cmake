@@ -53,8 +53,22 @@ if(TARGET kv_engine_cudamock AND TARGET kv-synth)
   set_tests_properties(test_bench_engine_cuda_mock PROPERTIES TIMEOUT 300)
 endif()
 
+# libkv_nccl_mock.so: a stand-in for libnccl.so.2 (tests/nccl_mock.c) that the workers
+# dlopen through KVSERVE_NCCL_LIB; plain C over Unix sockets, no CUDA (only nccl.h).
+# test_mock_ipc runs it and cuda_mock.c's IPC between two processes.
+if(TARGET kv_engine_cudamock)
+  find_package(CUDAToolkit REQUIRED)
+  add_library(kv_nccl_mock SHARED ${CMAKE_CURRENT_SOURCE_DIR}/nccl_mock.c)
+  target_include_directories(kv_nccl_mock SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
+  target_link_libraries(kv_nccl_mock PRIVATE Threads::Threads)
+  kv_add_test(test_mock_ipc SOURCES test_mock_ipc.c LIBS kv_engine_cudamock dl)
+  target_compile_definitions(test_mock_ipc PRIVATE KV_NCCL_MOCK_LIB="$<TARGET_FILE:kv_nccl_mock>")
+  add_dependencies(test_mock_ipc kv_nccl_mock)
+  set_tests_properties(test_mock_ipc PROPERTIES TIMEOUT 120)
+endif()
+
 # kv-bench-transport on the mock: two processes, two mock GPUs, cuda-ipc through memfd
-# "device" memory and nccl through libkv_nccl_mock.so (see tests/workers.cmake).
+# "device" memory and nccl through libkv_nccl_mock.so (above).
 if(TARGET kv_transport_cudamock)
   add_executable(kv-bench-transport-mock ${CMAKE_SOURCE_DIR}/bench/bench_kv_transport.c)
   target_include_directories(kv-bench-transport-mock SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})

@@ -15,6 +15,10 @@
  *     on the other decode worker (prompt + tokens already streamed, re-prefilled) and every
  *     stream goes on to the end, token-identical to the shared reference; nothing leaks.
  *
+ * The workers can be other builds (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") with more flags
+ * (KV_TEST_PREFILL_ARGS, KV_TEST_DECODE_ARGS: space-separated, e.g. a device and a KV
+ * transport); every request's KV must then have taken KV_TEST_EXPECT_TRANSPORT (default zmq).
+ *
  * Children are started with PR_SET_PDEATHSIG(SIGKILL), so they die with this process
  * even if it crashes; every scenario stops its cluster on all paths. Worker logs go to
  * a temporary directory and are printed when a scenario fails. */
@@ -218,10 +222,28 @@ static int cluster_start(cluster *cl, const char *model, const char *const *extr
     return 0;
 }
 
+/* The workers under test (see the top of the file). */
+static const char *g_suffix = "";
+static char g_prefill_args[256], g_decode_args[256];
+static const char *g_expect_transport = "zmq";
+
+/* Appends the space-separated words of s (a static buffer, cut in place) to argv. */
+static int append_words(const char **argv, int n, int cap, char *s)
+{
+    for (char *w = strtok(s, " "); w && n < cap; w = strtok(NULL, " "))
+        argv[n++] = w;
+    return n;
+}
+
 static proc *add_worker(cluster *cl, const char *bin, const char *id, const char *const *extra)
 {
-    const char *argv[32] = {bin, "--model", cl->model, "--router", cl->control_ep, "--id", id, "--threads", "1"};
+    char exe[64];
+    snprintf(exe, sizeof exe, "%s%s", bin, g_suffix);
+    const char *argv[32] = {exe, "--model", cl->model, "--router", cl->control_ep, "--id", id, "--threads", "1"};
     int n = 9;
+    char words[256];
+    snprintf(words, sizeof words, "%s", strcmp(bin, "kv-decode") ? g_prefill_args : g_decode_args);
+    n = append_words(argv, n, 31, words);
     for (int i = 0; extra && extra[i] && n < 31; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
@@ -466,8 +488,8 @@ static void run_parity(kv_client *c, treq *reqs, int n, const char *label)
             CHECK_MSG(r->tm.prompt_tokens == (uint32_t)r->n_ref_prompt, "%s: request %d: timings say prompt %u, "
                       "expected %d", label, i, r->tm.prompt_tokens, r->n_ref_prompt);
             CHECK_MSG(r->tm.kv_bytes > 0, "%s: request %d: no KV bytes reported", label, i);
-            CHECK_MSG(!strcmp(r->tm.kv_transport, "zmq"), "%s: request %d: KV over '%s', expected zmq (cpu workers)",
-                      label, i, r->tm.kv_transport);
+            CHECK_MSG(!strcmp(r->tm.kv_transport, g_expect_transport), "%s: request %d: KV over '%s', expected %s",
+                      label, i, r->tm.kv_transport, g_expect_transport);
         }
         identical += same;
     }
@@ -928,6 +950,17 @@ out:
 
 /* ---- main -------------------------------------------------------------------------- */
 
+static int scenario_on(const char *only, const char *name)
+{
+    if (!only)
+        return 1;
+    size_t n = strlen(name);
+    for (const char *p = only; (p = strstr(p, name)); p += n)
+        if ((p == only || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+            return 1;
+    return 0;
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -937,13 +970,20 @@ int main(void)
     char model[1024], tok_path[1100], probe[600];
     snprintf(model, sizeof model, "%s/stories260K", models);
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", model);
+    const char *env = getenv("KV_TEST_WORKER_SUFFIX");
+    g_suffix = env ? env : "";
+    snprintf(g_prefill_args, sizeof g_prefill_args, "%s", (env = getenv("KV_TEST_PREFILL_ARGS")) ? env : "");
+    snprintf(g_decode_args, sizeof g_decode_args, "%s", (env = getenv("KV_TEST_DECODE_ARGS")) ? env : "");
+    if ((env = getenv("KV_TEST_EXPECT_TRANSPORT")))
+        g_expect_transport = env;
     const char *bins[] = {"kv-router", "kv-prefill", "kv-decode"};
     for (int i = 0; i < 3; i++) {
-        snprintf(probe, sizeof probe, "%s/%s", KV_BIN_DIR, bins[i]);
+        snprintf(probe, sizeof probe, "%s/%s%s", KV_BIN_DIR, bins[i], i ? g_suffix : "");
         if (access(probe, X_OK))
             KV_TEST_SKIP("%s not built", probe);
     }
-    const char *only = getenv("KV_CLUSTER_ONLY"); /* debugging aid: run one scenario */
+    /* Scenarios to run, comma-separated (default: all). */
+    const char *only = getenv("KV_CLUSTER_ONLY");
 
     kv_err err;
     kv_model *m = NULL;
@@ -1005,13 +1045,13 @@ int main(void)
         CHECK(reference(e, r) == 0);
     }
 
-    if (!only || !strcmp(only, "1p1d"))
+    if (scenario_on(only, "1p1d"))
         scenario_parity(model, 1, 1, reqs, N_PARITY, 1);
-    if (!only || !strcmp(only, "2p2d"))
+    if (scenario_on(only, "2p2d"))
         scenario_parity(model, 2, 2, reqs, N_PARITY, 0);
-    if (!only || !strcmp(only, "drop-kv-ack"))
+    if (scenario_on(only, "drop-kv-ack"))
         scenario_drop_kv_ack(model);
-    if (!only || !strcmp(only, "kill-decode"))
+    if (scenario_on(only, "kill-decode"))
         scenario_kill_decode(model, models);
 
     for (int i = 0; i < N_PARITY; i++) {

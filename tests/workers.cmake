@@ -28,19 +28,6 @@ if(TARGET kv_engine_cudamock)
   add_dependencies(test_workers_pair kv-prefill-cudamock kv-decode-cudamock)
 endif()
 
-# libkv_nccl_mock.so: a stand-in for libnccl.so.2 (tests/nccl_mock.c) that the workers
-# dlopen through KVSERVE_NCCL_LIB; plain C over Unix sockets, no CUDA (only nccl.h).
-# test_mock_ipc runs it and cuda_mock.c's IPC between two processes.
-if(TARGET kv_engine_cudamock)
-  find_package(CUDAToolkit REQUIRED)
-  add_library(kv_nccl_mock SHARED ${CMAKE_CURRENT_SOURCE_DIR}/nccl_mock.c)
-  target_include_directories(kv_nccl_mock SYSTEM PRIVATE ${CUDAToolkit_INCLUDE_DIRS})
-  target_link_libraries(kv_nccl_mock PRIVATE Threads::Threads)
-  kv_add_test(test_mock_ipc SOURCES test_mock_ipc.c LIBS kv_engine_cudamock dl)
-  target_compile_definitions(test_mock_ipc PRIVATE KV_NCCL_MOCK_LIB="$<TARGET_FILE:kv_nccl_mock>")
-  add_dependencies(test_mock_ipc kv_nccl_mock)
-  set_tests_properties(test_mock_ipc PROPERTIES TIMEOUT 120)
-endif()
 
 # The pair on the mock GPU once per KV transport: auto (both on cuda:0 of one node, so
 # cuda-ipc: the decode worker copies out of the prefill worker's exported pool), zmq
@@ -60,4 +47,20 @@ if(TARGET kv-prefill-cudamock)
   set_tests_properties(test_workers_pair_cudamock test_workers_pair_cudamock_zmq test_workers_pair_cudamock_nccl
     PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS integration)
   add_dependencies(test_workers_pair kv_nccl_mock)
+endif()
+
+# The cluster with the workers on the mock GPU (above):
+# parity 1P1D / 2P2D and a decode worker killed mid-stream, with the KV over cuda-ipc (all
+# on mock cuda:0) and over nccl (prefill workers on mock cuda:0, decode workers on cuda:1).
+if(TARGET test_cluster AND TARGET kv-prefill-cudamock)
+  set(_kv_cl_env "KV_TEST_WORKER_SUFFIX=-cudamock;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>;KV_CLUSTER_ONLY=1p1d,2p2d,kill-decode")
+  add_test(NAME test_cluster_cudamock_ipc COMMAND test_cluster)
+  set_tests_properties(test_cluster_cudamock_ipc PROPERTIES ENVIRONMENT
+    "${_kv_cl_env};KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32;KV_TEST_DECODE_ARGS=--device cuda:0 --precision f32;KV_TEST_EXPECT_TRANSPORT=cuda-ipc")
+  add_test(NAME test_cluster_cudamock_nccl COMMAND test_cluster)
+  set_tests_properties(test_cluster_cudamock_nccl PROPERTIES ENVIRONMENT
+    "${_kv_cl_env};KV_CUDA_MOCK_DEVICES=2;KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32 --kv-transport nccl;KV_TEST_DECODE_ARGS=--device cuda:1 --precision f32;KV_TEST_EXPECT_TRANSPORT=nccl")
+  set_tests_properties(test_cluster_cudamock_ipc test_cluster_cudamock_nccl PROPERTIES
+    SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS integration)
+  add_dependencies(test_cluster kv-prefill-cudamock kv-decode-cudamock kv_nccl_mock)
 endif()
