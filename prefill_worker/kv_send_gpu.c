@@ -29,29 +29,8 @@ int kv_sender_send_gpu(kv_sender *s, kv_peer *p, const kv_chunk_desc *c, int tim
         return rc;
     }
     Kvserve__KvChunk kc;
-    kvserve__kv_chunk__init(&kc);
-    kc.request_id = (char *)c->request_id;
-    kc.prefill_worker_id = (char *)s->worker_id;
-    kc.first_block = c->first_block;
-    kc.n_block_ids = n;
-    kc.block_ids = (int32_t *)c->dst;
-    kc.n_checksums = n;
-    kc.checksums = sums;
-    kc.n_tokens = c->n_tokens;
-    kc.last = c->last ? 1 : 0;
-    kc.first_token = c->last ? c->first_token : 0;
-    kc.seq = c->seq;
-    kc.transport = (Kvserve__KvTransport)p->transport;
-    kc.session = p->session;
-    if (p->transport == KV_TRANSPORT_CUDA_IPC) {
-        kc.n_src_block_ids = n;
-        kc.src_block_ids = (int32_t *)c->src;
-    }
-    Kvserve__Envelope env;
-    kv_wire_envelope_init(&env);
-    env.body_case = KVSERVE__ENVELOPE__BODY_KV_CHUNK;
-    env.kv_chunk = &kc;
-    rc = kv_wire_send(p->sock, NULL, &env, NULL, 0, timeout_ms, err);
+    kv_sender_chunk_msg(s, p, c, sums, &kc);
+    rc = kv_sender_chunk_send(p, &kc, NULL, 0, timeout_ms, err);
     free(sums);
     if (!rc && n && p->transport == KV_TRANSPORT_NCCL && !(rc = kv_nccl_send(p->comm, c->src, c->n_blocks, err)))
         rc = kv_gpu_mark(p->lane, NULL, 0, &hold->op, err);

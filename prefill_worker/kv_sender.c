@@ -37,6 +37,41 @@ void kv_sender_abort_gpu(kv_sender *s)
     }
 }
 
+void kv_sender_chunk_msg(const kv_sender *s, const kv_peer *peer, const kv_chunk_desc *c, uint32_t *sums,
+                         Kvserve__KvChunk *kc)
+{
+    size_t n = (size_t)c->n_blocks;
+    kvserve__kv_chunk__init(kc);
+    kc->request_id = (char *)c->request_id;
+    kc->prefill_worker_id = (char *)s->worker_id;
+    kc->first_block = c->first_block;
+    kc->n_block_ids = n;
+    kc->block_ids = (int32_t *)c->dst;
+    kc->n_checksums = n;
+    kc->checksums = sums;
+    kc->n_tokens = c->n_tokens;
+    kc->last = c->last ? 1 : 0;
+    kc->first_token = c->last ? c->first_token : 0;
+    kc->seq = c->seq;
+    kc->transport = (Kvserve__KvTransport)peer->transport;
+    if (peer->transport != KV_TRANSPORT_ZMQ)
+        kc->session = peer->session;
+    if (peer->transport == KV_TRANSPORT_CUDA_IPC) {
+        kc->n_src_block_ids = n;
+        kc->src_block_ids = (int32_t *)c->src;
+    }
+}
+
+int kv_sender_chunk_send(const kv_peer *peer, const Kvserve__KvChunk *kc, const kv_wire_payload *frames,
+                         size_t n_frames, int timeout_ms, kv_err *err)
+{
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    env.body_case = KVSERVE__ENVELOPE__BODY_KV_CHUNK;
+    env.kv_chunk = (Kvserve__KvChunk *)kc;
+    return kv_wire_send(peer->sock, NULL, &env, frames, n_frames, timeout_ms, err);
+}
+
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
 {
     for (int i = 0; i < s->n; i++)
@@ -152,23 +187,8 @@ int kv_sender_send(kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_des
     /* Counted before sending: every frame handed to ZeroMQ is released exactly once. */
     atomic_fetch_add(in_flight, (int)n);
     Kvserve__KvChunk kc;
-    kvserve__kv_chunk__init(&kc);
-    kc.request_id = (char *)c->request_id;
-    kc.prefill_worker_id = (char *)s->worker_id;
-    kc.first_block = c->first_block;
-    kc.n_block_ids = n;
-    kc.block_ids = (int32_t *)c->dst;
-    kc.n_checksums = n;
-    kc.checksums = sums;
-    kc.n_tokens = c->n_tokens;
-    kc.last = c->last ? 1 : 0;
-    kc.first_token = c->last ? c->first_token : 0;
-    kc.seq = c->seq;
-    Kvserve__Envelope env;
-    kv_wire_envelope_init(&env);
-    env.body_case = KVSERVE__ENVELOPE__BODY_KV_CHUNK;
-    env.kv_chunk = &kc;
-    int rc = kv_wire_send(peer->sock, NULL, &env, frames, n, timeout_ms, err);
+    kv_sender_chunk_msg(s, peer, c, sums, &kc);
+    int rc = kv_sender_chunk_send(peer, &kc, frames, n, timeout_ms, err);
     if (!rc)
         *bytes += n * block_bytes;
     free(sums);

@@ -96,6 +96,12 @@ typedef struct kv_send_hold {
 int kv_sender_send(kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_desc *c, int timeout_ms,
                    kv_send_hold *hold, uint64_t *bytes, kv_err *err);
 
+/* The KvChunk of c over the peer's transport (pointers into c and sums), and its sending. */
+void kv_sender_chunk_msg(const kv_sender *s, const kv_peer *peer, const kv_chunk_desc *c, uint32_t *sums,
+                         Kvserve__KvChunk *kc);
+int kv_sender_chunk_send(const kv_peer *peer, const Kvserve__KvChunk *kc, const kv_wire_payload *frames,
+                         size_t n_frames, int timeout_ms, kv_err *err);
+
 /* kv_send_gpu.c: the GPU transports' part of kv_sender_send. */
 int kv_sender_send_gpu(kv_sender *s, kv_peer *peer, const kv_chunk_desc *c, int timeout_ms, kv_send_hold *hold,
                        uint64_t *bytes, kv_err *err);

@@ -2,6 +2,7 @@
  * checkpoints converted to bf16 on the device in bf16 mode, kept f32 in the exactness
  * mode), the KV pool in device memory (kv_pool keeps only the bookkeeping), activation and
  * input buffers, and whole-block copies between the pool and host memory. */
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -385,6 +386,10 @@ int kv_engine_cuda_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
     int rc = kv_engine_cuda_probe(o->device, &n_dev, err);
     if (rc)
         return kv_err_wrap(err, "engine: cuda:%d", o->device);
+    /* --threads bounds the host side too (f32 -> bf16 conversion loops, and every kernel of
+     * the CPU stand-in that CI runs this engine on): idle OpenMP teams spin on their cores. */
+    if (o->n_threads > 0)
+        omp_set_num_threads(o->n_threads);
     cu_engine *c = calloc(1, sizeof *c);
     if (!c)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
