@@ -325,6 +325,12 @@ void kv_links_poll(decode_worker *dw)
         next = l->next;
         if (l->comm && !l->comm_ready)
             comm_poll(dw, l, NULL);
+        kv_err cerr;
+        if (l->head && l->comm && l->comm_ready && kv_nccl_comm_check(l->comm, &cerr)) {
+            /* The prefill worker died or gave up mid-transfer: its data will not come. */
+            drop_comm(dw, l, NULL, cerr.msg);
+            continue;
+        }
         while (l->head) {
             kv_err err;
             int rc = kv_gpu_op_poll(l->head->op, &err);

@@ -32,6 +32,8 @@ int kv_sender_send_gpu(kv_sender *s, kv_peer *p, const kv_chunk_desc *c, int tim
     kv_sender_chunk_msg(s, p, c, sums, &kc);
     rc = kv_sender_chunk_send(p, &kc, NULL, 0, timeout_ms, err);
     free(sums);
+    if (!rc)
+        kv_sender_fault_point(s, c);
     if (!rc && n && p->transport == KV_TRANSPORT_NCCL && !(rc = kv_nccl_send(p->comm, c->src, c->n_blocks, err)))
         rc = kv_gpu_mark(p->lane, NULL, 0, &hold->op, err);
     if (!rc)

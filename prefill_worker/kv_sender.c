@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "kv_log.h"
 #include "worker_loop.h"
@@ -35,6 +37,16 @@ void kv_sender_abort_gpu(kv_sender *s)
         s->peers[i]->comm = NULL;
         s->peers[i]->state = PEER_NEW;
     }
+}
+
+void kv_sender_fault_point(const kv_sender *s, const kv_chunk_desc *c)
+{
+    if (!s->fault_exit_mid_transfer || c->last)
+        return;
+    KV_WARN("kv-prefill", "msg=\"fault injection: exiting mid-transfer\" request=%s seq=%u", c->request_id, c->seq);
+    struct timespec flush = {0, 200 * 1000 * 1000}; /* ZeroMQ's I/O thread sends what was queued */
+    nanosleep(&flush, NULL);
+    _exit(3);
 }
 
 void kv_sender_chunk_msg(const kv_sender *s, const kv_peer *peer, const kv_chunk_desc *c, uint32_t *sums,
@@ -189,6 +201,8 @@ int kv_sender_send(kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_des
     Kvserve__KvChunk kc;
     kv_sender_chunk_msg(s, peer, c, sums, &kc);
     int rc = kv_sender_chunk_send(peer, &kc, frames, n, timeout_ms, err);
+    if (!rc)
+        kv_sender_fault_point(s, c);
     if (!rc)
         *bytes += n * block_bytes;
     free(sums);

@@ -45,6 +45,7 @@ typedef struct kv_sender {
     unsigned char ipc_handle[KV_GPU_IPC_HANDLE_BYTES];
     int ipc_state;            /* 0 = not exported yet, 1 = exported, -1 = export failed */
     uint64_t next_session;
+    int fault_exit_mid_transfer; /* --fault exit-mid-transfer (tests) */
     kv_peer **peers;
     int n, cap;
 } kv_sender;
@@ -101,6 +102,10 @@ void kv_sender_chunk_msg(const kv_sender *s, const kv_peer *peer, const kv_chunk
                          Kvserve__KvChunk *kc);
 int kv_sender_chunk_send(const kv_peer *peer, const Kvserve__KvChunk *kc, const kv_wire_payload *frames,
                          size_t n_frames, int timeout_ms, kv_err *err);
+
+/* --fault exit-mid-transfer: after the KvChunk of a chunk that is not the last has left
+ * (and, over nccl, before its data), the process dies: exit 3, no cleanup. */
+void kv_sender_fault_point(const kv_sender *s, const kv_chunk_desc *c);
 
 /* kv_send_gpu.c: the GPU transports' part of kv_sender_send. */
 int kv_sender_send_gpu(kv_sender *s, kv_peer *peer, const kv_chunk_desc *c, int timeout_ms, kv_send_hold *hold,

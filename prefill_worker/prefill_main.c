@@ -155,6 +155,7 @@ int main(int argc, char **argv)
     pw.we = &we;
     pw.ctl = &ctl;
     kv_sender_init(&pw.sender, zctx, f.id, &we.xfer);
+    pw.sender.fault_exit_mid_transfer = f.fault_exit_mid_transfer;
     pw.logits = malloc((size_t)we.model->cfg.vocab_size * sizeof *pw.logits);
     if (!zctx || !pw.logits) {
         fprintf(stderr, "%s: out of memory\n", f.prog);

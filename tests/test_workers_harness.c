@@ -118,9 +118,10 @@ int th_stop(th *h, th_worker *w, int timeout_ms)
     return st;
 }
 
+/* The newest worker with that id (a restarted worker reuses its predecessor's). */
 static th_worker *worker_by_route(th *h, const kv_wire_route *r)
 {
-    for (int i = 0; i < h->nw; i++)
+    for (int i = h->nw - 1; i >= 0; i--)
         if (strlen(h->w[i].id) == r->len && !memcmp(h->w[i].id, r->id, r->len))
             return &h->w[i];
     return NULL;

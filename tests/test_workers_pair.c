@@ -4,6 +4,7 @@
  * survive garbage and refuse bad chunks (checksum, frame count/size, order); reservations
  * expire; Abort frees; a refused worker exits 1; "register first" re-registers; with
  * --fault drop-kv-ack the prefill worker reports DEADLINE_EXCEEDED within its ack deadline;
+ * a prefill worker that dies mid-transfer costs its request and nothing else;
  * and after every scenario both pools are all free. */
 #include <fcntl.h>
 #include <signal.h>
@@ -511,6 +512,46 @@ static void test_transport_refused(th *h, th_worker *d, const char *model_dir)
     CHECK_MSG(th_stop(h, p, 10000) == 0, "pre-nccl: exit status %d", p->exit_status);
 }
 
+/* A prefill worker that dies after the first of three chunks: the decode worker ends the
+ * request (by its transfer deadline, or at once when the transport notices), frees every
+ * block, and serves the restarted prefill worker (same id: a new KV session, over nccl a
+ * new communicator) token for token. */
+static void test_prefill_dies(th *h, th_worker *d, kv_engine *e, const char *model_dir)
+{
+    fprintf(stderr, "a prefill worker dies mid-transfer\n");
+    const char *doomed_args[] = {"--kv-blocks", "64", "--prefill-chunk", "16", "--fault", "exit-mid-transfer", NULL};
+    th_worker *p = th_spawn(h, BIN_PREFILL, model_dir, "pre-doomed", doomed_args);
+    CHECK(p && th_wait_registered(h, p, 1, 30000));
+    if (!p)
+        return;
+    int32_t prompt[40];
+    for (int i = 0; i < 40; i++)
+        prompt[i] = i ? PROMPT5[1 + i % 4] : PROMPT5[0];
+    Kvserve__SamplingParams greedy = sampling(0, 0, 0, 0);
+    /* One chunk first (the fault spares last chunks): the pair's KV session is then set up,
+     * so the doomed task ships its first chunk as soon as it is computed. */
+    th_req *warm = submit(h, p, d, "warm-up", PROMPT5, 5, 5, &greedy, 0, 5000, 5000);
+    CHECK_MSG(th_wait_finished(h, warm, REQ_MS) && warm->finish_reason == KVSERVE__FINISH_REASON__FINISH_LENGTH,
+              "warm-up: finish %d", warm->finish_reason);
+    th_req *r = submit(h, p, d, "doomed", prompt, 40, 20, &greedy, 0, 5000, 1500);
+    CHECK_MSG(th_wait_exit(h, p, 10000) == 3, "pre-doomed: exit status %d, expected 3 (the fault)", p->exit_status);
+    CHECK_MSG(th_wait_finished(h, r, REQ_MS), "doomed: the decode worker never ended it");
+    CHECK_MSG(r->finish_reason == KVSERVE__FINISH_REASON__FINISH_ERROR, "doomed: finish %d", r->finish_reason);
+    CHECK_MSG(!r->prefill_done, "doomed: a PrefillDone from a dead worker");
+    check_idle(h, d);
+    const char *args[] = {"--kv-blocks", "64", "--prefill-chunk", "16", NULL};
+    th_worker *p2 = th_spawn(h, BIN_PREFILL, model_dir, "pre-doomed", args);
+    CHECK(p2 && th_wait_registered(h, p2, 1, 30000));
+    if (!p2)
+        return;
+    ref_out ref;
+    reference(e, prompt, 40, 20, &greedy, 0, &ref);
+    check_same(h, submit(h, p2, d, "reborn", prompt, 40, 20, &greedy, 0, 10000, 10000), &ref);
+    check_idle(h, d);
+    check_idle(h, p2);
+    CHECK_MSG(th_stop(h, p2, 10000) == 0, "pre-doomed (restarted): exit status %d", p2->exit_status);
+}
+
 /* ---- reservations --------------------------------------------------------------------- */
 
 static void test_reservations(th *h, th_worker *d)
@@ -722,6 +763,7 @@ int main(void)
         test_hello(&h, d);
         if (g_device && !g_decode_device && getenv("KVSERVE_NCCL_LIB"))
             test_transport_refused(&h, d, model_dir);
+        test_prefill_dies(&h, d, engine, model_dir);
         test_reservations(&h, d);
         test_fault(&h, p, df);
         test_register_first(&h, d);

@@ -233,6 +233,13 @@ int kv_nccl_comm_poll(kv_nccl_comm *c, kv_err *err)
     }
 }
 
+int kv_nccl_comm_check(kv_nccl_comm *c, kv_err *err)
+{
+    if (c->state == C_FAILED)
+        return kv_err_set(err, KV_EIO, "nccl communicator failed earlier");
+    return async_state(c, "communicator", err) < 0 ? err->code : KV_OK;
+}
+
 /* Waits (bounded) until NCCL has enqueued the group on the stream. */
 static int enqueue_blocks(kv_nccl_comm *c, int recv, const int32_t *blocks, int n, kv_err *err)
 {

@@ -30,6 +30,9 @@ int kv_nccl_comm_start(kv_nccl *lib, kv_gpu_lane *lane, const unsigned char id[K
                        kv_nccl_comm **out, kv_err *err);
 /* 1 = ready for transfers, 0 = still connecting / warming up, < 0 = failed (abort it). */
 int kv_nccl_comm_poll(kv_nccl_comm *c, kv_err *err);
+/* KV_OK while the communicator is healthy; < 0 once NCCL reported an error on it (a peer
+ * that died or closed it): what is pending on it will not complete correctly. */
+int kv_nccl_comm_check(kv_nccl_comm *c, kv_err *err);
 /* Enqueue sends (recvs) of the pool's blocks, in order, to (from) the other rank: one
  * operation per block, so any two pools' block lists of one length match. */
 int kv_nccl_send(kv_nccl_comm *c, const int32_t *blocks, int n, kv_err *err);

@@ -39,7 +39,9 @@ static void usage(const worker_flags *f, FILE *out)
                 "  --max-batch N        sequences per decode step (default 64)\n"
                 "  --fault drop-kv-ack  test-only fault injection: never acknowledge KV\n");
     else
-        fprintf(out, "  --prefill-chunk N    prompt tokens per prefill forward (default 256)\n");
+        fprintf(out, "  --prefill-chunk N    prompt tokens per prefill forward (default 256)\n"
+                     "  --fault exit-mid-transfer  test-only fault injection: die (exit 3) right after\n"
+                     "                       shipping a task's first KV chunk when more are to follow\n");
     fprintf(out, "  --help               this text\n");
 }
 
@@ -104,7 +106,7 @@ static int flag_allowed(kv_worker_role role, int c)
 {
     switch (c) {
     case O_CHUNK: return role == KV_WORKER_PREFILL;
-    case O_BATCH: case O_LISTEN: case O_ADVERTISE: case O_FAULT: return role == KV_WORKER_DECODE;
+    case O_BATCH: case O_LISTEN: case O_ADVERTISE: return role == KV_WORKER_DECODE;
     default: return 1;
     }
 }
@@ -157,9 +159,13 @@ static int parse_one(worker_flags *f, int c, const char *arg)
         return 0;
     }
     case O_FAULT:
-        if (strcmp(arg, "drop-kv-ack"))
-            return bad_flag(f, "--fault expects drop-kv-ack, got", arg);
-        f->fault_drop_kv_ack = 1;
+        if (f->role == KV_WORKER_DECODE && !strcmp(arg, "drop-kv-ack"))
+            f->fault_drop_kv_ack = 1;
+        else if (f->role == KV_WORKER_PREFILL && !strcmp(arg, "exit-mid-transfer"))
+            f->fault_exit_mid_transfer = 1;
+        else
+            return bad_flag(f, f->role == KV_WORKER_DECODE ? "--fault expects drop-kv-ack, got"
+                                                           : "--fault expects exit-mid-transfer, got", arg);
         return 0;
     default: return 2;
     }
