@@ -154,7 +154,8 @@ static int peer_ready(prefill_worker *pw, prefill_task *t)
     return -1;
 }
 
-static void run_chunk(prefill_worker *pw)
+/* Computes the current task's next chunk: 0, or -1 when that ended the task. */
+static int run_chunk(prefill_worker *pw)
 {
     prefill_task *t = pw->cur;
     int total = (int)t->t->n_prompt_tokens;
@@ -179,9 +180,10 @@ static void run_chunk(prefill_worker *pw)
     t->prefill_s += kv_now_s() - t0;
     if (rc) {
         finish(pw, 0, rc == KV_EFULL ? KVSERVE__ERROR_CODE__NO_CAPACITY : KVSERVE__ERROR_CODE__INTERNAL, err.msg);
-        return;
+        return -1;
     }
     t->done += n;
+    return 0;
 }
 
 void prefill_step(prefill_worker *pw)
@@ -197,11 +199,8 @@ void prefill_step(prefill_worker *pw)
         int ready = peer_ready(pw, t);
         if (ready < 0)
             return;
-        if (t->done < (int)t->t->n_prompt_tokens) {
-            run_chunk(pw);
-            if (pw->cur != t)
-                return;
-        }
+        if (t->done < (int)t->t->n_prompt_tokens && run_chunk(pw))
+            return;
         if (ready)
             ship_pending(pw, t);
     } else if (pw->cur->state == PT_WAIT_ACK && kv_now_s() >= pw->cur->ack_deadline) {
