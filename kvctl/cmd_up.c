@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "kv_client.h"
 #include "kv_time.h"
 #include "kv_transport.h"
@@ -85,18 +86,17 @@ static void usage(FILE *out)
             "  --kv-transport T auto | zmq | cuda-ipc | nccl for every worker (default auto)\n");
 }
 
-/* "cpu", "auto" or "cuda:N", comma-separated (the workers check that the devices exist). */
+/* Device names, comma-separated (the workers check that the devices exist). */
 static int device_list_ok(const char *s)
 {
     while (*s) {
+        char name[16];
         size_t n = strcspn(s, ",");
-        int ok = (n == 3 && !strncmp(s, "cpu", 3)) || (n == 4 && !strncmp(s, "auto", 4));
-        if (!ok && n > 5 && n < 12 && !strncmp(s, "cuda:", 5)) {
-            ok = 1;
-            for (size_t i = 5; i < n; i++)
-                ok &= s[i] >= '0' && s[i] <= '9';
-        }
-        if (!ok)
+        if (n >= sizeof name)
+            return 0;
+        memcpy(name, s, n);
+        name[n] = '\0';
+        if (!kv_engine_device_name_valid(name))
             return 0;
         s += n;
         if (*s == ',' && !*++s)

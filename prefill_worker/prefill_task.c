@@ -54,10 +54,16 @@ void prefill_task_hold_op(prefill_task *t, kv_gpu_op *op)
     t->gpu_ops[t->n_gpu_ops++] = op;
 }
 
-static void task_free(prefill_worker *pw, prefill_task *t)
+/* Forgets the task's GPU sends, each waited for (bounded) first. */
+static void task_drop_ops(prefill_task *t)
 {
     while (t->n_gpu_ops)
         kv_gpu_op_free(t->gpu_ops[--t->n_gpu_ops]);
+}
+
+static void task_free(prefill_worker *pw, prefill_task *t)
+{
+    task_drop_ops(t);
     free(t->gpu_ops);
     kv_seq_release(&t->seq, pw->we->pool);
     kvserve__envelope__free_unpacked(t->env, NULL);
@@ -100,8 +106,7 @@ void prefill_reap(prefill_worker *pw, int final)
 void prefill_drop_gpu_ops(prefill_worker *pw)
 {
     for (prefill_task *t = pw->draining; t; t = t->next)
-        while (t->n_gpu_ops)
-            kv_gpu_op_free(t->gpu_ops[--t->n_gpu_ops]);
+        task_drop_ops(t);
 }
 
 void prefill_queue_push(prefill_worker *pw, prefill_task *t)

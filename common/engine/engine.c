@@ -123,6 +123,11 @@ static int parse_cuda_index(const char *s)
     return n;
 }
 
+int kv_engine_device_name_valid(const char *s)
+{
+    return !strcmp(s, "cpu") || !strcmp(s, "auto") || parse_cuda_index(s) >= 0;
+}
+
 int kv_engine_parse_device(const char *s, int *device, kv_err *err)
 {
     *device = -1;

@@ -48,6 +48,10 @@ int kv_engine_blocks_write(kv_engine *e, const int32_t *blocks, int n, const voi
  * CPU and for GPU transports (CUDA IPC, NCCL). */
 void *kv_engine_block_ptr(kv_engine *e, int32_t block);
 
+/* 1 when s is a device name kv_engine_parse_device accepts the form of ("cpu", "auto",
+ * "cuda", "cuda:N"), whether or not that device is there. */
+int kv_engine_device_name_valid(const char *s);
+
 /* Parses "cpu", "auto" (CUDA device 0 when usable, else CPU with a warning) or "cuda:N"
  * into *device; a "cuda" request on a build or machine without CUDA is an error naming why. */
 int kv_engine_parse_device(const char *s, int *device, kv_err *err);

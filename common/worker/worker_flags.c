@@ -67,9 +67,11 @@ int worker_device_resolve(worker_flags *f)
                 f->precision);
         return 2;
     }
-    if (f->device_index < 0 && (f->kv_transport == KV_TRANSPORT_CUDA_IPC || f->kv_transport == KV_TRANSPORT_NCCL)) {
-        fprintf(stderr, "%s: --kv-transport %s moves KV between GPUs: it needs --device cuda:N\n", f->prog,
-                kv_transport_name((kv_transport)f->kv_transport));
+    /* The transport against the device, before the model loads; whether NCCL loads is
+     * worker_transport_open's to find out. */
+    kv_transport_list allowed;
+    if (kv_transport_allowed(f->kv_transport, f->device_index, 1, NULL, &allowed, &err)) {
+        fprintf(stderr, "%s: %s\n", f->prog, err.msg);
         return 2;
     }
     if (f->device_index < 0)
