@@ -281,21 +281,29 @@ static void bench_decode_one(kv_engine *e, const opts *o, const floors *f, const
     kv_seq *seqs = calloc((size_t)b, sizeof *seqs);
     kv_seq **ptrs = malloc(sizeof *ptrs * (size_t)b);
     int32_t *toks = malloc(sizeof(int32_t) * (size_t)b);
-    float *logits = malloc(sizeof(float) * (size_t)b * (size_t)c->vocab_size);
+    /* Greedy picks on the device, fed back as the next step's tokens: the decode worker's
+     * loop (kv_engine_decode_sample), whose step returns ids, not b x vocab logits. */
+    kv_sampler *samplers = calloc((size_t)b, sizeof *samplers);
+    kv_sampler **sp = malloc(sizeof *sp * (size_t)b);
+    kv_sampling_params greedy;
+    kv_sampling_default(&greedy);
     kv_err err;
-    for (int i = 0; i < b; i++)
+    for (int i = 0; i < b; i++) {
         ptrs[i] = &seqs[i];
+        sp[i] = &samplers[i];
+        kv_sampler_init(&samplers[i], &greedy, c->vocab_size, &err); /* greedy: cannot fail */
+    }
     if (make_batch(e, seqs, b, ctx, warm + steps + 1, &err)) {
         printf("| decode | batch %d, context %d | failed to set up: %s | | |\n", b, ctx, err.msg);
     } else {
         double t[64];
         uint64_t seed = 99;
         int ok = 1;
+        for (int i = 0; i < b; i++)
+            toks[i] = (int32_t)(rng_next(&seed) % (uint64_t)c->vocab_size);
         for (int s = -warm; s < steps && ok; s++) { /* warm-up steps capture the graphs */
-            for (int i = 0; i < b; i++)
-                toks[i] = (int32_t)(rng_next(&seed) % (uint64_t)c->vocab_size);
             double t0 = kv_now_s();
-            if (kv_engine_decode(e, ptrs, toks, b, logits, &err)) {
+            if (kv_engine_decode_sample(e, ptrs, toks, b, sp, toks, &err)) {
                 printf("| decode | batch %d, context %d | failed: %s | | |\n", b, ctx, err.msg);
                 ok = 0;
             }
@@ -316,7 +324,8 @@ static void bench_decode_one(kv_engine *e, const opts *o, const floors *f, const
     free(seqs);
     free(ptrs);
     free(toks);
-    free(logits);
+    free(samplers);
+    free(sp);
 }
 
 static void bench_decode(kv_engine *e, const opts *o, const floors *f, const shape_info *si)

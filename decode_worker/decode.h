@@ -86,9 +86,10 @@ typedef struct decode_worker {
     decode_list waiting;         /* reservation order */
     decode_list running;         /* start order: the batch takes the oldest first */
     kv_link *links;              /* GPU sessions with prefill workers */
-    float *logits;               /* max_batch x vocab */
+    /* The step's batch: max_batch each. */
     kv_seq **b_seqs;
-    int32_t *b_tokens;
+    kv_sampler **b_samplers;
+    int32_t *b_tokens, *b_next;
 } decode_worker;
 
 /* decode_reserve.c: the request table, reservations and their ends. */

@@ -122,13 +122,13 @@ void decode_step(decode_worker *dw)
     int n = dw->running.n < dw->f->max_batch ? dw->running.n : dw->f->max_batch;
     if (n == 0)
         return;
-    int vocab = dw->we->model->cfg.vocab_size;
     for (int i = 0; i < n; i++) {
         dw->b_seqs[i] = &dw->running.v[i]->seq;
+        dw->b_samplers[i] = &dw->running.v[i]->sampler;
         dw->b_tokens[i] = dw->running.v[i]->last_token;
     }
     kv_err err;
-    int rc = kv_engine_decode(dw->we->engine, dw->b_seqs, dw->b_tokens, n, dw->logits, &err);
+    int rc = kv_engine_decode_sample(dw->we->engine, dw->b_seqs, dw->b_tokens, n, dw->b_samplers, dw->b_next, &err);
     for (int i = 0; i < n; i++) {
         decode_req *r = dw->running.v[i];
         int done;
@@ -137,7 +137,7 @@ void decode_step(decode_worker *dw)
             KV_ERROR(COMP, "msg=\"decode step failed\" request=%s err=\"%s\"", r->id, err.msg);
             done = 1;
         } else {
-            done = emit(dw, r, kv_sampler_sample(&r->sampler, dw->logits + (size_t)i * (size_t)vocab));
+            done = emit(dw, r, dw->b_next[i]);
         }
         if (done) {
             decode_req_free(dw, r);

@@ -74,10 +74,11 @@ static int run_loop(decode_worker *dw)
 static int alloc_batch(decode_worker *dw)
 {
     size_t b = (size_t)dw->f->max_batch;
-    dw->logits = malloc(b * (size_t)dw->we->model->cfg.vocab_size * sizeof *dw->logits);
     dw->b_seqs = malloc(b * sizeof *dw->b_seqs);
+    dw->b_samplers = malloc(b * sizeof *dw->b_samplers);
     dw->b_tokens = malloc(b * sizeof *dw->b_tokens);
-    return dw->logits && dw->b_seqs && dw->b_tokens ? KV_OK : KV_ENOMEM;
+    dw->b_next = malloc(b * sizeof *dw->b_next);
+    return dw->b_seqs && dw->b_samplers && dw->b_tokens && dw->b_next ? KV_OK : KV_ENOMEM;
 }
 
 int main(int argc, char **argv)
@@ -130,9 +131,10 @@ int main(int argc, char **argv)
         zmq_close(dw.kv_sock);
     if (zctx)
         zmq_ctx_term(zctx);
-    free(dw.logits);
     free(dw.b_seqs);
+    free(dw.b_samplers);
     free(dw.b_tokens);
+    free(dw.b_next);
     KV_INFO(COMP, "msg=\"stopped\" worker=%s status=%d blocks_free=%d/%d", f.id, status, kv_pool_n_free(we.pool),
             we.pool->n_blocks);
     worker_engine_close(&we);

@@ -936,6 +936,43 @@ int kv_cuda_block_hash(uint32_t *out, const void *base, size_t block_bytes, cons
     return KV_OK;
 }
 
+/* ---- sampling ---- */
+
+typedef struct a_sample { int32_t *ids; const void *logits; int rows, vocab; kv_cuda_dtype dt;
+                          const kv_cuda_sample_params *params; } a_sample;
+static void run_sample(const void *p)
+{
+    const a_sample *a = p;
+    float *owned = NULL;
+    const float *x = view(a->logits, a->dt, (size_t)a->rows * a->vocab, &owned);
+    kc_prob_id *cands = malloc(sizeof *cands * (size_t)a->vocab);
+    if (!cands)
+        die("out of memory sampling");
+    for (int r = 0; r < a->rows; r++) {
+        const kv_cuda_sample_params *ps = &a->params[r];
+        kc_sample_params sp = {ps->temperature, ps->top_k, ps->top_p};
+        a->ids[r] = kc_sample(x + (size_t)r * a->vocab, a->vocab, &sp, ps->u, cands);
+    }
+    free(cands);
+    free(owned);
+}
+int kv_cuda_sample(int32_t *ids, const void *logits, int rows, int vocab, kv_cuda_dtype dt,
+                   const kv_cuda_sample_params *params, void *stream, kv_err *err)
+{
+    (void)stream;
+    if (rows < 0 || vocab <= 0)
+        return kv_err_set(err, KV_EINVAL, "mock sample: bad shape rows=%d vocab=%d", rows, vocab);
+    if (rows == 0)
+        return KV_OK;
+    need_dtype(dt);
+    dev_check(ids, (size_t)rows * sizeof *ids, "sample ids");
+    dev_check(logits, (size_t)rows * vocab * kv_cuda_dtype_size(dt), "sample logits");
+    dev_check(params, (size_t)rows * sizeof *params, "sample params");
+    a_sample a = {ids, logits, rows, vocab, dt, params};
+    submit(run_sample, &a, sizeof a);
+    return KV_OK;
+}
+
 /* ---- GEMM ---- */
 
 typedef struct a_gemm { void *y; kv_cuda_dtype ydt; const void *x, *w; int m, n, k; kv_cuda_dtype dt; } a_gemm;

@@ -6,6 +6,7 @@
  *   KV blocks: read / write round trip, a copied sequence decodes like the original;
  *   batched decode: 3 sequences of different lengths follow the reference, alone or
  *     together (graph buckets with padding rows), and 70 at once (past the largest graph);
+ *   device sampling: a batch of mixed samplers picks what the host sampler picks;
  *   synthetic models with real head dims (64 / 128, GQA 8 and 4) against the CPU engine
  *     (test_engine_cuda_synth.c).
  * Built twice: against the real CUDA runtime (label gpu; skipped without a GPU) and against
@@ -291,6 +292,66 @@ static void check_big_batch(const kv_model *m)
     free_engine(e);
 }
 
+/* Device sampling (kv_engine_decode_sample) picks what the host sampler picks from the
+ * same step's logits: twin batches of mixed samplers (greedy, top-k, top-p, plain
+ * temperature), one decoded with logits brought back and sampled on the host, the other
+ * sampled on the device, with samplers of the same seeds; they must stay token for token
+ * equal. The sums of kc_sample and its device twin are in double, so only a draw within
+ * rounding of a token boundary could split them: not met in these few hundred picks. */
+static void check_device_sampling(const kv_model *m, kv_precision prec, int graphs)
+{
+    enum { B = 5, STEPS = 40 };
+    const kv_sampling_params sp[B] = {{0.0f, 0, 1.0f, 1}, {0.8f, 40, 1.0f, 11}, {1.0f, 0, 0.9f, 12},
+                                      {1.0f, 0, 1.0f, 13}, {0.7f, 5, 0.8f, 14}};
+    kv_engine *e = make_engine(m, prec, 512, graphs);
+    if (!e) return;
+    kv_err err;
+    size_t V = (size_t)m->cfg.vocab_size;
+    kv_seq host_seqs[B] = {{0}}, dev_seqs[B] = {{0}};
+    kv_seq *host_ptrs[B], *dev_ptrs[B];
+    kv_sampler host_s[B], dev_s[B];
+    kv_sampler *dev_sp[B];
+    int32_t host_tok[B], dev_tok[B];
+    float *logits = malloc(sizeof(float) * B * V);
+    for (int i = 0; i < B; i++) {
+        host_ptrs[i] = &host_seqs[i], dev_ptrs[i] = &dev_seqs[i], dev_sp[i] = &dev_s[i];
+        CHECK(kv_sampler_init(&host_s[i], &sp[i], (int)V, &err) == 0);
+        CHECK(kv_sampler_init(&dev_s[i], &sp[i], (int)V, &err) == 0);
+        int start = 3 + 4 * i;
+        CHECK(kv_engine_prefill(e, &host_seqs[i], ref_tokens, start, NULL, 0, &err) == 0);
+        CHECK(kv_engine_prefill(e, &dev_seqs[i], ref_tokens, start, NULL, 0, &err) == 0);
+        host_tok[i] = dev_tok[i] = ref_tokens[start];
+    }
+    int differ = 0, not_greedy = 0;
+    for (int step = 0; step < STEPS && !differ; step++) {
+        CHECK_MSG(kv_engine_decode(e, host_ptrs, host_tok, B, logits, &err) == 0, "%s", err.msg);
+        for (int i = 0; i < B; i++) {
+            host_tok[i] = kv_sampler_sample(&host_s[i], logits + (size_t)i * V);
+            not_greedy += i > 0 && host_tok[i] != kc_argmax(logits + (size_t)i * V, (int)V);
+        }
+        CHECK_MSG(kv_engine_decode_sample(e, dev_ptrs, dev_tok, B, dev_sp, dev_tok, &err) == 0, "%s", err.msg);
+        for (int i = 0; i < B; i++)
+            if (dev_tok[i] != host_tok[i]) {
+                fprintf(stderr, "%s graphs %d: step %d row %d: device picked %d, host %d\n",
+                        prec == KV_PRECISION_BF16 ? "bf16" : "f32", graphs, step, i, dev_tok[i], host_tok[i]);
+                differ++;
+            }
+    }
+    CHECK_MSG(differ == 0, "device sampling differs from the host sampler");
+    CHECK_MSG(not_greedy > 0, "the sampled rows never left the argmax: the check proves nothing");
+    fprintf(stderr, "device sampling %s graphs %d: %d x %d picks %s the host's (%d not the argmax)\n",
+            prec == KV_PRECISION_BF16 ? "bf16" : "f32", graphs, STEPS, B, differ ? "NOT equal to" : "equal to",
+            not_greedy);
+    for (int i = 0; i < B; i++) {
+        kv_seq_release(&host_seqs[i], kv_engine_pool(e));
+        kv_seq_release(&dev_seqs[i], kv_engine_pool(e));
+        kv_sampler_free(&host_s[i]);
+        kv_sampler_free(&dev_s[i]);
+    }
+    free(logits);
+    free_engine(e);
+}
+
 static void check_refusals(const kv_model *m)
 {
     kv_engine_options o;
@@ -341,6 +402,9 @@ int main(void)
     check_batched_decode(m, 1);
     check_batched_decode(m, 0);
     check_big_batch(m);
+    check_device_sampling(m, KV_PRECISION_F32, 1);
+    check_device_sampling(m, KV_PRECISION_F32, 0);
+    check_device_sampling(m, KV_PRECISION_BF16, 1);
     check_refusals(m);
     kv_model_free(m);
     check_synth_models();

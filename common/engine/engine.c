@@ -70,6 +70,8 @@ void kv_engine_free(kv_engine *e)
         return;
     e->ops->destroy(e);
     kv_pool_destroy(&e->pool);
+    free(e->sample_rows);
+    free(e->step_logits);
     free(e);
 }
 
@@ -189,8 +191,8 @@ int kv_engine_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int n, f
     return e->ops->sync ? e->ops->sync(e, err) : KV_OK;
 }
 
-int kv_engine_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs, float *logits,
-                     kv_err *err)
+/* Checks a decode step's inputs and reserves the block of each sequence's new token. */
+static int decode_reserve(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs, kv_err *err)
 {
     const kv_model_config *c = &e->model->cfg;
     if (n_seqs <= 0)
@@ -201,7 +203,57 @@ int kv_engine_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, i
             return kv_err_set(err, KV_EFULL, "context full: sequence %d is at the context length %d", i, c->max_position);
         rc = kv_seq_reserve_tokens(seqs[i], &e->pool, seqs[i]->n_tokens + 1, err);
     }
+    return rc;
+}
+
+int kv_engine_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs, float *logits,
+                     kv_err *err)
+{
+    int rc = decode_reserve(e, seqs, tokens, n_seqs, err);
     if (rc || (rc = e->ops->decode(e, seqs, tokens, n_seqs, logits, err)))
+        return rc;
+    for (int i = 0; i < n_seqs; i++)
+        seqs[i]->n_tokens++;
+    return KV_OK;
+}
+
+/* Room for n rows of step scratch (sampling rows; host logits without device sampling). */
+static int scratch_reserve(kv_engine *e, int n, kv_err *err)
+{
+    if (n <= e->scratch_rows)
+        return KV_OK;
+    size_t vocab = e->ops->decode_sample ? 0 : (size_t)e->model->cfg.vocab_size;
+    kv_sample_row *rows = realloc(e->sample_rows, (size_t)n * sizeof *rows);
+    if (rows)
+        e->sample_rows = rows;
+    float *logits = vocab ? realloc(e->step_logits, (size_t)n * vocab * sizeof *logits) : NULL;
+    if (logits)
+        e->step_logits = logits;
+    if (!rows || (vocab && !logits))
+        return kv_err_set(err, KV_ENOMEM, "out of memory (decode step scratch for %d sequences)", n);
+    e->scratch_rows = n;
+    return KV_OK;
+}
+
+int kv_engine_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs,
+                            kv_sampler *const *samplers, int32_t *next, kv_err *err)
+{
+    int rc = decode_reserve(e, seqs, tokens, n_seqs, err);
+    if (rc || (rc = scratch_reserve(e, n_seqs, err)))
+        return rc;
+    if (e->ops->decode_sample) {
+        for (int i = 0; i < n_seqs; i++) {
+            kv_sampler_row(samplers[i], &e->sample_rows[i].p);
+            e->sample_rows[i].u = kv_sampler_draw(samplers[i]);
+        }
+        rc = e->ops->decode_sample(e, seqs, tokens, n_seqs, e->sample_rows, next, err);
+    } else {
+        rc = e->ops->decode(e, seqs, tokens, n_seqs, e->step_logits, err);
+        size_t vocab = (size_t)e->model->cfg.vocab_size;
+        for (int i = 0; !rc && i < n_seqs; i++)
+            next[i] = kv_sampler_sample(samplers[i], e->step_logits + (size_t)i * vocab);
+    }
+    if (rc)
         return rc;
     for (int i = 0; i < n_seqs; i++)
         seqs[i]->n_tokens++;

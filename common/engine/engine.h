@@ -11,6 +11,7 @@
 #include "kv_err.h"
 #include "kv_pool.h"
 #include "model.h"
+#include "sampler.h"
 
 typedef enum { KV_PRECISION_F32 = 0, KV_PRECISION_BF16 } kv_precision;
 
@@ -25,7 +26,8 @@ typedef struct kv_engine_options {
 } kv_engine_options;
 
 /* An engine is used by one thread at a time. device >= 0 runs the CUDA backend (CUDA builds):
- * weights uploaded once, KV pool in GPU memory, logits still returned to the host as f32;
+ * weights uploaded once, KV pool in GPU memory, logits returned to the host as f32 (or
+ * tokens picked on the device: kv_engine_decode_sample);
  * its decode steps run as CUDA graphs unless KVSERVE_CUDA_GRAPHS=0 is set at creation. */
 typedef struct kv_engine kv_engine;
 
@@ -65,5 +67,12 @@ int kv_engine_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int n, f
 /* One token for each of n_seqs sequences (each at its own length); logits: n_seqs x vocab. */
 int kv_engine_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs, float *logits,
                      kv_err *err);
+
+/* The same step, then each sequence's next token from its sampler (one draw each when not
+ * greedy), into next[n_seqs]: what kv_sampler_sample would pick from the step's logits.
+ * On a GPU the pick runs on the device (kv_cuda_sample, kc_sample's twin) and only the
+ * token ids come back, not n_seqs x vocab logits. next may be tokens. */
+int kv_engine_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs,
+                            kv_sampler *const *samplers, int32_t *next, kv_err *err);
 
 #endif

@@ -201,6 +201,27 @@ static int alloc_inputs(cu_engine *c, kv_err *err)
     return KV_OK;
 }
 
+static void free_sampling(cu_engine *c)
+{
+    dev_free(c->d_smp);
+    if (c->h_smp)
+        cudaFreeHost(c->h_smp);
+    c->d_smp = c->h_smp = NULL;
+}
+
+static int alloc_sampling(cu_engine *c, int dec_rows, kv_err *err)
+{
+    free_sampling(c);
+    size_t bytes = (size_t)dec_rows * (sizeof(kv_cuda_sample_params) + sizeof(int32_t));
+    KC_CHECK(dev_alloc(&c->d_smp, bytes, "sampling", err));
+    cudaError_t ce = cudaHostAlloc(&c->h_smp, bytes, cudaHostAllocDefault);
+    if (ce != cudaSuccess) {
+        c->h_smp = NULL;
+        return cu_fail(err, ce, "cudaHostAlloc (sampling)", __FILE__, __LINE__);
+    }
+    return KV_OK;
+}
+
 int cu_ensure_capacity(kv_engine *e, int rows, int dec_rows, int logit_rows, kv_err *err)
 {
     cu_engine *c = cu_of(e);
@@ -226,6 +247,7 @@ int cu_ensure_capacity(kv_engine *e, int rows, int dec_rows, int logit_rows, kv_
         c->attn_ws_bytes =
             kv_cuda_decode_workspace_bytes(dec_rows, cfg->n_heads, cfg->head_dim, KV_CUDA_DECODE_MAX_SPLITS);
         KC_CHECK(dev_alloc(&c->attn_ws, c->attn_ws_bytes, "the decode attention workspace", err));
+        KC_CHECK(alloc_sampling(c, dec_rows, err));
         c->dec_rows = dec_rows;
     }
     if (grow_rows) {
@@ -297,6 +319,7 @@ static void cu_destroy(kv_engine *e)
     dev_free(c->d_in);
     if (c->h_in)
         cudaFreeHost(c->h_in);
+    free_sampling(c);
     dev_free(c->logits);
     dev_free(c->kv_mem);
     dev_free(c->w_mem);
@@ -316,6 +339,7 @@ static void cu_destroy(kv_engine *e)
 static const kv_engine_ops cuda_ops = {
     .prefill = cu_prefill,
     .decode = cu_decode,
+    .decode_sample = cu_decode_sample,
     .sync = cu_sync,
     .blocks_read = cu_blocks_read,
     .blocks_write = cu_blocks_write,

@@ -51,6 +51,8 @@ typedef struct cu_engine {
     int32_t *d_in, *h_in;
     int table_stride;             /* blocks of a full context */
     cudaEvent_t in_read;          /* the last upload from h_in is done */
+    /* Device sampling for dec_rows rows: [params | picked ids], device and pinned host. */
+    void *d_smp, *h_smp;
     /* Decode graphs, [bucket][split class]; NULL = not captured yet. */
     int graphs_on;
     cudaGraphExec_t graphs[CU_GRAPH_BUCKETS][CU_SPLIT_CLASSES];
@@ -83,6 +85,12 @@ static inline int32_t *cu_in_tokens(const cu_engine *c, int32_t *base) { (void)c
 static inline int32_t *cu_in_pos(const cu_engine *c, int32_t *base) { return base + c->cap_rows; }
 static inline int32_t *cu_in_lens(const cu_engine *c, int32_t *base) { return base + 2 * (size_t)c->cap_rows; }
 static inline int32_t *cu_in_tables(const cu_engine *c, int32_t *base) { return base + 3 * (size_t)c->cap_rows; }
+/* The sampling parameters and the picked ids inside d_smp / h_smp. */
+static inline kv_cuda_sample_params *cu_smp_params(void *base) { return (kv_cuda_sample_params *)base; }
+static inline int32_t *cu_smp_ids(const cu_engine *c, void *base)
+{
+    return (int32_t *)(cu_smp_params(base) + c->dec_rows);
+}
 
 /* engine_cuda_forward.c */
 typedef struct cu_step {
@@ -96,6 +104,8 @@ int cu_forward(kv_engine *e, const cu_step *st, kv_err *err);
 int cu_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int rows, float *logits, kv_logits_want want,
                kv_err *err);
 int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err);
+int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
+                     int32_t *next, kv_err *err);
 
 /* engine_cuda_graph.c */
 /* Runs the decode step of `rows` rows (a bucket size) with n_splits through its graph,

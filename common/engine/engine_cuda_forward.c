@@ -138,7 +138,8 @@ static int split_count(const cu_engine *c, const kv_model_config *cfg, int n, in
     return p;
 }
 
-int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err)
+/* The decode step up to its logits (c->logits, rows 0..n-1), enqueued on the stream. */
+static int decode_enqueue(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, kv_err *err)
 {
     cu_engine *c = cu_of(e);
     const kv_model_config *cfg = &e->model->cfg;
@@ -175,8 +176,36 @@ int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, f
     }
     if (!ran)
         KC_CHECK(cu_forward(e, &st, err));
-    CU_CHECK(cudaMemcpyAsync(logits, c->logits, (size_t)n * (size_t)cfg->vocab_size * sizeof(float),
+    return KV_OK;
+}
+
+int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    KC_CHECK(decode_enqueue(e, seqs, tokens, n, err));
+    CU_CHECK(cudaMemcpyAsync(logits, c->logits, (size_t)n * (size_t)e->model->cfg.vocab_size * sizeof(float),
                              cudaMemcpyDeviceToHost, c->stream));
     CU_CHECK(cudaStreamSynchronize(c->stream));
+    return KV_OK;
+}
+
+/* The pick runs after the step on the same stream: n x 16 bytes of parameters go up and
+ * n ids come back, where the plain step brings back n x vocab f32 logits (32 MiB at batch
+ * 64 with a 128k vocabulary: about as long over PCIe as the step itself). */
+int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
+                     int32_t *next, kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    KC_CHECK(decode_enqueue(e, seqs, tokens, n, err));
+    kv_cuda_sample_params *hp = cu_smp_params(c->h_smp);
+    for (int i = 0; i < n; i++)
+        hp[i] = (kv_cuda_sample_params){rows[i].p.temperature, rows[i].p.top_k, rows[i].p.top_p, rows[i].u};
+    CU_CHECK(cudaMemcpyAsync(c->d_smp, c->h_smp, (size_t)n * sizeof *hp, cudaMemcpyHostToDevice, c->stream));
+    KC_CHECK(kv_cuda_sample(cu_smp_ids(c, c->d_smp), c->logits, n, e->model->cfg.vocab_size, KV_CUDA_F32,
+                            cu_smp_params(c->d_smp), c->stream, err));
+    CU_CHECK(cudaMemcpyAsync(cu_smp_ids(c, c->h_smp), cu_smp_ids(c, c->d_smp), (size_t)n * sizeof(int32_t),
+                             cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
+    memcpy(next, cu_smp_ids(c, c->h_smp), (size_t)n * sizeof(int32_t));
     return KV_OK;
 }

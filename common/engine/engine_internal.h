@@ -8,6 +8,12 @@
 
 typedef enum { KV_LOGITS_NONE = 0, KV_LOGITS_LAST, KV_LOGITS_ALL } kv_logits_want;
 
+/* One sequence's sampling in a decode step: its settings and its draw (sampler.h). */
+typedef struct kv_sample_row {
+    kc_sample_params p;
+    float u;
+} kv_sample_row;
+
 typedef struct kv_engine_ops {
     /* One chunk: `rows` tokens at positions seq->n_tokens.. (blocks already reserved).
      * logits: vocab floats of the last row (LAST) or rows x vocab (ALL). */
@@ -15,6 +21,10 @@ typedef struct kv_engine_ops {
                    kv_err *err);
     /* One token per sequence at position seqs[i]->n_tokens (blocks reserved); n x vocab logits. */
     int (*decode)(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err);
+    /* The same step, then next[i] = kc_sample of row i's logits with rows[i], where the
+     * logits are (NULL: engine.c samples on the host from decode's logits). */
+    int (*decode_sample)(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
+                         int32_t *next, kv_err *err);
     /* Waits for queued work; a fault in it is reported here (NULL: nothing is asynchronous). */
     int (*sync)(kv_engine *e, kv_err *err);
     int (*blocks_read)(kv_engine *e, const int32_t *blocks, int n, void *dst, kv_err *err);
@@ -31,6 +41,10 @@ struct kv_engine {
     kv_precision precision;
     int prefill_chunk;
     void *backend;           /* the backend's own state */
+    /* kv_engine_decode_sample's scratch, for scratch_rows sequences. */
+    int scratch_rows;
+    kv_sample_row *sample_rows;
+    float *step_logits;      /* host logits (backends without decode_sample) */
 };
 
 /* Pool size in blocks from the options: n_blocks, else kv_bytes / block_bytes, else room

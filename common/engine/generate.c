@@ -54,8 +54,8 @@ int kv_generate(kv_engine *e, const int32_t *prompt, int n_prompt, const kv_gen_
     else
         rc = kv_engine_prefill(e, &seq, tokens, n, logits, 0, err);
     stats->prefill_s = kv_now_s() - t0;
+    int32_t next = rc ? 0 : kv_sampler_sample(&sampler, logits);
     while (!rc && n < cap) {
-        int32_t next = kv_sampler_sample(&sampler, logits);
         tokens[n++] = next;
         stats->n_generated++;
         if (stats->n_generated == 1) {
@@ -77,10 +77,12 @@ int kv_generate(kv_engine *e, const int32_t *prompt, int n_prompt, const kv_gen_
             break;
         }
         if (p->no_kv_cache) {
-            rc = recompute_logits(e, tokens, n, logits, err);
+            if (!(rc = recompute_logits(e, tokens, n, logits, err)))
+                next = kv_sampler_sample(&sampler, logits);
         } else {
             kv_seq *one = &seq;
-            rc = kv_engine_decode(e, &one, &next, 1, logits, err);
+            kv_sampler *s = &sampler;
+            rc = kv_engine_decode_sample(e, &one, &next, 1, &s, &next, err);
         }
     }
     if (stats->n_generated > 0)

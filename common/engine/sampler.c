@@ -1,15 +1,7 @@
 #include "sampler.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "cpu_kernels.h"
-
-struct kv_prob_index {
-    float p;
-    int32_t id;
-};
 
 void kv_sampling_default(kv_sampling_params *p)
 {
@@ -54,8 +46,10 @@ void kv_sampler_free(kv_sampler *s)
     s->cands = NULL;
 }
 
-static float next_uniform(kv_sampler *s)
+float kv_sampler_draw(kv_sampler *s)
 {
+    if (!(s->p.temperature > 0.0f))
+        return 0.0f;
     s->rng ^= s->rng >> 12;
     s->rng ^= s->rng << 25;
     s->rng ^= s->rng >> 27;
@@ -64,65 +58,20 @@ static float next_uniform(kv_sampler *s)
 
 void kv_sampler_advance(kv_sampler *s, int n)
 {
-    /* Greedy sampling draws nothing; every sampled token draws exactly one number. */
-    for (int i = 0; s->p.temperature > 0.0f && i < n; i++)
-        next_uniform(s);
+    for (int i = 0; i < n; i++)
+        kv_sampler_draw(s);
 }
 
-static int by_prob_desc(const void *a, const void *b)
+void kv_sampler_row(const kv_sampler *s, kc_sample_params *row)
 {
-    const struct kv_prob_index *x = a, *y = b;
-    if (x->p != y->p)
-        return x->p < y->p ? 1 : -1;
-    return x->id - y->id;
+    row->temperature = s->p.temperature;
+    row->top_k = s->p.top_k;
+    row->top_p = s->p.top_p;
 }
 
 int32_t kv_sampler_sample(kv_sampler *s, const float *logits)
 {
-    if (s->p.temperature == 0.0f)
-        return kc_argmax(logits, s->vocab);
-    int n = s->vocab;
-    float maxl = logits[kc_argmax(logits, n)], sum = 0.0f, inv_t = 1.0f / s->p.temperature;
-    for (int i = 0; i < n; i++) {
-        s->cands[i].p = expf((logits[i] - maxl) * inv_t);
-        s->cands[i].id = i;
-        sum += s->cands[i].p;
-    }
-    int top_k = s->p.top_k > 0 && s->p.top_k < n ? s->p.top_k : n;
-    if (top_k < n || s->p.top_p < 1.0f) {
-        /* Tokens below (1-top_p)/(n-1) of the mass can never enter the nucleus: dropping them
-         * first keeps the sort short (llama2.c's trick). */
-        int m = n;
-        if (top_k == n) {
-            float cutoff = (1.0f - s->p.top_p) / (float)(n - 1) * sum;
-            m = 0;
-            for (int i = 0; i < n; i++)
-                if (s->cands[i].p >= cutoff)
-                    s->cands[m++] = s->cands[i];
-        }
-        qsort(s->cands, (size_t)m, sizeof *s->cands, by_prob_desc);
-        n = m < top_k ? m : top_k;
-        float kept = 0.0f;
-        for (int i = 0; i < n; i++)
-            kept += s->cands[i].p;
-        if (s->p.top_p < 1.0f) {
-            float cum = 0.0f;
-            for (int i = 0; i < n; i++) {
-                cum += s->cands[i].p;
-                if (cum >= s->p.top_p * kept) {
-                    n = i + 1;
-                    kept = cum;
-                    break;
-                }
-            }
-        }
-        sum = kept;
-    }
-    float r = next_uniform(s) * sum, cum = 0.0f;
-    for (int i = 0; i < n; i++) {
-        cum += s->cands[i].p;
-        if (r < cum)
-            return s->cands[i].id;
-    }
-    return s->cands[n - 1].id;
+    kc_sample_params row;
+    kv_sampler_row(s, &row);
+    return kc_sample(logits, s->vocab, &row, kv_sampler_draw(s), s->cands);
 }

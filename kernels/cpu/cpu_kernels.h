@@ -62,6 +62,22 @@ void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, cons
 /* Index of the largest value (lowest index on ties). */
 int kc_argmax(const float *x, int n);
 
+/* Next-token choice (kv_cuda_sample is its twin; common/engine/sampler.c draws u):
+ * temperature 0 = the argmax; else p_i = exp((x_i - max) / temperature), cut to the top_k
+ * most likely (0 = off), then to the shortest most-likely-first prefix whose mass reaches
+ * top_p of the kept mass (1 = off), and the token where u (in [0, 1)) times the kept mass
+ * falls in the cumulative sum. cands: scratch of vocab entries (unused when greedy). */
+typedef struct kc_sample_params {
+    float temperature;
+    int top_k;
+    float top_p;
+} kc_sample_params;
+typedef struct kc_prob_id {
+    float p;
+    int32_t id;
+} kc_prob_id;
+int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands);
+
 /* Checksum of a KV block as the GPU transports verify it (kv_cuda_block_hash is its twin):
  * the sum mod 2^32 of fmix32(w[i] ^ i * 0x9E3779B9) over the block's 32-bit little-endian
  * words w[i] (a tail of 1-3 bytes is zero-padded into a last word), then fmix32 of that

@@ -133,21 +133,15 @@ int kv_cuda_argmax(int32_t *ids, const void *logits, int rows, int vocab, kv_cud
 int kv_cuda_topk(float *vals, int32_t *ids, const void *logits, int rows, int vocab, int k, kv_cuda_dtype dt,
                  void *stream, kv_err *err);
 
-/* Per-row sampling parameters (a device array, one per row), the semantics of
- * common/engine/sampler.c: temperature 0 = greedy; else softmax(logits / temperature) cut to
- * the top_k most likely (0 = off), then to the smallest prefix of those whose mass reaches
- * top_p of the kept mass (1 = off). Candidate lists hold at most KV_CUDA_TOPK_MAX tokens:
- * a larger top_k, or top-p without top-k, is cut to the 1024 most likely tokens (top-p
- * alone only when its nucleus would need more). Random numbers: Philox4x32-10 keyed by
- * seed, counter (offset, row), so a row's draw depends only on (seed, offset, row); bump
- * offset every step. */
+/* Per-row sampling (a device array, one per row): the twin of kc_sample (kernels/cpu), the
+ * same fields plus the row's draw u in [0, 1). Candidate lists hold at most
+ * KV_CUDA_TOPK_MAX tokens: a larger top_k, or top-p without top-k, is cut to the 1024 most
+ * likely tokens (top-p alone only when its nucleus would need more). */
 typedef struct kv_cuda_sample_params {
     float temperature;
     int32_t top_k;
     float top_p;
-    uint32_t reserved;
-    uint64_t seed;
-    uint64_t offset;
+    float u;
 } kv_cuda_sample_params;
 int kv_cuda_sample(int32_t *ids, const void *logits, int rows, int vocab, kv_cuda_dtype dt,
                    const kv_cuda_sample_params *params, void *stream, kv_err *err);

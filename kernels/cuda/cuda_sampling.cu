@@ -2,7 +2,8 @@
  * per row. Top-k finds the k-th largest logit exactly with a 4-pass radix select over
  * order-preserving 32-bit keys (block-wide histograms), gathers the candidates and sorts them
  * (bitonic, in shared memory) by value, ties by lowest id like the CPU sampler. Sampling
- * draws one Philox4x32-10 number per row from (seed, offset, row): no state anywhere. */
+ * uses the row's draw u from the host's seeded stream (common/engine/sampler.c), so a
+ * request's tokens do not depend on which device, or which batch, picked them. */
 #include <limits.h>
 
 #include "cuda_common.cuh"
@@ -16,6 +17,7 @@ typedef struct smp_smem {
     int32_t cand_id[KV_CUDA_TOPK_MAX];
     float cand_p[KV_CUDA_TOPK_MAX];
     float red_f[32];
+    double red_d[SMP_WARPS];
     int32_t red_i[32];
     int32_t warp_cnt[SMP_WARPS];
     uint32_t sel_digit, sel_need;
@@ -34,26 +36,6 @@ __device__ __forceinline__ uint32_t ord_key(float f)
     if (u == 0x80000000u)
         u = 0u;
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-/* Philox4x32-10 (Salmon et al. 2011): counter (offset, row, 0), key = seed; first word as a
- * uniform in [0, 1). */
-__device__ __forceinline__ float philox_uniform(uint64_t seed, uint64_t offset, uint32_t row)
-{
-    uint32_t c0 = (uint32_t)offset, c1 = (uint32_t)(offset >> 32), c2 = row, c3 = 0u;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-#pragma unroll
-    for (int r = 0; r < 10; r++) {
-        uint32_t hi0 = __umulhi(0xD2511F53u, c0), lo0 = 0xD2511F53u * c0;
-        uint32_t hi1 = __umulhi(0xCD9E8D57u, c2), lo1 = 0xCD9E8D57u * c2;
-        c0 = hi1 ^ c1 ^ k0;
-        c1 = lo1;
-        c2 = hi0 ^ c3 ^ k1;
-        c3 = lo0;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    return (float)(c0 >> 8) * (1.0f / 16777216.0f);
 }
 
 /* Largest value of the row and its lowest index (NaN never wins; an all -inf row gives 0),
@@ -105,30 +87,40 @@ template <typename T> __device__ void block_argmax(const T *x, int vocab, smp_sm
     __syncthreads();
 }
 
-/* Exclusive prefix sum over the block in thread order; *total gets the sum of all. */
-__device__ float block_exclusive_scan(float v, float *total, smp_smem *sm)
+/* Exclusive prefix sum over the block in thread order; *total gets the sum of all. In
+ * double, like every running sum of the sampler: float sums in another order than the
+ * CPU's would move the draw across token boundaries far more often than rounding of the
+ * probabilities themselves does. */
+__device__ double block_exclusive_scan(double v, double *total, smp_smem *sm)
 {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    float incl = v;
+    double incl = v;
 #pragma unroll
     for (int off = 1; off < 32; off <<= 1) {
-        float t = __shfl_up_sync(0xffffffffu, incl, off);
+        double t = __shfl_up_sync(0xffffffffu, incl, off);
         if (lane >= off)
             incl += t;
     }
     __syncthreads();
     if (lane == 31)
-        sm->red_f[wid] = incl;
+        sm->red_d[wid] = incl;
     __syncthreads();
-    float before = 0.0f, all = 0.0f;
+    double before = 0.0, all = 0.0;
     for (int w = 0; w < SMP_WARPS; w++) {
-        float t = sm->red_f[w];
+        double t = sm->red_d[w];
         if (w < wid)
             before += t;
         all += t;
     }
     *total = all;
     return before + incl - v;
+}
+
+__device__ double block_sum_d(double v, smp_smem *sm)
+{
+    double total;
+    block_exclusive_scan(v, &total, sm);
+    return total;
 }
 
 /* The k largest of the row into sm->cand_key/cand_id[0..k), sorted by value descending,
@@ -290,10 +282,10 @@ __global__ void __launch_bounds__(SMP_THREADS) topk_kernel(float *vals, int32_t 
     }
 }
 
-/* Mirrors kv_sampler_sample: p_i = exp((x_i - max) / T); top-k keeps the k largest; top-p
+/* Mirrors kc_sample: p_i = exp((x_i - max) / T); top-k keeps the k largest; top-p
  * the shortest sorted prefix reaching top_p of the kept mass; r = u * mass picks by
- * walking the cumulative sum. Sequential sums over the sorted candidates (thread 0) keep
- * the CPU's order of additions. */
+ * walking the cumulative sum. Sums in double; sequential sums over the sorted candidates
+ * (thread 0) keep the CPU's order of additions. */
 template <typename T>
 __global__ void __launch_bounds__(SMP_THREADS)
     sample_kernel(int32_t *ids, const T *logits, int vocab, const kv_cuda_sample_params *params)
@@ -312,7 +304,7 @@ __global__ void __launch_bounds__(SMP_THREADS)
         return;
     }
     float inv_t = 1.0f / p.temperature;
-    float u = philox_uniform(p.seed, p.offset, (uint32_t)row);
+    double u = p.u;
     int top_k = p.top_k > 0 && p.top_k < vocab ? p.top_k : vocab;
     bool use_top_p = p.top_p < 1.0f;
 
@@ -321,16 +313,16 @@ __global__ void __launch_bounds__(SMP_THREADS)
          * range holds r walks it. */
         int per = (vocab + blockDim.x - 1) / blockDim.x;
         int b = min(vocab, (int)threadIdx.x * per), e = min(vocab, b + per);
-        float mine = 0.0f;
+        double mine = 0.0;
         for (int i = b; i < e; i++)
             mine += expf((kv_ld(x + i) - maxl) * inv_t);
         if (threadIdx.x == 0)
             sm.pick = amax; /* only if rounding leaves r outside every range */
-        float total;
-        float excl = block_exclusive_scan(mine, &total, &sm);
-        float r = u * total;
-        if (mine > 0.0f && r >= excl && r < excl + mine) {
-            float cum = excl;
+        double total;
+        double excl = block_exclusive_scan(mine, &total, &sm);
+        double r = u * total;
+        if (mine > 0.0 && r >= excl && r < excl + mine) {
+            double cum = excl;
             int pick = e - 1;
             for (int i = b; i < e; i++) {
                 cum += expf((kv_ld(x + i) - maxl) * inv_t);
@@ -348,20 +340,20 @@ __global__ void __launch_bounds__(SMP_THREADS)
     }
 
     int kc = top_k < KV_CUDA_TOPK_MAX ? top_k : KV_CUDA_TOPK_MAX;
-    float kept = 0.0f;
+    double kept = 0.0;
     if (top_k == vocab) {
         /* Top-p alone: the CPU first drops tokens below (1-top_p)/(n-1) of the mass and
          * measures top_p against what survives. */
-        float tot = 0.0f;
+        double tot = 0.0;
         for (int i = threadIdx.x; i < vocab; i += blockDim.x)
             tot += expf((kv_ld(x + i) - maxl) * inv_t);
-        tot = kv_block_sum(tot, sm.red_f);
-        float cutoff = (1.0f - p.top_p) / (float)(vocab - 1) * tot, mass = 0.0f;
+        tot = block_sum_d(tot, &sm);
+        double cutoff = (1.0 - (double)p.top_p) / (double)(vocab - 1) * tot, mass = 0.0;
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
             float pi = expf((kv_ld(x + i) - maxl) * inv_t);
             mass += pi >= cutoff ? pi : 0.0f;
         }
-        kept = kv_block_sum(mass, sm.red_f);
+        kept = block_sum_d(mass, &sm);
     }
     select_topk(x, vocab, kc, &sm);
     for (int j = threadIdx.x; j < kc; j += blockDim.x)
@@ -371,23 +363,23 @@ __global__ void __launch_bounds__(SMP_THREADS)
         return;
     int n = kc;
     if (top_k < vocab) {
-        kept = 0.0f;
+        kept = 0.0;
         for (int j = 0; j < kc; j++)
             kept += sm.cand_p[j];
     }
     if (use_top_p) {
-        float cum = 0.0f;
+        double cum = 0.0, goal = (double)p.top_p * kept;
         int j = 0;
         for (; j < kc; j++) {
             cum += sm.cand_p[j];
-            if (cum >= p.top_p * kept)
+            if (cum >= goal)
                 break;
         }
         /* Past the candidate cap the nucleus is cut to the candidates. */
         n = j < kc ? j + 1 : kc;
         kept = cum;
     }
-    float r = u * kept, cum = 0.0f;
+    double r = u * kept, cum = 0.0;
     int pick = sm.cand_id[n - 1];
     for (int j = 0; j < n; j++) {
         cum += sm.cand_p[j];

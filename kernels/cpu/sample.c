@@ -1,0 +1,66 @@
+/* kc_sample: one token from a row of logits given the draw u (see cpu_kernels.h). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "cpu_kernels.h"
+
+static int by_prob_desc(const void *a, const void *b)
+{
+    const kc_prob_id *x = a, *y = b;
+    if (x->p != y->p)
+        return x->p < y->p ? 1 : -1;
+    return x->id - y->id;
+}
+
+/* Running sums in double, as on the device: its parallel sums add in another order, and
+ * float rounding of that order would decide the token near every boundary. */
+int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands)
+{
+    if (!(sp->temperature > 0.0f))
+        return kc_argmax(logits, vocab);
+    int n = vocab;
+    float maxl = logits[kc_argmax(logits, n)], inv_t = 1.0f / sp->temperature;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        cands[i].p = expf((logits[i] - maxl) * inv_t);
+        cands[i].id = i;
+        sum += cands[i].p;
+    }
+    int top_k = sp->top_k > 0 && sp->top_k < n ? sp->top_k : n;
+    if (top_k < n || sp->top_p < 1.0f) {
+        /* Tokens below (1-top_p)/(n-1) of the mass can never enter the nucleus: dropping them
+         * first keeps the sort short (llama2.c's trick). */
+        int m = n;
+        if (top_k == n) {
+            double cutoff = (1.0 - (double)sp->top_p) / (double)(n - 1) * sum;
+            m = 0;
+            for (int i = 0; i < n; i++)
+                if (cands[i].p >= cutoff)
+                    cands[m++] = cands[i];
+        }
+        qsort(cands, (size_t)m, sizeof *cands, by_prob_desc);
+        n = m < top_k ? m : top_k;
+        double kept = 0.0;
+        for (int i = 0; i < n; i++)
+            kept += cands[i].p;
+        if (sp->top_p < 1.0f) {
+            double cum = 0.0, goal = (double)sp->top_p * kept;
+            for (int i = 0; i < n; i++) {
+                cum += cands[i].p;
+                if (cum >= goal) {
+                    n = i + 1;
+                    kept = cum;
+                    break;
+                }
+            }
+        }
+        sum = kept;
+    }
+    double r = (double)u * sum, cum = 0.0;
+    for (int i = 0; i < n; i++) {
+        cum += cands[i].p;
+        if (r < cum)
+            return cands[i].id;
+    }
+    return cands[n - 1].id;
+}
