@@ -215,6 +215,7 @@ typedef struct kv_status {
     size_t n_requests;
     uint64_t requests_total, requests_failed;
     double uptime_s;
+    uint64_t requests_replanned; /* re-run after a worker died or a KV hand-off failed */
 } kv_status;
 
 /* Asks the router for its status; *out is malloc'd, free it with kv_status_free. */
@@ -224,6 +225,7 @@ void kv_status_free(kv_status *s);
 /* Renders a status as one line of JSON (malloc'd, caller frees; NULL when out of
  * memory). The schema is stable: keys are never renamed or removed, only added.
  *   {"model": str, "uptime_s": num, "requests_total": int, "requests_failed": int,
+ *    "requests_replanned": int,
  *    "workers": [{"worker_id": str, "role": "prefill"|"decode"|"unspecified",
  *                 "address": str, "device": str, "healthy": bool,
  *                 "last_heartbeat_ms_ago": num, "running": int, "queued": int,

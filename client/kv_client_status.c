@@ -24,6 +24,7 @@ int kvc_status_from_proto(const Kvserve__StatusReply *p, kv_status **out)
     s->model = dup_str(p->model, &oom);
     s->requests_total = p->requests_total;
     s->requests_failed = p->requests_failed;
+    s->requests_replanned = p->requests_replanned;
     s->uptime_s = p->uptime_s;
     if (p->n_workers) {
         s->workers = calloc(p->n_workers, sizeof *s->workers);
@@ -174,9 +175,10 @@ char *kv_status_to_json(const kv_status *s)
     sbuf b = {0};
     sb_printf(&b, "{\"model\":");
     sb_str(&b, s->model);
-    sb_printf(&b, ",\"uptime_s\":%.3f,\"requests_total\":%llu,\"requests_failed\":%llu,\"workers\":[",
+    sb_printf(&b, ",\"uptime_s\":%.3f,\"requests_total\":%llu,\"requests_failed\":%llu,\"requests_replanned\":%llu,"
+              "\"workers\":[",
               finite_or_zero(s->uptime_s), (unsigned long long)s->requests_total,
-              (unsigned long long)s->requests_failed);
+              (unsigned long long)s->requests_failed, (unsigned long long)s->requests_replanned);
     for (size_t i = 0; i < s->n_workers; i++) {
         const kv_status_worker *w = &s->workers[i];
         sb_printf(&b, "%s{\"worker_id\":", i ? "," : "");

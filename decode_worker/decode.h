@@ -86,6 +86,7 @@ typedef struct decode_worker {
     decode_list waiting;         /* reservation order */
     decode_list running;         /* start order: the batch takes the oldest first */
     kv_link *links;              /* GPU sessions with prefill workers */
+    int fault_corrupt_pending;   /* --fault corrupt-kv-once, not fired yet */
     /* The step's batch: max_batch each. */
     kv_seq **b_seqs;
     kv_sampler **b_samplers;
@@ -113,6 +114,9 @@ void kv_receiver_send_ack(decode_worker *dw, const kv_wire_route *to, const char
                           Kvserve__ErrorCode code, const char *msg);
 /* The request's KV is all there and verified: KvAck, and it joins the batch. */
 void kv_receiver_complete(decode_worker *dw, decode_req *r);
+/* --fault corrupt-kv-once: 1 (with the message) the first time a chunk's checksums are
+ * checked, then never again. */
+int kv_receiver_fault_corrupt(decode_worker *dw, const decode_req *r, char *msg, size_t n);
 /* A chunk of r failed: KvAck{ok: false} to the prefill worker, the request ends. */
 void kv_receiver_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, const char *msg);
 

@@ -96,6 +96,8 @@ int main(int argc, char **argv)
     }
     if (f.fault_drop_kv_ack)
         KV_WARN(COMP, "msg=\"fault injection on: KV is never acknowledged\"");
+    if (f.fault_corrupt_kv_once)
+        KV_WARN(COMP, "msg=\"fault injection on: the first KV chunk is reported corrupt\"");
     int status = 1;
     worker_control ctl;
     memset(&ctl, 0, sizeof ctl);
@@ -104,6 +106,7 @@ int main(int argc, char **argv)
     dw.f = &f;
     dw.we = &we;
     dw.ctl = &ctl;
+    dw.fault_corrupt_pending = f.fault_corrupt_kv_once;
     void *zctx = zmq_ctx_new();
     if (zctx)
         dw.kv_sock = zmq_socket(zctx, ZMQ_ROUTER);

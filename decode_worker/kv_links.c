@@ -297,6 +297,8 @@ static void finish_head(decode_worker *dw, kv_link *l, int op_rc, const kv_err *
     if (op_rc < 0) {
         code = KVSERVE__ERROR_CODE__INTERNAL;
         snprintf(msg, sizeof msg, "KV %s failed on the GPU: %.300s", kv_transport_name(l->transport), op_err->msg);
+    } else if (kv_receiver_fault_corrupt(dw, r, msg, sizeof msg)) {
+        code = KVSERVE__ERROR_CODE__KV_CORRUPT;
     } else {
         const uint32_t *got = kv_gpu_op_sums(p->op);
         for (int i = 0; i < p->n; i++)

@@ -128,6 +128,16 @@ static Kvserve__ErrorCode check_chunk(const decode_worker *dw, const decode_req 
     return KVSERVE__ERROR_CODE__ERROR_NONE;
 }
 
+int kv_receiver_fault_corrupt(decode_worker *dw, const decode_req *r, char *msg, size_t n)
+{
+    if (!dw->fault_corrupt_pending)
+        return 0;
+    dw->fault_corrupt_pending = 0;
+    KV_WARN(COMP, "msg=\"fault injection: KV reported corrupt\" request=%s", r->id);
+    snprintf(msg, n, "checksum mismatch (fault injection: corrupt-kv-once)");
+    return 1;
+}
+
 void kv_receiver_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, const char *msg)
 {
     kv_receiver_send_ack(dw, &r->kv_from, r->id, 0, r->bytes, code, msg);
@@ -188,6 +198,9 @@ static void on_chunk(decode_worker *dw, const kv_wire_msg *m)
     decode_req *r = dw->waiting.v[i];
     r->kv_from = m->route;
     Kvserve__ErrorCode code = check_chunk(dw, r, c, m, msg, sizeof msg);
+    if (code == KVSERVE__ERROR_CODE__ERROR_NONE && c->transport == KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ &&
+        kv_receiver_fault_corrupt(dw, r, msg, sizeof msg))
+        code = KVSERVE__ERROR_CODE__KV_CORRUPT;
     if (code == KVSERVE__ERROR_CODE__ERROR_NONE) {
         if (c->transport == KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ) {
             if (store_frames(dw, c, m, msg, sizeof msg))

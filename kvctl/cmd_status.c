@@ -2,7 +2,7 @@
  *
  * --json prints kv_status_to_json's one-line object (schema documented in
  * client/kv_client.h; stable: keys are never renamed or removed, only added):
- *   {"model": str, "uptime_s": num, "requests_total": int, "requests_failed": int,
+ *   {"model": str, "uptime_s": num, "requests_total": int, "requests_failed": int, "requests_replanned": int,
  *    "workers": [{"worker_id", "role": "prefill"|"decode"|"unspecified", "address",
  *                 "device", "healthy": bool, "last_heartbeat_ms_ago": num, "running",
  *                 "queued", "kv_blocks_used", "kv_blocks_free", "kv_blocks_total", "kv_transports"}],
@@ -46,8 +46,9 @@ static void format_blocks(const kv_status_request *r, char *buf, size_t cap)
 
 static void print_table(const kv_status *s)
 {
-    printf("model %s  uptime %.1f s  requests %llu total, %llu failed\n\n", s->model, s->uptime_s,
-           (unsigned long long)s->requests_total, (unsigned long long)s->requests_failed);
+    printf("model %s  uptime %.1f s  requests %llu total, %llu failed, %llu re-planned\n\n", s->model, s->uptime_s,
+           (unsigned long long)s->requests_total, (unsigned long long)s->requests_failed,
+           (unsigned long long)s->requests_replanned);
     int w_id = 2, w_addr = 7, w_dev = 6, w_xfer = 12;
     for (size_t i = 0; i < s->n_workers; i++) {
         w_id = maxi(w_id, (int)strlen(s->workers[i].worker_id));

@@ -55,7 +55,7 @@ typedef struct router_state {
     double started;
     double now;        /* time of the current step */
     double next_check; /* earliest armed request deadline (0 = none) */
-    uint64_t requests_total, requests_failed;
+    uint64_t requests_total, requests_failed, requests_replanned;
 } router_state;
 
 /* ---- router_state.c: life cycle and the event loop step ---- */
@@ -113,6 +113,10 @@ void router_note_deadline(router_state *st, double when);
 /* Ends a request: final reply (finish; code != 0: FINISH_ERROR with code and msg), Abort to
  * the workers that still hold it, the request_done log line; frees it. */
 void router_end(router_state *st, router_req *r, int finish, int code, const char *msg);
+/* A worker reported r failed with code: a failure of the KV hand-off (transfer_retryable
+ * in router_sched.c) before the client has a token of this attempt runs the request again,
+ * like a worker death does (at most 3 times in all); anything else ends it. */
+void router_fail_request(router_state *st, router_req *r, int code, const char *msg);
 /* Ends it if both workers are done with it (D's finish and P's PrefillDone). */
 void router_maybe_complete(router_state *st, router_req *r);
 /* TokenEvent from the request's decode worker. */

@@ -325,6 +325,7 @@ static void on_status(router_state *st, const kv_wire_route *client)
     rep.requests = rp;
     rep.requests_total = st->requests_total;
     rep.requests_failed = st->requests_failed;
+    rep.requests_replanned = st->requests_replanned;
     rep.uptime_s = st->now - st->started;
     env.body_case = KVSERVE__ENVELOPE__BODY_STATUS_REPLY;
     env.status_reply = &rep;

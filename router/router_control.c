@@ -251,7 +251,7 @@ static void on_prefill_done(router_state *st, router_worker *wk, const Kvserve__
         char msg[512];
         snprintf(msg, sizeof msg, "prefill worker %s: %s", wk->id,
                  pd->error && pd->error->message && pd->error->message[0] ? pd->error->message : "prefill failed");
-        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
+        router_fail_request(st, r, code, msg);
         return;
     }
     r->prefill_ms = pd->prefill_ms;

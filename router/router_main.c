@@ -149,8 +149,9 @@ int main(int argc, char **argv)
             st.control_ep);
     while (!stop_requested)
         router_step(&st, 100);
-    KV_INFO("router", "event=stop requests_total=%llu requests_failed=%llu in_flight=%zu",
-            (unsigned long long)st.requests_total, (unsigned long long)st.requests_failed, st.reqs.n);
+    KV_INFO("router", "event=stop requests_total=%llu requests_failed=%llu requests_replanned=%llu in_flight=%zu",
+            (unsigned long long)st.requests_total, (unsigned long long)st.requests_failed,
+            (unsigned long long)st.requests_replanned, st.reqs.n);
     router_state_free(&st);
     return 0;
 }

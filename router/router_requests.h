@@ -55,7 +55,7 @@ typedef struct router_req {
     uint32_t n_prompt_orig;        /* the client's prompt alone */
     uint32_t max_tokens;           /* tokens still to generate by the current attempt */
     uint32_t index_base;           /* stream index of the current attempt's first token */
-    int replans;                   /* times re-planned after a worker failure */
+    int replans;                   /* times re-planned after a worker or KV hand-off failure */
     kv_sampling_params sampling;   /* top_p normalised to (0, 1] */
     int ignore_eos, stream;
     uint32_t blocks;               /* decode blocks reserved for it (set when reserving) */

@@ -152,7 +152,7 @@ void router_on_tokens(router_state *st, router_req *r, const Kvserve__TokenEvent
                  ev->error && ev->error->message && ev->error->message[0] ? ev->error->message : "request failed");
         r->d_done = 1;
         release_decode(r, 1);
-        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
+        router_fail_request(st, r, code, msg);
         return;
     }
     if (ev->finish_reason > KVSERVE__FINISH_REASON__FINISH_ERROR) {
@@ -217,28 +217,28 @@ void router_schedule(router_state *st)
 
 #define ROUTER_MAX_REPLANS 3
 
-/* A worker of r died: run the request again on others from what the client already has.
- * The prompt becomes prompt + delivered tokens (re-prefilled: K/V of the delivered tokens
- * are recomputed), the budget shrinks by as many, the sampler stream continues (the
- * workers advance by sampling_offset), and the client's stream index goes on. The
- * surviving worker of the old attempt gets an Abort and frees its blocks. Returns 0 when
- * the request is back in the queue, else the caller fails it. */
-static int replan(router_state *st, router_req *r, const router_worker *dead)
+/* A worker of r died (dead), or the KV hand-off between two live ones failed (dead NULL):
+ * run the request again from what the client already has. The prompt becomes prompt +
+ * delivered tokens (re-prefilled: K/V of the delivered tokens are recomputed), the budget
+ * shrinks by as many, the sampler stream continues (the workers advance by
+ * sampling_offset), and the client's stream index goes on. A live worker still holding
+ * the old attempt gets an Abort (abort_code) and frees its blocks. Returns 0 when the
+ * request is back in the queue (or complete), else the caller fails it. */
+static int replan(router_state *st, router_req *r, const router_worker *dead, int abort_code, const char *cause)
 {
     if (r->replans >= ROUTER_MAX_REPLANS)
         return -1;
     if (r->decode && r->decode != dead && !r->d_done) {
-        router_send_abort(st, &r->decode->route, r->wire_id, KVSERVE__ERROR_CODE__WORKER_FAILED);
+        router_send_abort(st, &r->decode->route, r->wire_id, abort_code);
         release_decode(r, 1);
     }
     if (r->prefill && r->prefill != dead && !r->p_done) {
-        router_send_abort(st, &r->prefill->route, r->wire_id, KVSERVE__ERROR_CODE__WORKER_FAILED);
+        router_send_abort(st, &r->prefill->route, r->wire_id, abort_code);
         release_prefill(r);
     }
-    if (r->decode == dead) { /* its blocks died with it */
+    if (dead && r->decode == dead) /* its blocks died with it */
         r->decode = NULL;
-    }
-    if (r->prefill == dead)
+    if (dead && r->prefill == dead)
         r->prefill = NULL;
     if (r->max_tokens <= r->next_index - r->index_base) {
         /* Everything was delivered; only the finish was lost. */
@@ -250,12 +250,31 @@ static int replan(router_state *st, router_req *r, const router_worker *dead)
     if (router_req_restart_after_delivered(r) || router_requests_rewire(&st->reqs, r))
         return -1;
     r->replans++;
+    st->requests_replanned++;
     char idbuf[160];
-    KV_WARN("router", "event=request_replanned id=%s worker=%s delivered=%u remaining=%u attempt=%d",
-            router_log_id(r->id, idbuf, sizeof idbuf), dead->id, r->index_base, r->max_tokens, r->replans + 1);
+    KV_WARN("router", "event=request_replanned id=%s cause=\"%.300s\" delivered=%u remaining=%u attempt=%d",
+            router_log_id(r->id, idbuf, sizeof idbuf), cause, r->index_base, r->max_tokens, r->replans + 1);
     router_enter(st, r, RQ_QUEUED);
     router_queue_push_front(&st->reqs, r);
     return 0;
+}
+
+/* Failures of the KV hand-off that a second attempt gets past: bytes that arrived wrong, a
+ * GPU session the decode worker dropped (its communicator torn down by another failure),
+ * a peer the prefill worker could not reach or whose link broke. Not a missed deadline:
+ * that wait was already as long as the router lets a stage take. */
+static int transfer_retryable(int code)
+{
+    return code == KVSERVE__ERROR_CODE__KV_CORRUPT || code == KVSERVE__ERROR_CODE__KV_SESSION_UNKNOWN ||
+           code == KVSERVE__ERROR_CODE__WORKER_FAILED;
+}
+
+void router_fail_request(router_state *st, router_req *r, int code, const char *msg)
+{
+    if (transfer_retryable(code) && r->next_index == r->index_base &&
+        (r->state == RQ_PREFILLING || r->state == RQ_TRANSFERRING) && replan(st, r, NULL, code, msg) == 0)
+        return;
+    router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
 }
 
 void router_worker_gone(router_state *st, router_worker *wk, const char *why)
@@ -275,7 +294,7 @@ void router_worker_gone(router_state *st, router_worker *wk, const char *why)
             } else {
                 if (wk->active)
                     wk->active--;
-                if (replan(st, r, wk)) {
+                if (replan(st, r, wk, KVSERVE__ERROR_CODE__WORKER_FAILED, msg)) {
                     r->decode = NULL; /* nothing to abort there */
                     router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
                 }
@@ -287,7 +306,7 @@ void router_worker_gone(router_state *st, router_worker *wk, const char *why)
                 r->p_done = 1;
                 router_enter(st, r, r->state);
                 router_maybe_complete(st, r);
-            } else if (replan(st, r, wk)) {
+            } else if (replan(st, r, wk, KVSERVE__ERROR_CODE__WORKER_FAILED, msg)) {
                 r->prefill = NULL;
                 router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
             }

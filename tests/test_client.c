@@ -96,6 +96,7 @@ static void send_status(fake *f, const kv_wire_route *route)
     s.uptime_s = 12.25;
     s.requests_total = 7;
     s.requests_failed = 1;
+    s.requests_replanned = 2;
     w0.worker_id = "prefill-0";
     w0.role = KVSERVE__WORKER_ROLE__ROLE_PREFILL;
     w0.address = "tcp://127.0.0.1:5000";
@@ -394,7 +395,7 @@ static void test_status(kv_client *c)
     CHECK(st->requests[0].n_block_ids == 3 && st->requests[0].block_ids[2] == 9);
     char *js = kv_status_to_json(st);
     const char *want =
-        "{\"model\":\"stories\\\"260K\",\"uptime_s\":12.250,\"requests_total\":7,\"requests_failed\":1,\"workers\":["
+        "{\"model\":\"stories\\\"260K\",\"uptime_s\":12.250,\"requests_total\":7,\"requests_failed\":1,\"requests_replanned\":2,\"workers\":["
         "{\"worker_id\":\"prefill-0\",\"role\":\"prefill\",\"address\":\"tcp://127.0.0.1:5000\",\"device\":\"cpu\","
         "\"healthy\":true,\"last_heartbeat_ms_ago\":120.500,\"running\":0,\"queued\":0,\"kv_blocks_used\":0,"
         "\"kv_blocks_free\":100,\"kv_blocks_total\":100,\"kv_transports\":\"zmq\"},"

@@ -35,10 +35,10 @@ int main(void)
         kv_client_close(c);
     }
     kv_status_worker w = {"decode-0", KVC_ROLE_DECODE, "tcp://127.0.0.1:9", "cpu", 1, 5.0, 0, 0, 0, 8, 8, "zmq"};
-    kv_status s = {"m", &w, 1, NULL, 0, 1, 0, 2.0};
+    kv_status s = {"m", &w, 1, NULL, 0, 1, 0, 2.0, 3};
     char *js = kv_status_to_json(&s);
     EXPECT(js && strstr(js, "\"role\":\"decode\"") && strstr(js, "\"requests\":[]") &&
-           strstr(js, "\"kv_transports\":\"zmq\""));
+           strstr(js, "\"kv_transports\":\"zmq\"") && strstr(js, "\"requests_replanned\":3"));
     free(js);
     EXPECT(!strcmp(kv_client_strerror(KVC_ETIMEOUT), "timed out"));
     printf("%d failures\n", failures);

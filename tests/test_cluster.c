@@ -14,6 +14,8 @@
  *  4. a decode worker killed (SIGKILL) mid-stream (1P2D): the router re-plans its requests
  *     on the other decode worker (prompt + tokens already streamed, re-prefilled) and every
  *     stream goes on to the end, token-identical to the shared reference; nothing leaks.
+ *  5. KV that arrives corrupt (--fault corrupt-kv-once): the router re-plans the request,
+ *     which completes token-identical to the reference; nothing fails, nothing leaks.
  *
  * The workers can be other builds (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") with more flags
  * (KV_TEST_PREFILL_ARGS, KV_TEST_DECODE_ARGS: space-separated, e.g. a device and a KV
@@ -948,6 +950,69 @@ out:
     cluster_stop(&cl);
 }
 
+/* ---- scenario 5: KV arrives corrupt once ----------------------------------------------- */
+
+/* The decode worker reports the first KV it gets as corrupt (--fault corrupt-kv-once): the
+ * router re-plans that request instead of failing it, and every request, that one too,
+ * completes token-identical to the shared reference; the status shows one re-plan and no
+ * failure; nothing leaks. */
+static void scenario_corrupt_kv(const char *model, const char *models)
+{
+    enum { N = 3, TOKENS = 24 };
+    double t0 = kv_now_s();
+    cluster cl;
+    kv_client *c = NULL;
+    int32_t ref[300];
+    int n_ref = load_reference_ids(models, ref, 300);
+    CHECK_MSG(n_ref >= 5 + TOKENS, "corrupt-kv: reference tokens missing");
+    const char *fault[] = {"--fault", "corrupt-kv-once", NULL};
+    if (n_ref < 5 + TOKENS || cluster_start(&cl, model, NULL)) {
+        CHECK_MSG(0, "corrupt-kv: router start failed");
+        goto out;
+    }
+    CHECK(add_worker(&cl, "kv-prefill", "prefill-0", NULL) != NULL);
+    CHECK(add_worker(&cl, "kv-decode", "decode-0", fault) != NULL);
+    char errbuf[256];
+    if (kv_client_connect(cl.client_ep, &c, errbuf, sizeof errbuf) || wait_workers(c, 2, 15000)) {
+        CHECK_MSG(0, "corrupt-kv: cluster did not come up");
+        goto out;
+    }
+    for (int i = 0; i < N; i++) {
+        kv_client_request r;
+        kv_client_request_init(&r);
+        r.prompt_tokens = ref;
+        r.n_prompt_tokens = 5;
+        r.max_tokens = TOKENS;
+        r.ignore_eos = 1;
+        kv_client_result res;
+        int rc = kv_client_generate(c, &r, NULL, NULL, &res, 20000);
+        CHECK_MSG(rc == KVC_OK && res.finish_reason == KVC_FINISH_LENGTH && res.n_tokens == TOKENS,
+                  "corrupt-kv: request %d: rc %d finish %s error %s (%s), %zu tokens", i, rc,
+                  kv_client_finish_name(res.finish_reason), kv_client_error_name(res.error_code),
+                  res.error_message, res.n_tokens);
+        int first_bad = -1;
+        for (size_t k = 0; rc == KVC_OK && k < res.n_tokens && first_bad < 0; k++)
+            if (res.tokens[k] != ref[5 + k])
+                first_bad = (int)k;
+        CHECK_MSG(first_bad < 0, "corrupt-kv: request %d token %d differs from the reference", i, first_bad);
+        kv_client_result_free(&res);
+    }
+    kv_status *st = NULL;
+    CHECK(kv_client_status(c, 2000, &st) == KVC_OK);
+    if (st) {
+        CHECK_MSG(st->requests_replanned == 1 && st->requests_failed == 0,
+                  "corrupt-kv: %llu re-planned, %llu failed (expected 1 and 0)",
+                  (unsigned long long)st->requests_replanned, (unsigned long long)st->requests_failed);
+        kv_status_free(st);
+    }
+    CHECK_MSG(wait_idle(c, 4000, "corrupt-kv") == 0, "corrupt-kv: blocks leaked");
+    fprintf(stderr, "corrupt-kv scenario: %d requests served, the corrupt one re-planned; %.2f s\n", N,
+            kv_now_s() - t0);
+out:
+    kv_client_close(c);
+    cluster_stop(&cl);
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 static int scenario_on(const char *only, const char *name)
@@ -1053,6 +1118,8 @@ int main(void)
         scenario_drop_kv_ack(model);
     if (scenario_on(only, "kill-decode"))
         scenario_kill_decode(model, models);
+    if (scenario_on(only, "corrupt-kv"))
+        scenario_corrupt_kv(model, models);
 
     for (int i = 0; i < N_PARITY; i++) {
         if (reqs[i].ref_prompt != reqs[i].prompt)

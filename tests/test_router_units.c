@@ -756,6 +756,43 @@ static void prefill_done(void *sock, const char *wire_id, int ok, int32_t first)
     send_env(sock, &env);
 }
 
+/* PrefillDone{ok: false} with an error. */
+static void prefill_error(void *sock, const char *wire_id, int code, const char *message)
+{
+    Kvserve__Envelope env;
+    Kvserve__PrefillDone pd;
+    Kvserve__Error er;
+    kv_wire_envelope_init(&env);
+    kvserve__prefill_done__init(&pd);
+    kvserve__error__init(&er);
+    er.code = code;
+    er.message = (char *)message;
+    pd.request_id = (char *)wire_id;
+    pd.error = &er;
+    env.body_case = KVSERVE__ENVELOPE__BODY_PREFILL_DONE;
+    env.prefill_done = &pd;
+    send_env(sock, &env);
+}
+
+/* The decode worker ends a request with an error (it freed the blocks). */
+static void decode_error(void *sock, const char *wire_id, int code, const char *message)
+{
+    Kvserve__Envelope env;
+    Kvserve__TokenEvent ev;
+    Kvserve__Error er;
+    kv_wire_envelope_init(&env);
+    kvserve__token_event__init(&ev);
+    kvserve__error__init(&er);
+    er.code = code;
+    er.message = (char *)message;
+    ev.request_id = (char *)wire_id;
+    ev.finish_reason = KVSERVE__FINISH_REASON__FINISH_ERROR;
+    ev.error = &er;
+    env.body_case = KVSERVE__ENVELOPE__BODY_TOKENS;
+    env.tokens = &ev;
+    send_env(sock, &env);
+}
+
 /* Expects a ReserveRequest at the fake decode worker; returns its wire id (malloc'd). */
 static char *expect_reserve(harness *h, uint32_t prompt, uint32_t max_tokens)
 {
@@ -1067,29 +1104,65 @@ static void test_life_cycle(harness *h)
     free(wid);
     heartbeat(h->dec, "dec-a", 16, 16);
 
-    /* D reports an error (e.g. KV_CORRUPT): it freed the blocks; P is aborted. */
+    /* D reports a KV hand-off failure (KV_CORRUPT) before any token: it freed the blocks, P
+     * is aborted, and the request runs again under a new wire id, the client none the
+     * wiser; the fourth such failure in a row (three re-plans spent) reaches the client. */
     generate(h->client, "r7", PROMPT, 5, 8, 1);
+    wid = expect_reserve(h, 5, 8);
+    for (int attempt = 0; attempt < 4; attempt++) {
+        reserve_reply(h->dec, wid, 1, blocks, 1);
+        expect_task(h, wid, blocks, 1);
+        decode_error(h->dec, wid, KVSERVE__ERROR_CODE__KV_CORRUPT, "checksum mismatch");
+        expect_abort(h, h->pre, wid, KVSERVE__ERROR_CODE__KV_CORRUPT, "abort P after D's error");
+        if (attempt == 3)
+            break;
+        CHECK(quiet(h, h->client, 10));
+        char *again = expect_reserve(h, 5, 8);
+        CHECK_MSG(strcmp(again, wid) != 0, "attempt %d: the re-planned request kept its wire id", attempt + 2);
+        free(wid);
+        wid = again;
+    }
+    expect_final_error(h, "r7", KVSERVE__ERROR_CODE__KV_CORRUPT, "kv corrupt, re-plans spent");
+    CHECK(quiet(h, h->dec, 10));
+    CHECK_EQ_INT(dw->free_est, 16);
+    free(wid);
+
+    /* P reports that the decode worker dropped its KV session: re-planned; the retry is
+     * served, the client sees only its tokens. A non-transfer failure is not retried. */
+    generate(h->client, "r8", PROMPT, 5, 2, 1);
+    wid = expect_reserve(h, 5, 2);
+    reserve_reply(h->dec, wid, 1, blocks, 1);
+    expect_task(h, wid, blocks, 1);
+    prefill_error(h->pre, wid, KVSERVE__ERROR_CODE__KV_SESSION_UNKNOWN, "the decode worker does not know our session");
+    expect_abort(h, h->dec, wid, KVSERVE__ERROR_CODE__KV_SESSION_UNKNOWN, "abort D after P's transfer error");
+    {
+        char *again = expect_reserve(h, 5, 2);
+        CHECK(strcmp(again, wid) != 0);
+        free(wid);
+        wid = again;
+    }
+    reserve_reply(h->dec, wid, 1, blocks, 1);
+    expect_task(h, wid, blocks, 1);
+    prefill_done(h->pre, wid, 1, 7);
+    const int32_t r8_toks[2] = {7, 8};
+    token_event(h->dec, wid, 0, r8_toks, 2, KVSERVE__FINISH_REASON__FINISH_LENGTH, 0);
+    {
+        Kvserve__Envelope *r8_env;
+        Kvserve__GenerateReply *r8 = expect_reply(h, &r8_env, "r8 after the re-plan");
+        if (r8) {
+            CHECK(!strcmp(r8->request_id, "r8") && r8->finish_reason == KVSERVE__FINISH_REASON__FINISH_LENGTH);
+            CHECK(r8->n_tokens == 2 && r8->tokens[0] == 7 && r8->tokens[1] == 8 && !r8->error);
+            kvserve__envelope__free_unpacked(r8_env, NULL);
+        }
+    }
+    free(wid);
+    generate(h->client, "r9", PROMPT, 5, 8, 1);
     wid = expect_reserve(h, 5, 8);
     reserve_reply(h->dec, wid, 1, blocks, 1);
     expect_task(h, wid, blocks, 1);
-    {
-        Kvserve__Envelope e2;
-        Kvserve__TokenEvent ev;
-        Kvserve__Error er;
-        kv_wire_envelope_init(&e2);
-        kvserve__token_event__init(&ev);
-        kvserve__error__init(&er);
-        er.code = KVSERVE__ERROR_CODE__KV_CORRUPT;
-        er.message = "checksum mismatch";
-        ev.request_id = wid;
-        ev.finish_reason = KVSERVE__FINISH_REASON__FINISH_ERROR;
-        ev.error = &er;
-        e2.body_case = KVSERVE__ENVELOPE__BODY_TOKENS;
-        e2.tokens = &ev;
-        send_env(h->dec, &e2);
-    }
-    expect_final_error(h, "r7", KVSERVE__ERROR_CODE__KV_CORRUPT, "kv corrupt");
-    expect_abort(h, h->pre, wid, KVSERVE__ERROR_CODE__KV_CORRUPT, "abort P after D's error");
+    decode_error(h->dec, wid, KVSERVE__ERROR_CODE__INTERNAL, "the GPU copy faulted");
+    expect_final_error(h, "r9", KVSERVE__ERROR_CODE__INTERNAL, "not a transfer failure: not retried");
+    expect_abort(h, h->pre, wid, KVSERVE__ERROR_CODE__INTERNAL, "abort P after D's internal error");
     CHECK(quiet(h, h->dec, 10));
     CHECK_EQ_INT(dw->free_est, 16);
     free(wid);

@@ -50,10 +50,11 @@ if(TARGET kv-prefill-cudamock)
 endif()
 
 # The cluster with the workers on the mock GPU (above):
-# parity 1P1D / 2P2D and a decode worker killed mid-stream, with the KV over cuda-ipc (all
-# on mock cuda:0) and over nccl (prefill workers on mock cuda:0, decode workers on cuda:1).
+# parity 1P1D / 2P2D, a decode worker killed mid-stream and KV reported corrupt once (re-planned),
+# with the KV over cuda-ipc (all on mock cuda:0) and over nccl (prefill workers on mock
+# cuda:0, decode workers on cuda:1).
 if(TARGET test_cluster AND TARGET kv-prefill-cudamock)
-  set(_kv_cl_env "KV_TEST_WORKER_SUFFIX=-cudamock;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>;KV_CLUSTER_ONLY=1p1d,2p2d,kill-decode")
+  set(_kv_cl_env "KV_TEST_WORKER_SUFFIX=-cudamock;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>;KV_CLUSTER_ONLY=1p1d,2p2d,kill-decode,corrupt-kv")
   add_test(NAME test_cluster_cudamock_ipc COMMAND test_cluster)
   set_tests_properties(test_cluster_cudamock_ipc PROPERTIES ENVIRONMENT
     "${_kv_cl_env};KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32;KV_TEST_DECODE_ARGS=--device cuda:0 --precision f32;KV_TEST_EXPECT_TRANSPORT=cuda-ipc")

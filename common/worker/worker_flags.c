@@ -37,7 +37,9 @@ static void usage(const worker_flags *f, FILE *out)
                 "  --advertise HOST     host announced for the KV endpoint (default: the bound one;\n"
                 "                       127.0.0.1 for a wildcard bind)\n"
                 "  --max-batch N        sequences per decode step (default 64)\n"
-                "  --fault drop-kv-ack  test-only fault injection: never acknowledge KV\n");
+                "  --fault drop-kv-ack  test-only fault injection: never acknowledge KV\n"
+                "  --fault corrupt-kv-once  test-only fault injection: the first KV chunk received\n"
+                "                       fails its checksum (KV_CORRUPT)\n");
     else
         fprintf(out, "  --prefill-chunk N    prompt tokens per prefill forward (default 256)\n"
                      "  --fault exit-mid-transfer  test-only fault injection: die (exit 3) right after\n"
@@ -163,10 +165,12 @@ static int parse_one(worker_flags *f, int c, const char *arg)
     case O_FAULT:
         if (f->role == KV_WORKER_DECODE && !strcmp(arg, "drop-kv-ack"))
             f->fault_drop_kv_ack = 1;
+        else if (f->role == KV_WORKER_DECODE && !strcmp(arg, "corrupt-kv-once"))
+            f->fault_corrupt_kv_once = 1;
         else if (f->role == KV_WORKER_PREFILL && !strcmp(arg, "exit-mid-transfer"))
             f->fault_exit_mid_transfer = 1;
         else
-            return bad_flag(f, f->role == KV_WORKER_DECODE ? "--fault expects drop-kv-ack, got"
+            return bad_flag(f, f->role == KV_WORKER_DECODE ? "--fault expects drop-kv-ack or corrupt-kv-once, got"
                                                            : "--fault expects exit-mid-transfer, got", arg);
         return 0;
     default: return 2;

@@ -29,6 +29,7 @@ typedef struct worker_flags {
     const char *kv_listen;      /* decode: --kv-listen tcp://127.0.0.1:0 */
     const char *advertise;      /* decode: --advertise HOST (host announced for a wildcard bind) */
     int fault_drop_kv_ack;      /* decode: --fault drop-kv-ack */
+    int fault_corrupt_kv_once;  /* decode: --fault corrupt-kv-once */
     int fault_exit_mid_transfer; /* prefill: --fault exit-mid-transfer */
     int kv_transport;           /* --kv-transport: KV_TRANSPORT_FLAG_AUTO (default) or a kv_transport */
 } worker_flags;
