@@ -689,58 +689,58 @@ int kv_cuda_add_rmsnorm(void *out, void *x, const void *y, const void *weight, i
     return KV_OK;
 }
 
-typedef struct a_elt { void *out; const void *a, *b; size_t n; kv_cuda_dtype dt; int swiglu; } a_elt;
-static void run_elt(const void *p)
+typedef struct a_qkv {
+    void *q, *k, *v; const void *qkv; int n, heads, kv_heads, hd; const int32_t *pos; const float *inv; kv_cuda_dtype dt;
+} a_qkv;
+static void run_qkv_rope(const void *p)
 {
-    const a_elt *a = p;
-    float *x = widen(a->a, a->dt, a->n), *y = widen(a->b, a->dt, a->n);
-    if (a->swiglu)
-        kc_swiglu(x, x, y, a->n);
-    else
-        kc_add(x, y, a->n);
-    narrow(a->out, a->dt, x, a->n);
-    free(x), free(y);
+    const a_qkv *a = p;
+    size_t qd = (size_t)a->heads * a->hd, kvd = (size_t)a->kv_heads * a->hd, n = (size_t)a->n;
+    float *qkv = widen(a->qkv, a->dt, n * (qd + 2 * kvd)), *q = malloc(sizeof *q * n * qd),
+          *k = malloc(sizeof *k * n * kvd), *v = malloc(sizeof *v * n * kvd);
+    if (!q || !k || !v)
+        die("out of memory in qkv_rope");
+    kc_qkv_rope(q, k, v, qkv, a->n, a->heads, a->kv_heads, a->hd, a->pos, a->inv);
+    narrow(a->q, a->dt, q, n * qd), narrow(a->k, a->dt, k, n * kvd), narrow(a->v, a->dt, v, n * kvd);
+    free(qkv), free(q), free(k), free(v);
 }
-int kv_cuda_add(void *x, const void *y, size_t n, kv_cuda_dtype dt, void *stream, kv_err *err)
+int kv_cuda_qkv_rope(void *q, void *k, void *v, const void *qkv, int n_tokens, int n_heads, int n_kv_heads,
+                     int head_dim, const int32_t *pos, const float *inv_freq, kv_cuda_dtype dt, void *stream,
+                     kv_err *err)
 {
     (void)stream, (void)err;
     need_dtype(dt);
-    dev_check(x, n * kv_cuda_dtype_size(dt), "add x"), dev_check(y, n * kv_cuda_dtype_size(dt), "add y");
-    a_elt a = {x, x, y, n, dt, 0};
-    submit(run_elt, &a, sizeof a);
-    return KV_OK;
-}
-int kv_cuda_swiglu(void *out, const void *gate, const void *up, size_t n, kv_cuda_dtype dt, void *stream, kv_err *err)
-{
-    (void)stream, (void)err;
-    need_dtype(dt);
-    size_t bytes = n * kv_cuda_dtype_size(dt);
-    dev_check(out, bytes, "swiglu out"), dev_check(gate, bytes, "swiglu gate"), dev_check(up, bytes, "swiglu up");
-    a_elt a = {out, gate, up, n, dt, 1};
-    submit(run_elt, &a, sizeof a);
+    size_t es = kv_cuda_dtype_size(dt), qb = (size_t)n_tokens * n_heads * head_dim * es,
+           kvb = (size_t)n_tokens * n_kv_heads * head_dim * es;
+    dev_check(qkv, qb + 2 * kvb, "qkv_rope qkv");
+    dev_check(q, qb, "qkv_rope q"), dev_check(k, kvb, "qkv_rope k"), dev_check(v, kvb, "qkv_rope v");
+    dev_check(pos, (size_t)n_tokens * 4, "qkv_rope positions");
+    dev_check(inv_freq, (size_t)head_dim / 2 * 4, "qkv_rope inv_freq");
+    a_qkv a = {q, k, v, qkv, n_tokens, n_heads, n_kv_heads, head_dim, pos, inv_freq, dt};
+    submit(run_qkv_rope, &a, sizeof a);
     return KV_OK;
 }
 
-typedef struct a_rope { void *x; int n, heads, hd; const int32_t *pos; const float *inv; kv_cuda_dtype dt; } a_rope;
-static void run_rope(const void *p)
+typedef struct a_swr { void *out; const void *gu; int rows, ff; kv_cuda_dtype dt; } a_swr;
+static void run_swiglu_rows(const void *p)
 {
-    const a_rope *a = p;
-    size_t n = (size_t)a->n * a->heads * a->hd;
-    float *x = widen(a->x, a->dt, n);
-    kc_rope(x, a->n, a->heads, a->hd, a->pos, a->inv);
-    narrow(a->x, a->dt, x, n);
-    free(x);
+    const a_swr *a = p;
+    size_t n = (size_t)a->rows * a->ff;
+    float *gu = widen(a->gu, a->dt, 2 * n), *out = malloc(sizeof *out * (n ? n : 1));
+    if (!out)
+        die("out of memory in swiglu_rows");
+    kc_swiglu_rows(out, gu, a->rows, a->ff);
+    narrow(a->out, a->dt, out, n);
+    free(gu), free(out);
 }
-int kv_cuda_rope(void *x, int n_tokens, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq,
-                 kv_cuda_dtype dt, void *stream, kv_err *err)
+int kv_cuda_swiglu_rows(void *out, const void *gu, int rows, int ff, kv_cuda_dtype dt, void *stream, kv_err *err)
 {
     (void)stream, (void)err;
     need_dtype(dt);
-    dev_check(x, (size_t)n_tokens * n_heads * head_dim * kv_cuda_dtype_size(dt), "rope x");
-    dev_check(pos, (size_t)n_tokens * 4, "rope positions");
-    dev_check(inv_freq, (size_t)head_dim / 2 * 4, "rope inv_freq");
-    a_rope a = {x, n_tokens, n_heads, head_dim, pos, inv_freq, dt};
-    submit(run_rope, &a, sizeof a);
+    size_t bytes = (size_t)rows * ff * kv_cuda_dtype_size(dt);
+    dev_check(out, bytes, "swiglu_rows out"), dev_check(gu, 2 * bytes, "swiglu_rows gate|up");
+    a_swr a = {out, gu, rows, ff, dt};
+    submit(run_swiglu_rows, &a, sizeof a);
     return KV_OK;
 }
 

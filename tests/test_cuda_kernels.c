@@ -256,63 +256,62 @@ static void test_rmsnorm(rng *r)
     }
 }
 
-static void test_elementwise(rng *r)
-{
-    const size_t sizes[] = {1, 1000, 3 * 14336 + 5};
-    for (int t = 0; t < 3; t++) {
-        kv_cuda_dtype dt = all_dt[t];
-        for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
-            size_t n = sizes[s];
-            float *g = rand_vec(r, n, 8.0f), *u = rand_vec(r, n, 2.0f), *ref = malloc(n * sizeof(float));
-            round_to(g, n, dt); round_to(u, n, dt);
-            void *dg = to_dev(g, n, dt), *du = to_dev(u, n, dt), *dout = dev_poison(n, dt);
-            kc_swiglu(ref, g, u, n);
-            CHECK_KV(kv_cuda_swiglu(dout, dg, du, n, dt, NULL, &g_err));
-            float *got = from_dev(dout, n, dt);
-            double e = max_rel(got, ref, n);
-            CHECK_MSG(e < tol(dt), "swiglu %s n=%zu: err %g", dtn(dt), n, e);
-            free(got);
-            memcpy(ref, g, n * sizeof(float));
-            kc_add(ref, u, n);
-            CHECK_KV(kv_cuda_add(dg, du, n, dt, NULL, &g_err));
-            got = from_dev(dg, n, dt);
-            e = max_rel(got, ref, n);
-            CHECK_MSG(e < tol(dt), "add %s n=%zu: err %g", dtn(dt), n, e);
-            free(g); free(u); free(ref); free(got);
-            CK(cudaFree(dg)); CK(cudaFree(du)); CK(cudaFree(dout));
-        }
-    }
-}
-
-static void test_rope(rng *r)
+/* The fused projections' follow-ups: the Q/K/V split with RoPE (plain, Llama 3.1 and
+ * linear scaling), SwiGLU over gate|up rows. Shapes with GQA, MHA, a head_dim that is no
+ * power of two, one row and many; positions up to 32k. */
+static void test_fused(rng *r)
 {
     kc_rope_params plain = {.head_dim = 8, .theta = 10000.0f};
     kc_rope_params l3 = {.head_dim = 128, .theta = 500000.0f, .scaling = 2, .factor = 8.0f, .low_freq_factor = 1.0f,
                          .high_freq_factor = 4.0f, .original_max_position = 8192};
     kc_rope_params lin = {.head_dim = 64, .theta = 10000.0f, .scaling = 1, .factor = 4.0f};
-    kc_rope_params *ps[3] = {&plain, &l3, &lin};
-    const int heads[3] = {4, 32, 8}, tokens[3] = {5, 37, 300};
+    const kc_rope_params *ps[5] = {&plain, &l3, &lin, &plain, &l3};
+    const int shapes[][4] = {{5, 4, 2, 8}, {37, 32, 8, 128}, {300, 8, 8, 64}, {3, 6, 2, 18}, {1, 32, 8, 128}};
     for (int t = 0; t < 3; t++) {
         kv_cuda_dtype dt = all_dt[t];
-        for (int c = 0; c < 3; c++) {
-            int hd = ps[c]->head_dim, nh = heads[c], nt = tokens[c];
-            size_t n = (size_t)nt * nh * hd;
+        for (size_t c = 0; c < sizeof shapes / sizeof *shapes; c++) {
+            int nt = shapes[c][0], nh = shapes[c][1], nkv = shapes[c][2], hd = shapes[c][3];
+            kc_rope_params p = *ps[c];
+            p.head_dim = hd;
             float inv[256];
-            kc_rope_inv_freq(inv, ps[c]);
+            kc_rope_inv_freq(inv, &p);
+            size_t qd = (size_t)nh * hd, kvd = (size_t)nkv * hd, row = qd + 2 * kvd;
             int32_t *pos = malloc(sizeof(int32_t) * (size_t)nt);
             for (int i = 0; i < nt; i++) pos[i] = i % 2 ? irand(r, 32768) : i;
-            float *x = rand_vec(r, n, 1.0f);
-            round_to(x, n, dt);
-            void *dx = to_dev(x, n, dt);
+            float *qkv = rand_vec(r, (size_t)nt * row, 1.0f);
+            round_to(qkv, (size_t)nt * row, dt);
+            float *q = malloc(sizeof(float) * nt * qd), *k = malloc(sizeof(float) * nt * kvd),
+                  *v = malloc(sizeof(float) * nt * kvd);
+            kc_qkv_rope(q, k, v, qkv, nt, nh, nkv, hd, pos, inv);
+            void *dqkv = to_dev(qkv, (size_t)nt * row, dt), *dq = dev_poison((size_t)nt * qd, dt),
+                 *dk = dev_poison((size_t)nt * kvd, dt), *dv = dev_poison((size_t)nt * kvd, dt);
             float *dinv = to_dev_raw(inv, sizeof(float) * (size_t)hd / 2);
             int32_t *dpos = to_dev_raw(pos, sizeof(int32_t) * (size_t)nt);
-            kc_rope(x, nt, nh, hd, pos, inv);
-            CHECK_KV(kv_cuda_rope(dx, nt, nh, hd, dpos, dinv, dt, NULL, &g_err));
-            float *got = from_dev(dx, n, dt);
-            double e = max_rel(got, x, n);
-            CHECK_MSG(e < tol(dt), "rope %s hd=%d: err %g", dtn(dt), hd, e);
-            free(pos); free(x); free(got);
-            CK(cudaFree(dx)); CK(cudaFree(dinv)); CK(cudaFree(dpos));
+            CHECK_KV(kv_cuda_qkv_rope(dq, dk, dv, dqkv, nt, nh, nkv, hd, dpos, dinv, dt, NULL, &g_err));
+            float *gq = from_dev(dq, (size_t)nt * qd, dt), *gk = from_dev(dk, (size_t)nt * kvd, dt),
+                  *gv = from_dev(dv, (size_t)nt * kvd, dt);
+            double eq = max_rel(gq, q, (size_t)nt * qd), ek = max_rel(gk, k, (size_t)nt * kvd),
+                   ev = max_rel(gv, v, (size_t)nt * kvd);
+            CHECK_MSG(eq < tol(dt) && ek < tol(dt) && ev == 0.0, "qkv_rope %s %dx%d/%d/%d: err q %g k %g v %g", dtn(dt),
+                      nt, nh, nkv, hd, eq, ek, ev);
+            free(pos); free(qkv); free(q); free(k); free(v); free(gq); free(gk); free(gv);
+            CK(cudaFree(dqkv)); CK(cudaFree(dq)); CK(cudaFree(dk)); CK(cudaFree(dv));
+            CK(cudaFree(dinv)); CK(cudaFree(dpos));
+        }
+        const int sw[][2] = {{1, 14336}, {7, 1000}, {64, 172}, {3, 1}};
+        for (size_t c = 0; c < sizeof sw / sizeof *sw; c++) {
+            int rows = sw[c][0], ff = sw[c][1];
+            size_t n = (size_t)rows * ff;
+            float *gu = rand_vec(r, 2 * n, 8.0f), *ref = malloc(n * sizeof(float));
+            round_to(gu, 2 * n, dt);
+            kc_swiglu_rows(ref, gu, rows, ff);
+            void *dgu = to_dev(gu, 2 * n, dt), *dout = dev_poison(n, dt);
+            CHECK_KV(kv_cuda_swiglu_rows(dout, dgu, rows, ff, dt, NULL, &g_err));
+            float *got = from_dev(dout, n, dt);
+            double e = max_rel(got, ref, n);
+            CHECK_MSG(e < tol(dt), "swiglu_rows %s %dx%d: err %g", dtn(dt), rows, ff, e);
+            free(gu); free(ref); free(got);
+            CK(cudaFree(dgu)); CK(cudaFree(dout));
         }
     }
 }
@@ -803,7 +802,8 @@ static void test_bad_args(void)
     kv.head_dim = 8;
     CHECK(kv_cuda_attention_prefill(NULL, NULL, &kv, NULL, 0, 1, 3, NULL, &g_err) == KV_EINVAL);
     CHECK(kv_cuda_attention_decode(NULL, NULL, &kv, NULL, 1, NULL, 1, 4, 2, NULL, 0, NULL, &g_err) == KV_EINVAL);
-    CHECK(kv_cuda_rope(NULL, 1, 1, 9, NULL, NULL, KV_CUDA_F32, NULL, &g_err) == KV_EINVAL);
+    CHECK(kv_cuda_qkv_rope(NULL, NULL, NULL, NULL, 1, 1, 1, 9, NULL, NULL, KV_CUDA_F32, NULL, &g_err) == KV_EINVAL);
+    CHECK(kv_cuda_swiglu_rows(NULL, NULL, -1, 4, KV_CUDA_F32, NULL, &g_err) == KV_EINVAL);
     CHECK(kv_cuda_topk(NULL, NULL, NULL, 1, 10, 11, KV_CUDA_F32, NULL, &g_err) == KV_EINVAL);
     CHECK(kv_cuda_rmsnorm(NULL, NULL, NULL, 1, 8, 1e-5f, (kv_cuda_dtype)7, NULL, &g_err) == KV_EINVAL);
     CHECK_EQ_INT(kv_cuda_decode_splits(1, 32, 8, 100, 132), 1);     /* short: one piece */
@@ -832,8 +832,7 @@ int main(void)
     test_convert(&r);
     test_embed(&r);
     test_rmsnorm(&r);
-    test_elementwise(&r);
-    test_rope(&r);
+    test_fused(&r);
     test_kv_write(&r);
     test_prefill(&r);
     test_decode(&r, sms);

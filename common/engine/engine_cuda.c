@@ -95,7 +95,8 @@ static int upload(cu_engine *c, void *dst, const float *src, size_t n, float *st
 typedef struct wspec {
     const float *src;
     size_t n;
-    void **dst;
+    void **dst;       /* NULL: the tail of the tensor before it */
+    int packed;       /* the next spec follows with no alignment gap */
 } wspec;
 
 static int upload_weights(kv_engine *e, kv_err *err)
@@ -112,36 +113,38 @@ static int upload_weights(kv_engine *e, kv_err *err)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     }
     size_t k = 0;
-    specs[k++] = (wspec){m->embed, (size_t)cfg->vocab_size * h, &c->embed};
+    specs[k++] = (wspec){m->embed, (size_t)cfg->vocab_size * h, &c->embed, 0};
     for (int l = 0; l < cfg->n_layers; l++) {
         const kv_layer_weights *w = &m->layers[l];
         cu_layer *d = &c->layers[l];
-        specs[k++] = (wspec){w->attn_norm, h, &d->attn_norm};
-        specs[k++] = (wspec){w->wq, q * h, &d->wq};
-        specs[k++] = (wspec){w->wk, kv * h, &d->wk};
-        specs[k++] = (wspec){w->wv, kv * h, &d->wv};
-        specs[k++] = (wspec){w->wo, h * q, &d->wo};
-        specs[k++] = (wspec){w->mlp_norm, h, &d->mlp_norm};
-        specs[k++] = (wspec){w->w_gate, ff * h, &d->w_gate};
-        specs[k++] = (wspec){w->w_up, ff * h, &d->w_up};
-        specs[k++] = (wspec){w->w_down, h * ff, &d->w_down};
+        specs[k++] = (wspec){w->attn_norm, h, &d->attn_norm, 0};
+        specs[k++] = (wspec){w->wq, q * h, &d->wqkv, 1};
+        specs[k++] = (wspec){w->wk, kv * h, NULL, 1};
+        specs[k++] = (wspec){w->wv, kv * h, NULL, 0};
+        specs[k++] = (wspec){w->wo, h * q, &d->wo, 0};
+        specs[k++] = (wspec){w->mlp_norm, h, &d->mlp_norm, 0};
+        specs[k++] = (wspec){w->w_gate, ff * h, &d->w_gu, 1};
+        specs[k++] = (wspec){w->w_up, ff * h, NULL, 0};
+        specs[k++] = (wspec){w->w_down, h * ff, &d->w_down, 0};
     }
-    specs[k++] = (wspec){m->final_norm, h, &c->final_norm};
+    specs[k++] = (wspec){m->final_norm, h, &c->final_norm, 0};
     int tied = m->lm_head == m->embed; /* tied embeddings share one device copy */
     if (!tied)
-        specs[k++] = (wspec){m->lm_head, (size_t)cfg->vocab_size * h, &c->lm_head};
+        specs[k++] = (wspec){m->lm_head, (size_t)cfg->vocab_size * h, &c->lm_head, 0};
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
-        total += align_up(specs[i].n * c->es);
+        total = specs[i].packed ? total + specs[i].n * c->es : align_up(total + specs[i].n * c->es);
     float *stage = NULL;
     int rc = dev_alloc(&c->w_mem, total, "the weights", err);
     if (!rc && c->dt != KV_CUDA_F32)
         rc = dev_alloc((void **)&stage, UPLOAD_CHUNK * sizeof(float), "the weight conversion buffer", err);
     size_t off = 0;
     for (size_t i = 0; !rc && i < k; i++) {
-        *specs[i].dst = (char *)c->w_mem + off;
-        off += align_up(specs[i].n * c->es);
-        rc = upload(c, *specs[i].dst, specs[i].src, specs[i].n, stage, err);
+        void *at = (char *)c->w_mem + off;
+        if (specs[i].dst)
+            *specs[i].dst = at;
+        off = specs[i].packed ? off + specs[i].n * c->es : align_up(off + specs[i].n * c->es);
+        rc = upload(c, at, specs[i].src, specs[i].n, stage, err);
     }
     if (tied)
         c->lm_head = c->embed;
@@ -170,9 +173,9 @@ static int alloc_activations(kv_engine *e, int rows, kv_err *err)
     c->a_mem = NULL;
     size_t r = (size_t)rows, h = (size_t)cfg->hidden_size, es = c->es;
     size_t q = (size_t)cfg->n_heads * (size_t)cfg->head_dim, kv = (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim;
-    size_t ff = (size_t)cfg->intermediate_size, wide = q > h ? q : h;
-    size_t sizes[8] = {r * h * es, r * wide * es, r * q * es, r * kv * es, r * kv * es, r * q * es, r * ff * es, r * ff * es};
-    void **dst[8] = {&c->x, &c->xb, &c->q, &c->k, &c->v, &c->att, &c->hb, &c->hb2};
+    size_t ff = (size_t)cfg->intermediate_size, wide = q > h ? q : h, fused = 2 * ff > q + 2 * kv ? 2 * ff : q + 2 * kv;
+    size_t sizes[8] = {r * h * es, r * wide * es, r * q * es, r * kv * es, r * kv * es, r * q * es, r * ff * es, r * fused * es};
+    void **dst[8] = {&c->x, &c->xb, &c->q, &c->k, &c->v, &c->att, &c->hb, &c->gu};
     size_t total = 0;
     for (int i = 0; i < 8; i++)
         total += align_up(sizes[i]);

@@ -18,8 +18,11 @@
 #define CU_SPLIT_CLASSES 7        /* decode attention cut in 1, 2, 4, ..., 64 pieces */
 #define CU_BLAS_WS_BYTES ((size_t)32 << 20)
 
+/* wqkv is [wq; wk; wv] and w_gu [w_gate; w_up], back to back in memory, so that each is
+ * one GEMM: at decode's few rows a projection is a weight read, and three or two small
+ * ones leave more of the bandwidth unused than one large one. */
 typedef struct cu_layer {
-    void *attn_norm, *wq, *wk, *wv, *wo, *mlp_norm, *w_gate, *w_up, *w_down;
+    void *attn_norm, *wqkv, *wo, *mlp_norm, *w_gu, *w_down;
 } cu_layer;
 
 typedef struct cu_engine {
@@ -38,7 +41,8 @@ typedef struct cu_engine {
     /* Activations for cap_rows rows, one allocation. */
     int cap_rows;
     void *a_mem;
-    void *x, *xb, *q, *k, *v, *att, *hb, *hb2;
+    void *x, *xb, *q, *k, *v, *att, *hb;
+    void *gu;                     /* fused projections' output: [q|k|v] rows, then [gate|up] rows */
     /* Logits (f32) for logit_rows rows; decode attention workspace for dec_rows rows. */
     float *logits;
     int logit_rows;

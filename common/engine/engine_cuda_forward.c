@@ -1,6 +1,8 @@
 /* The CUDA forward pass: engine_cpu.c's op order exactly (norm, Q/K/V, RoPE, KV write +
  * attention, output projection, residual, norm, gate/up, SwiGLU, down, residual), with the
- * residual add and the next norm fused into one kernel (same arithmetic, one pass less).
+ * residual add and the next norm fused into one kernel (same arithmetic, one pass less),
+ * Q/K/V one GEMM over the stacked weights followed by one split + RoPE kernel, gate/up one
+ * GEMM followed by SwiGLU over its rows (each output element the same dot product).
  * Prefill chunks attend over the paged pool with the tensor-core kernel (bf16, head_dim
  * 64/128); decode steps use the split-KV (Flash-Decoding) kernel, through a CUDA graph per
  * batch bucket when possible (engine_cuda_graph.c). */
@@ -54,18 +56,15 @@ int cu_forward(kv_engine *e, const cu_step *st, kv_err *err)
     KC_CHECK(kv_cuda_rmsnorm(c->xb, c->x, c->layers[0].attn_norm, rows, h, eps, dt, s, err));
     for (int l = 0; l < cfg->n_layers; l++) {
         const cu_layer *w = &c->layers[l];
-        KC_CHECK(kv_cuda_gemm(blas, c->q, c->xb, w->wq, rows, q_dim, h, dt, s, err));
-        KC_CHECK(kv_cuda_gemm(blas, c->k, c->xb, w->wk, rows, kv_dim, h, dt, s, err));
-        KC_CHECK(kv_cuda_gemm(blas, c->v, c->xb, w->wv, rows, kv_dim, h, dt, s, err));
-        KC_CHECK(kv_cuda_rope(c->q, rows, cfg->n_heads, cfg->head_dim, pos, c->inv_freq, dt, s, err));
-        KC_CHECK(kv_cuda_rope(c->k, rows, cfg->n_kv_heads, cfg->head_dim, pos, c->inv_freq, dt, s, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->gu, c->xb, w->wqkv, rows, q_dim + 2 * kv_dim, h, dt, s, err));
+        KC_CHECK(kv_cuda_qkv_rope(c->q, c->k, c->v, c->gu, rows, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, pos,
+                                  c->inv_freq, dt, s, err));
         KC_CHECK(attention(e, l, st, err));
         KC_CHECK(kv_cuda_gemm(blas, c->xb, c->att, w->wo, rows, h, q_dim, dt, s, err));
         /* x += xb; xb = norm(x): the CPU's kc_add + kc_rmsnorm. */
         KC_CHECK(kv_cuda_add_rmsnorm(c->xb, c->x, c->xb, w->mlp_norm, rows, h, eps, dt, s, err));
-        KC_CHECK(kv_cuda_gemm(blas, c->hb, c->xb, w->w_gate, rows, ff, h, dt, s, err));
-        KC_CHECK(kv_cuda_gemm(blas, c->hb2, c->xb, w->w_up, rows, ff, h, dt, s, err));
-        KC_CHECK(kv_cuda_swiglu(c->hb, c->hb, c->hb2, (size_t)rows * (size_t)ff, dt, s, err));
+        KC_CHECK(kv_cuda_gemm(blas, c->gu, c->xb, w->w_gu, rows, 2 * ff, h, dt, s, err));
+        KC_CHECK(kv_cuda_swiglu_rows(c->hb, c->gu, rows, ff, dt, s, err));
         KC_CHECK(kv_cuda_gemm(blas, c->xb, c->hb, w->w_down, rows, h, ff, dt, s, err));
         /* The residual, then the next layer's input norm (the final norm after the last). */
         const void *next_norm = l + 1 < cfg->n_layers ? c->layers[l + 1].attn_norm : c->final_norm;

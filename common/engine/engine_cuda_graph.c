@@ -1,4 +1,4 @@
-/* CUDA graphs of the decode step. A step is ~15 launches per layer (GEMMs, norms, RoPE, KV
+/* CUDA graphs of the decode step. A step is ~10 launches per layer (GEMMs, norms, RoPE, KV
  * write, attention): at small batches their launch gaps cost as much as the work. Each
  * (batch bucket, split count) pair gets one graph, captured the first time it is needed:
  * the step's inputs (tokens, positions, lengths, block tables) live in fixed device

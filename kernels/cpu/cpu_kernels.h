@@ -18,6 +18,9 @@ void kc_rmsnorm(float *out, const float *x, const float *weight, int rows, int d
 void kc_embed(float *out, const float *table, const int32_t *tokens, int n, int dim);
 /* out[i] = silu(gate[i]) * up[i] */
 void kc_swiglu(float *out, const float *gate, const float *up, size_t n);
+/* kc_swiglu on the fused gate/up projection: gu[rows][2 ff] holds each row's gate then its
+ * up; out[rows][ff] (twin of kv_cuda_swiglu_rows). */
+void kc_swiglu_rows(float *out, const float *gu, int rows, int ff);
 void kc_add(float *x, const float *y, size_t n);
 
 /* RoPE frequencies for head_dim (with rope scaling already applied by the caller's
@@ -32,6 +35,12 @@ typedef struct kc_rope_params {
 void kc_rope_inv_freq(float *inv_freq, const kc_rope_params *p);
 /* HF rotate-half RoPE, in place, on x[n_tokens][n_heads][head_dim] at positions pos[]. */
 void kc_rope(float *x, int n_tokens, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq);
+
+/* The fused Q/K/V projection's rows qkv[n_tokens][(n_heads + 2 n_kv_heads) * head_dim]
+ * (q, then k, then v) split into q, k, v with RoPE on q and k: exactly the copies followed
+ * by kc_rope on q and on k (twin of kv_cuda_qkv_rope). */
+void kc_qkv_rope(float *q, float *k, float *v, const float *qkv, int n_tokens, int n_heads, int n_kv_heads,
+                 int head_dim, const int32_t *pos, const float *inv_freq);
 
 /* One layer of a paged KV pool: K rows of block b at pool + b*block_stride, V rows at
  * + v_offset; each row is n_kv_heads*head_dim floats, block_size rows per block. */

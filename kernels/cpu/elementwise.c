@@ -31,6 +31,14 @@ void kc_swiglu(float *out, const float *gate, const float *up, size_t n)
     }
 }
 
+void kc_swiglu_rows(float *out, const float *gu, int rows, int ff)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *gate = gu + (size_t)r * 2 * (size_t)ff;
+        kc_swiglu(out + (size_t)r * (size_t)ff, gate, gate + ff, (size_t)ff);
+    }
+}
+
 void kc_add(float *x, const float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++)

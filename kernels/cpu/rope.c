@@ -1,4 +1,5 @@
 #include <math.h>
+#include <string.h>
 
 #include "cpu_kernels.h"
 
@@ -43,4 +44,18 @@ void kc_rope(float *x, int n_tokens, int n_heads, int head_dim, const int32_t *p
             }
         }
     }
+}
+
+void kc_qkv_rope(float *q, float *k, float *v, const float *qkv, int n_tokens, int n_heads, int n_kv_heads,
+                 int head_dim, const int32_t *pos, const float *inv_freq)
+{
+    size_t qd = (size_t)n_heads * (size_t)head_dim, kvd = (size_t)n_kv_heads * (size_t)head_dim;
+    for (int t = 0; t < n_tokens; t++) {
+        const float *row = qkv + (size_t)t * (qd + 2 * kvd);
+        memcpy(q + (size_t)t * qd, row, qd * sizeof *q);
+        memcpy(k + (size_t)t * kvd, row + qd, kvd * sizeof *k);
+        memcpy(v + (size_t)t * kvd, row + qd + kvd, kvd * sizeof *v);
+    }
+    kc_rope(q, n_tokens, n_heads, head_dim, pos, inv_freq);
+    kc_rope(k, n_tokens, n_kv_heads, head_dim, pos, inv_freq);
 }

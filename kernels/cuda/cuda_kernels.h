@@ -60,15 +60,16 @@ int kv_cuda_rmsnorm(void *out, const void *x, const void *weight, int rows, int 
  * pass. out may alias y (the engine's x += xb; xb = norm(x)), never x. */
 int kv_cuda_add_rmsnorm(void *out, void *x, const void *y, const void *weight, int rows, int dim, float eps,
                         kv_cuda_dtype dt, void *stream, kv_err *err);
-/* x[i] += y[i] */
-int kv_cuda_add(void *x, const void *y, size_t n, kv_cuda_dtype dt, void *stream, kv_err *err);
-/* out[i] = silu(gate[i]) * up[i]; out may alias gate or up. */
-int kv_cuda_swiglu(void *out, const void *gate, const void *up, size_t n, kv_cuda_dtype dt, void *stream,
-                   kv_err *err);
-/* HF rotate-half RoPE in place on x[n_tokens][n_heads][head_dim]; pos (device, int32) per
- * token, inv_freq (device, f32) [head_dim/2] from kc_rope_inv_freq. head_dim even, <= 512. */
-int kv_cuda_rope(void *x, int n_tokens, int n_heads, int head_dim, const int32_t *pos, const float *inv_freq,
-                 kv_cuda_dtype dt, void *stream, kv_err *err);
+/* SwiGLU of the fused gate/up projection (twin of kc_swiglu_rows): gu[rows][2 ff], each
+ * row's gate then its up; out[rows][ff]. */
+int kv_cuda_swiglu_rows(void *out, const void *gu, int rows, int ff, kv_cuda_dtype dt, void *stream, kv_err *err);
+/* The fused Q/K/V projection's rows split into q, k, v with HF rotate-half RoPE on q and k,
+ * one pass (twin of kc_qkv_rope): qkv[n_tokens][(n_heads + 2 n_kv_heads) * head_dim]; pos
+ * (device, int32) per token, inv_freq (device, f32) [head_dim/2] from kc_rope_inv_freq.
+ * head_dim even, <= 512. */
+int kv_cuda_qkv_rope(void *q, void *k, void *v, const void *qkv, int n_tokens, int n_heads, int n_kv_heads,
+                     int head_dim, const int32_t *pos, const float *inv_freq, kv_cuda_dtype dt, void *stream,
+                     kv_err *err);
 
 /* ---- Paged KV cache ----------------------------------------------------------------- */
 

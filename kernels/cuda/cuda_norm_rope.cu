@@ -64,43 +64,62 @@ __global__ void __launch_bounds__(ROW_THREADS) add_rmsnorm_kernel(T *out, T *x, 
         kv_st(o + i, kv_ld(w + i) * (inv * kv_ld(xr + i)));
 }
 
-template <typename T> __global__ void add_kernel(T *x, const T *y, size_t n)
+template <typename T>
+__global__ void swiglu_rows_kernel(T *out, const T *gu, int rows, int ff)
 {
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
-        kv_st(x + i, kv_ld(x + i) + kv_ld(y + i));
-}
-
-template <typename T> __global__ void swiglu_kernel(T *out, const T *gate, const T *up, size_t n)
-{
+    size_t n = (size_t)rows * (size_t)ff;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = kv_ld(gate + i);
-        kv_st(out + i, g / (1.0f + expf(-g)) * kv_ld(up + i));
+        size_t r = i / (size_t)ff, j = i - r * (size_t)ff;
+        const T *gate = gu + r * 2 * (size_t)ff;
+        float g = kv_ld(gate + j);
+        kv_st(out + i, g / (1.0f + expf(-g)) * kv_ld(gate + ff + j));
     }
 }
 
-/* One block per token: the angles are shared by every head, so sin/cos once per pair index
- * into shared memory, then every (head, pair) rotates. */
-template <typename T>
-__global__ void __launch_bounds__(ROW_THREADS) rope_kernel(T *x, int n_heads, int head_dim, const int32_t *pos,
-                                                           const float *inv_freq)
+/* RoPE works per token: the angles are shared by every head, so sin/cos once per pair
+ * index into shared memory (then __syncthreads), then every (head, pair) rotates. */
+__device__ __forceinline__ void rope_angles(float *cs, float *sn, int32_t pos, const float *inv_freq, int half)
 {
-    __shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
-    int half = head_dim / 2;
-    float p = (float)pos[blockIdx.x];
+    float p = (float)pos;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
         float angle = p * inv_freq[i];
         cs[i] = cosf(angle);
         sn[i] = sinf(angle);
     }
+}
+
+/* Pair i of one head from src into dst; the rounding of kc_rope. */
+template <typename T>
+__device__ __forceinline__ void rope_pair(T *dst, const T *src, int i, int half, float c, float s)
+{
+    float x0 = kv_ld(src + i), x1 = kv_ld(src + i + half);
+    kv_st(dst + i, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
+    kv_st(dst + i + half, __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s)));
+}
+
+/* One block per token: the q heads and then the k heads lie back to back in a qkv row, so
+ * one loop rotates both into their buffers; v is copied. */
+template <typename T>
+__global__ void __launch_bounds__(ROW_THREADS) qkv_rope_kernel(T *q, T *k, T *v, const T *qkv, int n_heads,
+                                                               int n_kv_heads, int head_dim, const int32_t *pos,
+                                                               const float *inv_freq)
+{
+    __shared__ float cs[ROPE_MAX_HALF], sn[ROPE_MAX_HALF];
+    int half = head_dim / 2;
+    rope_angles(cs, sn, pos[blockIdx.x], inv_freq, half);
     __syncthreads();
-    T *xt = x + (size_t)blockIdx.x * (size_t)n_heads * (size_t)head_dim;
-    for (int e = threadIdx.x; e < n_heads * half; e += blockDim.x) {
+    size_t qd = (size_t)n_heads * (size_t)head_dim, kvd = (size_t)n_kv_heads * (size_t)head_dim;
+    const T *row = qkv + (size_t)blockIdx.x * (qd + 2 * kvd);
+    T *qt = q + (size_t)blockIdx.x * qd, *kt = k + (size_t)blockIdx.x * kvd;
+    for (int e = threadIdx.x; e < (n_heads + n_kv_heads) * half; e += blockDim.x) {
         int h = e / half, i = e - h * half;
-        T *v = xt + (size_t)h * (size_t)head_dim;
-        float x0 = kv_ld(v + i), x1 = kv_ld(v + i + half), c = cs[i], s = sn[i];
-        kv_st(v + i, __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s)));
-        kv_st(v + i + half, __fadd_rn(__fmul_rn(x1, c), __fmul_rn(x0, s)));
+        T *dst = h < n_heads ? qt + (size_t)h * (size_t)head_dim : kt + (size_t)(h - n_heads) * (size_t)head_dim;
+        rope_pair(dst, row + (size_t)h * (size_t)head_dim, i, half, cs[i], sn[i]);
     }
+    const T *vs = row + qd + kvd;
+    T *vt = v + (size_t)blockIdx.x * kvd;
+    for (size_t e = threadIdx.x; e < kvd; e += blockDim.x)
+        vt[e] = vs[e];
 }
 
 extern "C" int kv_cuda_embed(void *out, const void *table, const int32_t *tokens, int n, int dim, int vocab,
@@ -147,40 +166,36 @@ extern "C" int kv_cuda_add_rmsnorm(void *out, void *x, const void *y, const void
     return KV_OK;
 }
 
-extern "C" int kv_cuda_add(void *x, const void *y, size_t n, kv_cuda_dtype dt, void *stream, kv_err *err)
+extern "C" int kv_cuda_swiglu_rows(void *out, const void *gu, int rows, int ff, kv_cuda_dtype dt, void *stream,
+                                   kv_err *err)
 {
+    if (rows < 0 || ff <= 0)
+        return kv_err_set(err, KV_EINVAL, "cuda swiglu_rows: bad shape rows=%d ff=%d", rows, ff);
+    size_t n = (size_t)rows * (size_t)ff;
     if (n == 0)
         return KV_OK;
     KV_DISPATCH_DTYPE(dt, T,
-                      add_kernel<T><<<kv_cuda_grid_1d(n, ELT_THREADS), ELT_THREADS, 0, KV_STREAM(stream)>>>(
-                          (T *)x, (const T *)y, n));
-    KV_CUDA_CHECK_LAUNCH("add_kernel");
+                      swiglu_rows_kernel<T><<<kv_cuda_grid_1d(n, ELT_THREADS), ELT_THREADS, 0, KV_STREAM(stream)>>>(
+                          (T *)out, (const T *)gu, rows, ff));
+    KV_CUDA_CHECK_LAUNCH("swiglu_rows_kernel");
     return KV_OK;
 }
 
-extern "C" int kv_cuda_swiglu(void *out, const void *gate, const void *up, size_t n, kv_cuda_dtype dt, void *stream,
-                              kv_err *err)
+extern "C" int kv_cuda_qkv_rope(void *q, void *k, void *v, const void *qkv, int n_tokens, int n_heads, int n_kv_heads,
+                                int head_dim, const int32_t *pos, const float *inv_freq, kv_cuda_dtype dt,
+                                void *stream, kv_err *err)
 {
-    if (n == 0)
-        return KV_OK;
-    KV_DISPATCH_DTYPE(dt, T,
-                      swiglu_kernel<T><<<kv_cuda_grid_1d(n, ELT_THREADS), ELT_THREADS, 0, KV_STREAM(stream)>>>(
-                          (T *)out, (const T *)gate, (const T *)up, n));
-    KV_CUDA_CHECK_LAUNCH("swiglu_kernel");
-    return KV_OK;
-}
-
-extern "C" int kv_cuda_rope(void *x, int n_tokens, int n_heads, int head_dim, const int32_t *pos,
-                            const float *inv_freq, kv_cuda_dtype dt, void *stream, kv_err *err)
-{
-    if (n_tokens < 0 || n_heads <= 0 || head_dim <= 0 || head_dim % 2 || head_dim / 2 > ROPE_MAX_HALF)
-        return kv_err_set(err, KV_EINVAL, "cuda rope: bad shape tokens=%d heads=%d head_dim=%d (even, <= %d)",
-                          n_tokens, n_heads, head_dim, 2 * ROPE_MAX_HALF);
+    if (n_tokens < 0 || n_heads <= 0 || n_kv_heads <= 0 || head_dim <= 0 || head_dim % 2 ||
+        head_dim / 2 > ROPE_MAX_HALF)
+        return kv_err_set(err, KV_EINVAL,
+                          "cuda qkv_rope: bad shape tokens=%d heads=%d kv_heads=%d head_dim=%d (even, <= %d)",
+                          n_tokens, n_heads, n_kv_heads, head_dim, 2 * ROPE_MAX_HALF);
     if (n_tokens == 0)
         return KV_OK;
     KV_DISPATCH_DTYPE(dt, T,
-                      rope_kernel<T><<<n_tokens, ROW_THREADS, 0, KV_STREAM(stream)>>>((T *)x, n_heads, head_dim,
-                                                                                       pos, inv_freq));
-    KV_CUDA_CHECK_LAUNCH("rope_kernel");
+                      qkv_rope_kernel<T><<<n_tokens, ROW_THREADS, 0, KV_STREAM(stream)>>>(
+                          (T *)q, (T *)k, (T *)v, (const T *)qkv, n_heads, n_kv_heads, head_dim, pos, inv_freq));
+    KV_CUDA_CHECK_LAUNCH("qkv_rope_kernel");
     return KV_OK;
 }
+
