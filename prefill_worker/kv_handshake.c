@@ -25,12 +25,14 @@ static uint64_t new_session(kv_sender *s)
     return v ? v : 1;
 }
 
-/* Ends the handshake: err gets why (copied first: it may point into err or p). */
-static int fail(kv_sender *s, kv_peer *p, kv_err *err, const char *why_in)
+/* Ends the handshake: err gets code and why (copied first: it may point into err or p).
+ * KV_EUNSUPPORTED says the pair has no transport in common (the caller's NO_TRANSPORT);
+ * anything else that the peer or the link failed. */
+static int fail(kv_sender *s, kv_peer *p, kv_err *err, int code, const char *why_in)
 {
     char why[400];
     snprintf(why, sizeof why, "%.399s", why_in);
-    kv_err_set(err, KV_EIO, "KV transport to %s: %s", p->endpoint, why);
+    kv_err_set(err, code == KV_EUNSUPPORTED ? KV_EUNSUPPORTED : KV_EIO, "KV transport to %s: %s", p->endpoint, why);
     kv_sender_reset(s, p, why);
     return err->code;
 }
@@ -98,22 +100,23 @@ int kv_sender_connect(kv_sender *s, kv_peer *p, kv_err *err)
             return 1;
         }
         if (send_hello(s, p, err))
-            return fail(s, p, err, err->msg);
+            return fail(s, p, err, err->code, err->msg);
         p->state = PEER_HELLO;
         p->deadline = now + KV_HELLO_TIMEOUT_MS * 1e-3;
         KV_DEBUG(COMP, "msg=\"kv hello sent\" endpoint=%s offer=%s", p->endpoint, x->allowed_names);
         return 0;
     case PEER_HELLO:
         if (now >= p->deadline)
-            return fail(s, p, err, "no KvHelloReply within " KV_STR(KV_HELLO_TIMEOUT_MS) " ms");
+            return fail(s, p, err, KV_ETIMEOUT, "no KvHelloReply within " KV_STR(KV_HELLO_TIMEOUT_MS) " ms");
         return 0;
     case PEER_NCCL_INIT: {
         kv_err cerr;
         int rc = kv_nccl_comm_poll(p->comm, &cerr);
         if (rc < 0)
-            return fail(s, p, err, cerr.msg);
+            return fail(s, p, err, cerr.code, cerr.msg);
         if (rc == 0 && now >= p->deadline)
-            return fail(s, p, err, "NCCL communicator not ready within " KV_STR(KV_NCCL_INIT_TIMEOUT_MS) " ms");
+            return fail(s, p, err, KV_ETIMEOUT,
+                        "NCCL communicator not ready within " KV_STR(KV_NCCL_INIT_TIMEOUT_MS) " ms");
         if (rc == 0)
             return 0;
         p->state = PEER_READY;
@@ -123,7 +126,7 @@ int kv_sender_connect(kv_sender *s, kv_peer *p, kv_err *err)
     }
     case PEER_FAILED:
     default:
-        return fail(s, p, err, p->failure);
+        return fail(s, p, err, p->failure_code, p->failure);
     }
 }
 
@@ -172,6 +175,7 @@ void kv_sender_on_hello_reply(kv_sender *s, kv_peer *p, const Kvserve__KvHelloRe
     }
     if (rc) {
         snprintf(p->failure, sizeof p->failure, "%.399s", err.msg);
+        p->failure_code = err.code;
         p->state = PEER_FAILED;
         return;
     }
@@ -196,6 +200,7 @@ void kv_sender_reset(kv_sender *s, kv_peer *p, const char *why)
     p->state = PEER_NEW;
     p->session = 0;
     p->failure[0] = '\0';
+    p->failure_code = 0;
 }
 
 double kv_sender_wake(const kv_peer *p)

@@ -33,6 +33,7 @@ typedef struct kv_peer {
     uint64_t session;         /* of the last KvHello; 0 = none yet */
     double deadline;          /* of the handshake step under way */
     char failure[400];        /* PEER_FAILED: why */
+    int failure_code;         /* PEER_FAILED: a kv_err code; KV_EUNSUPPORTED = no transport in common */
     kv_gpu_lane *lane;        /* GPU transports: this peer's stream (kept across sessions) */
     kv_nccl_comm *comm;
     uint32_t nccl_generation;

@@ -150,7 +150,9 @@ static int peer_ready(prefill_worker *pw, prefill_task *t)
         return rc;
     char msg[1200];
     snprintf(msg, sizeof msg, "decode worker %s: %s", t->t->decode_worker_id, err.msg);
-    finish(pw, 0, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
+    /* No transport in common is the pair's configuration, which a retry does not change. */
+    finish(pw, 0, err.code == KV_EUNSUPPORTED ? KVSERVE__ERROR_CODE__NO_TRANSPORT : KVSERVE__ERROR_CODE__WORKER_FAILED,
+           msg);
     return -1;
 }
 

@@ -504,7 +504,7 @@ static void test_transport_refused(th *h, th_worker *d, const char *model_dir)
     Kvserve__SamplingParams greedy = sampling(0, 0, 0, 0);
     th_req *r = submit(h, p, d, "one-gpu", PROMPT5, 5, 10, &greedy, 0, 10000, 10000);
     CHECK_MSG(th_wait_prefill_done(h, r, REQ_MS), "no PrefillDone for one-gpu");
-    CHECK_MSG(!r->prefill_ok && r->prefill_err == KVSERVE__ERROR_CODE__WORKER_FAILED, "one-gpu: ok=%d error %d",
+    CHECK_MSG(!r->prefill_ok && r->prefill_err == KVSERVE__ERROR_CODE__NO_TRANSPORT, "one-gpu: ok=%d error %d",
               r->prefill_ok, r->prefill_err);
     CHECK(th_abort(h, d, r->id) == 0);
     check_idle(h, p);
