@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # One command on a GPU machine (CUDA toolkit, CMake, ninja, a C compiler; no apt, no network,
 # none of the service libraries needed): prints the GPU and toolchain, builds the GPU-only
-# configuration (engine, kernels, GPU tests, benchmarks), runs the GPU tests, writes a
-# synthetic bf16 model, runs the engine benchmark, kv-bench-cuda, kv-bench-transport (the
-# cuda-ipc / nccl KV transports between two processes) and the PyTorch reference,
-# and prints a summary table LAST. Fits one 10-minute command on an H100 (stages report
-# their time; optional ones are dropped when the budget runs short).
+# configuration (engine, kernels, GPU tests, benchmarks), runs the GPU tests, then, when
+# .gpu-bundle holds the service built elsewhere (scripts/gpu-bundle.sh), the worker pair and
+# cluster tests with the workers on the GPU (KV over cuda-ipc), writes a synthetic bf16
+# model, runs the engine benchmark, kv-bench-cuda, kv-bench-transport (the cuda-ipc / nccl
+# KV transports between two processes) and the PyTorch reference, and prints a summary
+# table LAST. Fits one 10-minute command on an H100 (stages report their time; optional
+# ones are dropped when the budget runs short).
 #
 # usage: scripts/gpu-check.sh [--quick] [--bench-only] [--tests-only] [--shape NAME]
 #   --quick       benchmark a TinyLlama-1.1B-shaped model (2.2 GB) instead of Llama-3-8B (16 GB)
 #   --bench-only  no GPU tests (the model, the benchmarks)
 #   --tests-only  build and GPU tests only
 #   --shape NAME  any kv-synth shape (llama3-8b, tinyllama-1.1b, llama2-7b, ...)
-# Environment: OUT (full logs land there: at most 8 files), KVSERVE_TEST_MODELS (the shared
+# Environment: OUT (full logs land there: 8 files at most), KVSERVE_TEST_MODELS (the shared
 # test models; also found in ./.gpu-models or ./shared/models), KVSERVE_GPU_BUILD (build
 # dir, default build-gpu), KVSERVE_SYNTH_DIR (default /tmp/kvserve-models), BUDGET_S (540).
 # Exit status 0 only when the build, every GPU test and every benchmark that ran succeeded.
@@ -63,7 +65,7 @@ stage "machine and toolchain"
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1
   echo "cores $(nproc); $(free -g | awk '/Mem:/ {print $2 " GiB RAM"}'); /tmp: $(df -h /tmp | awk 'NR==2 {print $4 " free"}')"
   echo "test models: ${KVSERVE_TEST_MODELS:-none} $([ -f "${KVSERVE_TEST_MODELS:-/x}/stories260K/config.json" ] && echo '(stories260K found)' || echo '(stories260K MISSING: engine tests will skip)')"
-} 2>&1 | tee "$logs/env.log"
+} 2>&1 | tee "$logs/build.log"
 gpu_line="$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null | head -1)"
 [ -n "$gpu_line" ] || { echo "gpu-check: nvidia-smi sees no GPU" >&2; gpu_line="none"; }
 note gpu "$gpu_line"
@@ -81,7 +83,7 @@ if [ ! -f "$(dirname "$cuda_cc")/../include/nccl.h" ]; then
   fi
 fi
 if cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DKVSERVE_GPU_ONLY=ON -DKVSERVE_WERROR=OFF \
-     -DCMAKE_CUDA_COMPILER="$cuda_cc" "${nccl_args[@]}" >"$logs/build.log" 2>&1 &&
+     -DCMAKE_CUDA_COMPILER="$cuda_cc" "${nccl_args[@]}" >>"$logs/build.log" 2>&1 &&
    ninja -C "$build" -j "$(nproc)" >>"$logs/build.log" 2>&1; then
   note build "ok in $(( $(date +%s) - t ))s ($(grep -c warning "$logs/build.log") warning lines)"
   echo "build ok"
@@ -111,8 +113,47 @@ if [ "$tests" = 1 ]; then
   echo "tests: $(( $(date +%s) - t ))s"
 fi
 
+# The service's own tests with the workers on the GPU, from binaries built on a machine
+# that has its libraries (this one has no libzmq / protobuf-c): CUDA's libraries from here.
+if [ "$tests" = 1 ] && [ -f .gpu-bundle/bundle.tar.xz ]; then
+  stage "service on the GPU: worker pair + cluster, KV over cuda-ipc (.gpu-bundle)"
+  t=$(date +%s)
+  sdir="$(mktemp -d)"
+  tar -xJf .gpu-bundle/bundle.tar.xz -C "$sdir"
+  libpath="$sdir/lib"
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           $(python3 -c 'import glob, site; [print(f.rsplit("/", 1)[0]) for p in site.getsitepackages() for f in glob.glob(p + "/nvidia/**/libcublas.so.13", recursive=True)]' 2>/dev/null); do
+    [ -f "$d/libcublas.so.13" ] && libpath="$libpath:$d"
+  done
+  svc=(env LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" KV_TEST_BIN_DIR="$sdir/bin"
+       KV_TEST_EXPECT_TRANSPORT=cuda-ipc)
+  missing="$("${svc[@]}" ldd "$sdir/bin/kv-decode" | grep "not found" | tr -s ' \t\n' ' ')"
+  if [ -n "$missing" ]; then
+    note service "FAILED: libraries not found: $missing"
+    status=1
+  else
+    for run in test_workers_pair test_cluster; do
+      if [ $run = test_workers_pair ]; then
+        "${svc[@]}" KV_TEST_WORKER_DEVICE=cuda:0 timeout 240 "$sdir/bin/test_workers_pair" >"$logs/service.log" 2>&1
+      else
+        "${svc[@]}" KV_TEST_PREFILL_ARGS="--device cuda:0 --precision f32" \
+          KV_TEST_DECODE_ARGS="--device cuda:0 --precision f32" KV_CLUSTER_ONLY=1p1d,2p2d,kill-decode,corrupt-kv \
+          timeout 240 "$sdir/bin/test_cluster" >>"$logs/service.log" 2>&1
+      fi
+      rc=$?
+      verdict="$(grep -E "^[0-9]+ checks, [0-9]+ failed" "$logs/service.log" | tail -1)"
+      [ $rc -eq 0 ] || status=1
+      note service "$(printf '%-22s %-8s %s' "$run" "$([ $rc -eq 0 ] && echo Passed || echo "FAILED($rc)")" "$verdict")"
+    done
+    grep -vE "^ *ts=" "$logs/service.log" | grep -E "scenario|CHECK failed|checks," | head -30
+  fi
+  rm -rf "$sdir"
+  echo "service: $(( $(date +%s) - t ))s"
+fi
+
 if [ "$benches" = 1 ]; then
   model="$synth_root/$shape-bf16"
+  : >"$logs/bench_engine.log"
   stage "synthetic model $shape (bf16) in $model"
   t=$(date +%s)
   if [ -f "$model/config.json" ]; then
@@ -120,10 +161,10 @@ if [ "$benches" = 1 ]; then
     note synth "$shape: reused $model"
   else
     mkdir -p "$synth_root"
-    if "$bin/kv-synth" --shape "$shape" --dtype bf16 --out "$model" 2>&1 | tee "$logs/synth.log" | tail -2; then
-      note synth "$shape bf16: $(tail -1 "$logs/synth.log" | grep -oE '[0-9.]+ GB in.*' || echo written) (total $(( $(date +%s) - t ))s)"
+    if "$bin/kv-synth" --shape "$shape" --dtype bf16 --out "$model" 2>&1 | tee "$logs/bench_engine.log" | tail -2; then
+      note synth "$shape bf16: $(tail -1 "$logs/bench_engine.log" | grep -oE '[0-9.]+ GB in.*' || echo written) (total $(( $(date +%s) - t ))s)"
     else
-      note synth "FAILED (see synth.log)"
+      note synth "FAILED (see bench_engine.log)"
       status=1
     fi
   fi
@@ -131,7 +172,7 @@ if [ "$benches" = 1 ]; then
   if [ -f "$model/config.json" ]; then
     stage "kv-bench-engine-cuda (bf16, CUDA graphs on)"
     t=$(date +%s)
-    timeout 300 "$bin/kv-bench-engine-cuda" --model "$model" 2>&1 | grep -vE "^ts=" | tee "$logs/bench_engine.log"
+    timeout 300 "$bin/kv-bench-engine-cuda" --model "$model" 2>&1 | grep -vE "^ts=" | tee -a "$logs/bench_engine.log"
     rc=${PIPESTATUS[0]}
     [ $rc -eq 0 ] || { status=1; note bench "kv-bench-engine-cuda FAILED (rc $rc)"; }
     note bench "kv-bench-engine-cuda: $(( $(date +%s) - t ))s; $(grep -oE 'load [0-9.]+ s.*engine create [0-9.]+ s' "$logs/bench_engine.log" | head -1)"

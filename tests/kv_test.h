@@ -62,4 +62,14 @@ static inline const char *kv_test_models_dir(void)
     return dir;
 }
 
+#ifdef KV_BIN_DIR
+/* Where the service binaries are: KV_TEST_BIN_DIR (binaries carried to another machine,
+ * e.g. scripts/gpu-bundle.sh's), else the build's bin directory. */
+static inline const char *kv_test_bin_dir(void)
+{
+    const char *env = getenv("KV_TEST_BIN_DIR");
+    return env && *env ? env : KV_BIN_DIR;
+}
+#endif
+
 #endif

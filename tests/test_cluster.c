@@ -77,7 +77,7 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* argv: NULL-terminated, argv[0] = binary name in KV_BIN_DIR. */
+/* argv: NULL-terminated, argv[0] = binary name in kv_test_bin_dir(). */
 static proc *spawn(cluster *cl, const char *name, const char *const *argv)
 {
     if (cl->n >= MAX_PROCS)
@@ -87,7 +87,7 @@ static proc *spawn(cluster *cl, const char *name, const char *const *argv)
     snprintf(p->name, sizeof p->name, "%s", name);
     snprintf(p->log, sizeof p->log, "%s/%s.log", cl->dir, name);
     char exe[512];
-    snprintf(exe, sizeof exe, "%s/%s", KV_BIN_DIR, argv[0]);
+    snprintf(exe, sizeof exe, "%s/%s", kv_test_bin_dir(), argv[0]);
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0)
@@ -1043,7 +1043,7 @@ int main(void)
         g_expect_transport = env;
     const char *bins[] = {"kv-router", "kv-prefill", "kv-decode"};
     for (int i = 0; i < 3; i++) {
-        snprintf(probe, sizeof probe, "%s/%s%s", KV_BIN_DIR, bins[i], i ? g_suffix : "");
+        snprintf(probe, sizeof probe, "%s/%s%s", kv_test_bin_dir(), bins[i], i ? g_suffix : "");
         if (access(probe, X_OK))
             KV_TEST_SKIP("%s not built", probe);
     }

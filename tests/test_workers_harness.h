@@ -60,7 +60,7 @@ typedef struct th {
 int th_init(th *h, int hb_interval_ms);
 void th_close(th *h);                /* kills (SIGKILL) what is still running */
 
-/* Starts bin (KV_BIN_DIR/kv-decode...) with --model --router --id --threads 1, then
+/* Starts bin (kv_test_bin_dir()/kv-decode...) with --model --router --id --threads 1, then
  * h->worker_args, then extra (NULL-ended; a flag given twice: the last one counts). */
 th_worker *th_spawn(th *h, const char *bin, const char *model_dir, const char *id, const char *const *extra);
 /* SIGTERM, then waits up to timeout_ms: the exit status, or -1 (then SIGKILLed). */

@@ -704,8 +704,8 @@ int main(void)
 {
     const char *suffix = getenv("KV_TEST_WORKER_SUFFIX");
     g_device = getenv("KV_TEST_WORKER_DEVICE");
-    snprintf(g_bin_decode, sizeof g_bin_decode, "%s/kv-decode%s", KV_BIN_DIR, suffix ? suffix : "");
-    snprintf(g_bin_prefill, sizeof g_bin_prefill, "%s/kv-prefill%s", KV_BIN_DIR, suffix ? suffix : "");
+    snprintf(g_bin_decode, sizeof g_bin_decode, "%s/kv-decode%s", kv_test_bin_dir(), suffix ? suffix : "");
+    snprintf(g_bin_prefill, sizeof g_bin_prefill, "%s/kv-prefill%s", kv_test_bin_dir(), suffix ? suffix : "");
     const char *models = kv_test_models_dir();
     if (!models)
         KV_TEST_SKIP("shared test models not found (set KVSERVE_TEST_MODELS)");
