@@ -121,6 +121,44 @@ static void bench_gemm(bench *b, int m, int n, int k, kv_cuda_dtype dt, int iter
     kv_cuda_blas_destroy(g.blas);
 }
 
+/* Decode's projections at batch 1..4: the own GEMV and cuBLAS on the same bytes, as GB/s of
+ * weights read (the floor is the copy bandwidth above). Successive calls take successive
+ * copies of the weights, 256 MB or more in all, so that no call finds its weights in L2
+ * (60 MB on an H200), as a decode step, which reads 16 GB, never does. */
+typedef struct gemv_ctx { void *blas, *y, *x, *w; int m, n, k, copies, next, own; } gemv_ctx;
+static void run_gemv(bench *b, void *ctx)
+{
+    gemv_ctx *g = ctx;
+    const char *w = (const char *)g->w + (size_t)g->next * (size_t)g->n * (size_t)g->k * 2;
+    g->next = (g->next + 1) % g->copies;
+    if (g->own)
+        KV(kv_cuda_gemv(g->y, g->x, w, g->m, g->n, g->k, KV_CUDA_BF16, b->stream, &b->err));
+    else
+        KV(kv_cuda_gemm(g->blas, g->y, g->x, w, g->m, g->n, g->k, KV_CUDA_BF16, b->stream, &b->err));
+}
+
+static void bench_gemv(bench *b, int m, int n, int k, const char *what)
+{
+    size_t wbytes = (size_t)n * (size_t)k * 2;
+    gemv_ctx g = {NULL, NULL, NULL, NULL, m, n, k, (int)((((size_t)256 << 20) + wbytes - 1) / wbytes), 0, 1};
+    KV(kv_cuda_blas_create(&g.blas, &b->err));
+    g.x = dalloc((size_t)m * k * 2, 0x3C);
+    g.w = dalloc(wbytes * (size_t)g.copies, 0x3C);
+    g.y = dalloc((size_t)m * n * 2, 0);
+    double own = time_ms(b, run_gemv, &g, 50);
+    g.own = 0;
+    double ref = time_ms(b, run_gemv, &g, 50);
+    double gb = (double)wbytes / 1e9;
+    char label[64];
+    snprintf(label, sizeof label, "gemv bf16 %dx%dx%d %s", m, n, k, what);
+    printf("%-44s %10.3f ms %10.0f GB/s   (cuBLAS %.3f ms, %.0f GB/s)\n", label, own, gb / (own * 1e-3), ref,
+           gb / (ref * 1e-3));
+    CK(cudaFree(g.x));
+    CK(cudaFree(g.w));
+    CK(cudaFree(g.y));
+    kv_cuda_blas_destroy(g.blas);
+}
+
 /* ---- attention ---- */
 
 #define N_HEADS 32
@@ -256,6 +294,13 @@ int main(void)
     printf("%-44s %13s %15s\n", "what", "time", "rate");
     bench_copy(b);
     bench_gemm(b, 8192, 8192, 8192, KV_CUDA_BF16, 10);
+    /* Llama-3-8B's decode projections (stacked Q/K/V and gate/up, as the engine runs them). */
+    for (int m = 1; m <= KV_CUDA_GEMV_MAX_ROWS; m *= 2) {
+        bench_gemv(b, m, 6144, 4096, "qkv");
+        bench_gemv(b, m, 4096, 4096, "o");
+        bench_gemv(b, m, 28672, 4096, "gate_up");
+        bench_gemv(b, m, 4096, 14336, "down");
+    }
     const int seqs[] = {512, 2048, 8192};
     for (int i = 0; i < 3; i++) bench_prefill(b, seqs[i]);
     const int ctxs[] = {1024, 8192}, batches[] = {1, 8, 64};

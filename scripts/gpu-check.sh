@@ -221,7 +221,7 @@ fi
   fi
   if [ -f "$logs/bench_cuda.log" ]; then
     echo "-- kernels (kv-bench-cuda)"
-    grep -E "^(copy|gemm|prefill attn|decode attn)" "$logs/bench_cuda.log"
+    grep -E "^(copy|gemm|gemv|prefill attn|decode attn)" "$logs/bench_cuda.log"
   fi
   if [ -f "$logs/bench_transport.log" ]; then
     echo "-- KV transports between two processes (kv-bench-transport)"

@@ -1009,6 +1009,26 @@ int kv_cuda_gemm_out(void *handle, void *y, kv_cuda_dtype y_dt, const void *x, c
     submit(run_gemm, &a, sizeof a);
     return KV_OK;
 }
+/* The own GEMV's contract (kernels/cuda/cuda_gemv.cu), computed like the GEMM here. */
+int kv_cuda_gemv_fits(const void *x, const void *w, int m, int k, kv_cuda_dtype dt)
+{
+    return (dt == KV_CUDA_BF16 || dt == KV_CUDA_F16) && m >= 1 && m <= KV_CUDA_GEMV_MAX_ROWS && k > 0 &&
+           k % 8 == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
+}
+int kv_cuda_gemv(void *y, const void *x, const void *w, int m, int n, int k, kv_cuda_dtype dt, void *stream,
+                 kv_err *err)
+{
+    (void)stream;
+    if (n <= 0 || !kv_cuda_gemv_fits(x, w, m, k, dt))
+        return kv_err_set(err, KV_EINVAL, "mock gemv: m=%d n=%d k=%d does not fit", m, n, k);
+    need_dtype(dt);
+    size_t es = kv_cuda_dtype_size(dt);
+    dev_check(x, (size_t)m * k * es, "gemv x"), dev_check(w, (size_t)n * k * es, "gemv w");
+    dev_check(y, (size_t)m * n * es, "gemv y");
+    a_gemm a = {y, dt, x, w, m, n, k, dt};
+    submit(run_gemm, &a, sizeof a);
+    return KV_OK;
+}
 int kv_cuda_gemm(void *handle, void *y, const void *x, const void *w, int m, int n, int k, kv_cuda_dtype dt,
                  void *stream, kv_err *err)
 {

@@ -751,6 +751,41 @@ static void test_gemm(rng *r)
     CK(cudaStreamDestroy(st));
 }
 
+/* The decode projection kernel against kc_matmul_gemv: every row count it takes, k from one
+ * vector (8) to an MLP's 14336 with a tail of vectors past the unrolled loads, n not a
+ * multiple of the warps per block; and what it refuses. */
+static void test_gemv(rng *r)
+{
+    const int shapes[][3] = {{1, 13, 8}, {2, 37, 136}, {3, 1000, 4096}, {4, 257, 14336}, {1, 6144, 4096}, {4, 9, 1032}};
+    for (int t = 1; t < 3; t++) {
+        kv_cuda_dtype dt = all_dt[t];
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+            int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
+            float *x = rand_vec(r, (size_t)m * k, 1.0f), *w = rand_vec(r, (size_t)n * k, 1.0f);
+            round_to(x, (size_t)m * k, dt); round_to(w, (size_t)n * k, dt);
+            float *ref = malloc(sizeof(float) * (size_t)m * n);
+            kc_matmul_gemv(ref, x, w, m, n, k);
+            void *dx = to_dev(x, (size_t)m * k, dt), *dw = to_dev(w, (size_t)n * k, dt);
+            void *dy = dev_poison((size_t)m * n, dt);
+            CHECK(kv_cuda_gemv_fits(dx, dw, m, k, dt));
+            CHECK_KV(kv_cuda_gemv(dy, dx, dw, m, n, k, dt, NULL, &g_err));
+            float *got = from_dev(dy, (size_t)m * n, dt);
+            double e = max_rel(got, ref, (size_t)m * n);
+            CHECK_MSG(e < tol(dt), "gemv %s %dx%dx%d: err %g", dtn(dt), m, n, k, e);
+            free(x); free(w); free(ref); free(got);
+            CK(cudaFree(dx)); CK(cudaFree(dw)); CK(cudaFree(dy));
+        }
+    }
+    void *d = NULL;
+    CK(cudaMalloc(&d, 4096));
+    CHECK(!kv_cuda_gemv_fits(d, d, 1, 64, KV_CUDA_F32));                  /* f32: cuBLAS's */
+    CHECK(!kv_cuda_gemv_fits(d, d, KV_CUDA_GEMV_MAX_ROWS + 1, 64, KV_CUDA_BF16));
+    CHECK(!kv_cuda_gemv_fits(d, d, 1, 60, KV_CUDA_BF16));                 /* k not a multiple of 8 */
+    CHECK(!kv_cuda_gemv_fits((char *)d + 8, d, 1, 64, KV_CUDA_BF16));    /* x not 16-byte aligned */
+    CHECK(kv_cuda_gemv(d, d, d, 0, 8, 64, KV_CUDA_BF16, NULL, &g_err) == KV_EINVAL);
+    CK(cudaFree(d));
+}
+
 /* ---- KV transfer checksums ---- */
 
 static void test_block_hash(rng *r)
@@ -839,6 +874,7 @@ int main(void)
     test_argmax_topk(&r);
     test_sample(&r);
     test_gemm(&r);
+    test_gemv(&r);
     test_block_hash(&r);
     CK(cudaDeviceSynchronize());
     return kv_test_result();

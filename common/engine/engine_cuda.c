@@ -403,6 +403,7 @@ static int init_device(kv_engine *e, const kv_engine_options *o, kv_err *err)
     int chunk_rows = o->prefill_chunk < cfg->max_position ? o->prefill_chunk : cfg->max_position;
     KC_CHECK(cu_ensure_capacity(e, chunk_rows > CU_GRAPH_MAX_ROWS ? chunk_rows : CU_GRAPH_MAX_ROWS, CU_GRAPH_MAX_ROWS,
                                 CU_GRAPH_MAX_ROWS, err));
+    KC_CHECK(cu_gemv_choose(e, err));
     CU_CHECK(cudaStreamSynchronize(c->stream));
     return KV_OK;
 }

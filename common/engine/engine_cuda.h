@@ -1,7 +1,8 @@
 /* The CUDA backend's private state and the helpers its three files share:
  *   engine_cuda.c          set-up (device, weights, KV pool, buffers), block copies, teardown;
  *   engine_cuda_forward.c  the forward pass (the op order of engine_cpu.c), prefill, decode;
- *   engine_cuda_graph.c    CUDA graphs of the decode step per (batch bucket, split count).
+ *   engine_cuda_graph.c    CUDA graphs of the decode step per (batch bucket, split count);
+ *   engine_cuda_gemv.c     which projections run on the own GEMV kernel (measured at start).
  * Everything runs on one stream; the engine is used by one thread at a time. Weights,
  * activations and the KV pool share one dtype: f32 (the exactness mode: true fp32 GEMMs,
  * no TF32) or bf16; logits always come back as f32. */
@@ -24,6 +25,9 @@
 typedef struct cu_layer {
     void *attn_norm, *wqkv, *wo, *mlp_norm, *w_gu, *w_down;
 } cu_layer;
+
+/* A layer's projections, for the choice of GEMM kernel (engine_cuda_gemv.c). */
+typedef enum { CU_PROJ_QKV = 0, CU_PROJ_O, CU_PROJ_GU, CU_PROJ_DOWN, CU_PROJ_COUNT } cu_proj;
 
 typedef struct cu_engine {
     int device, n_sms;
@@ -57,6 +61,8 @@ typedef struct cu_engine {
     cudaEvent_t in_read;          /* the last upload from h_in is done */
     /* Device sampling for dec_rows rows: [params | picked ids], device and pinned host. */
     void *d_smp, *h_smp;
+    /* Per projection: steps of up to this many rows use kv_cuda_gemv, more use cuBLAS. */
+    int gemv_rows[CU_PROJ_COUNT];
     /* Decode graphs, [bucket][split class]; NULL = not captured yet. */
     int graphs_on;
     cudaGraphExec_t graphs[CU_GRAPH_BUCKETS][CU_SPLIT_CLASSES];
@@ -110,6 +116,13 @@ int cu_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int rows, float
 int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err);
 int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
                      int32_t *next, kv_err *err);
+
+/* engine_cuda_gemv.c */
+/* Measures own GEMV against cuBLAS on layer 0's weights and fills gemv_rows (bf16 only;
+ * KVSERVE_GEMV=own|cublas forces the choice). */
+int cu_gemv_choose(kv_engine *e, kv_err *err);
+/* y[rows][n] = x[rows][k] . w[n][k]^T on the engine's stream by the kernel chosen for p. */
+int cu_project(cu_engine *c, cu_proj p, void *y, const void *x, const void *w, int rows, int n, int k, kv_err *err);
 
 /* engine_cuda_graph.c */
 /* Runs the decode step of `rows` rows (a bucket size) with n_splits through its graph,

@@ -56,16 +56,16 @@ int cu_forward(kv_engine *e, const cu_step *st, kv_err *err)
     KC_CHECK(kv_cuda_rmsnorm(c->xb, c->x, c->layers[0].attn_norm, rows, h, eps, dt, s, err));
     for (int l = 0; l < cfg->n_layers; l++) {
         const cu_layer *w = &c->layers[l];
-        KC_CHECK(kv_cuda_gemm(blas, c->gu, c->xb, w->wqkv, rows, q_dim + 2 * kv_dim, h, dt, s, err));
+        KC_CHECK(cu_project(c, CU_PROJ_QKV, c->gu, c->xb, w->wqkv, rows, q_dim + 2 * kv_dim, h, err));
         KC_CHECK(kv_cuda_qkv_rope(c->q, c->k, c->v, c->gu, rows, cfg->n_heads, cfg->n_kv_heads, cfg->head_dim, pos,
                                   c->inv_freq, dt, s, err));
         KC_CHECK(attention(e, l, st, err));
-        KC_CHECK(kv_cuda_gemm(blas, c->xb, c->att, w->wo, rows, h, q_dim, dt, s, err));
+        KC_CHECK(cu_project(c, CU_PROJ_O, c->xb, c->att, w->wo, rows, h, q_dim, err));
         /* x += xb; xb = norm(x): the CPU's kc_add + kc_rmsnorm. */
         KC_CHECK(kv_cuda_add_rmsnorm(c->xb, c->x, c->xb, w->mlp_norm, rows, h, eps, dt, s, err));
-        KC_CHECK(kv_cuda_gemm(blas, c->gu, c->xb, w->w_gu, rows, 2 * ff, h, dt, s, err));
+        KC_CHECK(cu_project(c, CU_PROJ_GU, c->gu, c->xb, w->w_gu, rows, 2 * ff, h, err));
         KC_CHECK(kv_cuda_swiglu_rows(c->hb, c->gu, rows, ff, dt, s, err));
-        KC_CHECK(kv_cuda_gemm(blas, c->xb, c->hb, w->w_down, rows, h, ff, dt, s, err));
+        KC_CHECK(cu_project(c, CU_PROJ_DOWN, c->xb, c->hb, w->w_down, rows, h, ff, err));
         /* The residual, then the next layer's input norm (the final norm after the last). */
         const void *next_norm = l + 1 < cfg->n_layers ? c->layers[l + 1].attn_norm : c->final_norm;
         KC_CHECK(kv_cuda_add_rmsnorm(c->xb, c->x, c->xb, next_norm, rows, h, eps, dt, s, err));

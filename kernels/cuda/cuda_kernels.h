@@ -162,6 +162,14 @@ int kv_cuda_gemm(void *handle, void *y, const void *x, const void *w, int m, int
  * products into f32 logits without rounding them to bf16 first. */
 int kv_cuda_gemm_out(void *handle, void *y, kv_cuda_dtype y_dt, const void *x, const void *w, int m, int n, int k,
                      kv_cuda_dtype dt, void *stream, kv_err *err);
+/* The same product for decode's few rows, by an own memory-bound kernel (twin of
+ * kc_matmul_gemv): bf16/f16 only, 1 <= m <= KV_CUDA_GEMV_MAX_ROWS, k a multiple of 8, x and w
+ * 16-byte aligned (kv_cuda_gemv_fits says whether a call qualifies). Which of the two is
+ * faster for a shape is measured, not assumed: the engine times both when it starts. */
+#define KV_CUDA_GEMV_MAX_ROWS 4
+int kv_cuda_gemv_fits(const void *x, const void *w, int m, int k, kv_cuda_dtype dt);
+int kv_cuda_gemv(void *y, const void *x, const void *w, int m, int n, int k, kv_cuda_dtype dt, void *stream,
+                 kv_err *err);
 /* Sets the handle's stream and a caller-owned workspace for it (cuBLAS then allocates
  * nothing while running, which CUDA graph capture needs). The gemm calls above keep it as
  * long as they are given the same stream. */
