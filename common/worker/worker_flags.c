@@ -41,7 +41,8 @@ static void usage(const worker_flags *f, FILE *out)
                 "  --fault corrupt-kv-once  test-only fault injection: the first KV chunk received\n"
                 "                       fails its checksum (KV_CORRUPT)\n");
     else
-        fprintf(out, "  --prefill-chunk N    prompt tokens per prefill forward (default 256)\n"
+        fprintf(out, "  --prefill-chunk N    prompt tokens per prefill forward (default 256 on the cpu,\n"
+                     "                       2048 on a GPU, whose GEMMs need the rows)\n"
                      "  --fault exit-mid-transfer  test-only fault injection: die (exit 3) right after\n"
                      "                       shipping a task's first KV chunk when more are to follow\n");
     fprintf(out, "  --help               this text\n");
@@ -76,6 +77,8 @@ int worker_device_resolve(worker_flags *f)
         fprintf(stderr, "%s: %s\n", f->prog, err.msg);
         return 2;
     }
+    if (!f->prefill_chunk)
+        f->prefill_chunk = f->device_index >= 0 ? 2048 : 256;
     if (f->device_index < 0)
         snprintf(f->device_name, sizeof f->device_name, "cpu");
     else
@@ -195,7 +198,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
     f->prog = role == KV_WORKER_DECODE ? "kv-decode" : "kv-prefill";
     f->router = "tcp://127.0.0.1:7101";
     f->block_size = 16;
-    f->prefill_chunk = 256;
+    f->prefill_chunk = 0; /* by device: worker_device_resolve */
     f->device = "cpu";
     f->max_batch = 64;
     f->kv_listen = "tcp://127.0.0.1:0";

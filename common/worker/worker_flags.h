@@ -18,7 +18,7 @@ typedef struct worker_flags {
     char id[KV_WORKER_ID_MAX + 1]; /* --id, default <role>-<host>-<pid> */
     int32_t kv_blocks;          /* --kv-blocks; 0 = the engine's default (4 full contexts) */
     int block_size;             /* --block-size 16 */
-    int prefill_chunk;          /* prefill: --prefill-chunk 256 */
+    int prefill_chunk;          /* prefill: --prefill-chunk (default 256 on the cpu, 2048 on a GPU) */
     int threads;                /* --threads; 0 = all cores */
     const char *device;         /* --device as given (cpu) */
     const char *precision;      /* --precision as given; NULL = f32 on the cpu, bf16 on a GPU */
