@@ -362,9 +362,13 @@ static int init_rope(kv_engine *e, kv_err *err)
     kc_rope_inv_freq(host, &rp); /* the CPU's own frequencies: the same angles on both */
     int rc = dev_alloc((void **)&c->inv_freq, half * sizeof(float), "RoPE frequencies", err);
     if (!rc) {
-        cudaError_t ce = cudaMemcpy(c->inv_freq, host, half * sizeof(float), cudaMemcpyHostToDevice);
+        /* On the engine's stream (non-blocking: it would not wait for the legacy one's
+         * copy), and finished before host goes. */
+        cudaError_t ce = cudaMemcpyAsync(c->inv_freq, host, half * sizeof(float), cudaMemcpyHostToDevice, c->stream);
+        if (ce == cudaSuccess)
+            ce = cudaStreamSynchronize(c->stream);
         if (ce != cudaSuccess)
-            rc = cu_fail(err, ce, "cudaMemcpy (RoPE frequencies)", __FILE__, __LINE__);
+            rc = cu_fail(err, ce, "cudaMemcpyAsync (RoPE frequencies)", __FILE__, __LINE__);
     }
     free(host);
     return rc;

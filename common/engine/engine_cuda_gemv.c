@@ -68,11 +68,13 @@ static int time_one(kv_engine *e, tune_bufs *b, int own, cu_proj p, int m, float
     return KV_OK;
 }
 
-/* Largest |own - cublas| / max(1, |cublas|) over the m x n outputs (bf16 on the device). */
-static int compare(const tune_bufs *b, size_t count, double *worst, kv_err *err)
+/* Largest |own - cublas| / max(1, |cublas|) over the m x n outputs (bf16 on the device).
+ * Copies go on the engine's stream: it does not wait for the legacy default stream. */
+static int compare(const cu_engine *c, const tune_bufs *b, size_t count, double *worst, kv_err *err)
 {
-    CU_CHECK(cudaMemcpy(b->host_own, b->y_own, count * 2, cudaMemcpyDeviceToHost));
-    CU_CHECK(cudaMemcpy(b->host_ref, b->y_ref, count * 2, cudaMemcpyDeviceToHost));
+    CU_CHECK(cudaMemcpyAsync(b->host_own, b->y_own, count * 2, cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaMemcpyAsync(b->host_ref, b->y_ref, count * 2, cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
     *worst = 0;
     for (size_t i = 0; i < count; i++) {
         double got = kv_bf16_to_f32_1(b->host_own[i]), ref = kv_bf16_to_f32_1(b->host_ref[i]);
@@ -84,7 +86,7 @@ static int compare(const tune_bufs *b, size_t count, double *worst, kv_err *err)
 }
 
 /* x: KV_CUDA_GEMV_MAX_ROWS rows of k values in [-1, 1), as the engine's dtype. */
-static int fill_x(tune_bufs *b, int k, kv_err *err)
+static int fill_x(const cu_engine *c, tune_bufs *b, int k, kv_err *err)
 {
     size_t n = (size_t)KV_CUDA_GEMV_MAX_ROWS * (size_t)k;
     uint16_t *h = b->host_own;
@@ -93,7 +95,8 @@ static int fill_x(tune_bufs *b, int k, kv_err *err)
         s ^= s << 13, s ^= s >> 7, s ^= s << 17;
         h[i] = kv_f32_to_bf16_1((float)(s >> 40) * (2.0f / 16777216.0f) - 1.0f);
     }
-    CU_CHECK(cudaMemcpy(b->x, h, n * 2, cudaMemcpyHostToDevice));
+    CU_CHECK(cudaMemcpyAsync(b->x, h, n * 2, cudaMemcpyHostToDevice, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream)); /* h is rewritten by the next compare() */
     return KV_OK;
 }
 
@@ -110,13 +113,13 @@ static int tune(kv_engine *e, tune_bufs *b, char *report, size_t cap, kv_err *er
             used += (size_t)snprintf(report + used, cap - used, " %s=cublas(k=%d)", proj_names[p], k);
             continue;
         }
-        KC_CHECK(fill_x(b, k, err));
+        KC_CHECK(fill_x(c, b, k, err));
         float own_ms = 0, ref_ms = 0;
         for (int m = 1; m <= KV_CUDA_GEMV_MAX_ROWS; m *= 2) {
             KC_CHECK(time_one(e, b, 1, (cu_proj)p, m, &own_ms, err));
             KC_CHECK(time_one(e, b, 0, (cu_proj)p, m, &ref_ms, err));
             double worst = INFINITY;
-            KC_CHECK(compare(b, (size_t)m * (size_t)n, &worst, err));
+            KC_CHECK(compare(c, b, (size_t)m * (size_t)n, &worst, err));
             if (!(worst < 2e-2)) {
                 KV_ERROR("engine", "msg=\"own gemv disagrees with cuBLAS: decode uses cuBLAS only\" proj=%s rows=%d "
                                    "n=%d k=%d max_rel_diff=%g",
