@@ -789,6 +789,26 @@ out:
 
 /* ---- scenario 3: KV never acknowledged --------------------------------------------- */
 
+/* A router, prefill-0 and decode-0 (with decode_extra flags), and a client connected to
+ * them: 0, or -1 after a failed CHECK naming label. Stopping the cluster and closing the
+ * client stay the caller's, on every path. */
+static int start_1p1d(cluster *cl, kv_client **c, const char *model, const char *const *router_flags,
+                      const char *const *decode_extra, const char *label)
+{
+    if (cluster_start(cl, model, router_flags)) {
+        CHECK_MSG(0, "%s: router start failed", label);
+        return -1;
+    }
+    CHECK(add_worker(cl, "kv-prefill", "prefill-0", NULL) != NULL);
+    CHECK(add_worker(cl, "kv-decode", "decode-0", decode_extra) != NULL);
+    char errbuf[256];
+    if (kv_client_connect(cl->client_ep, c, errbuf, sizeof errbuf) || wait_workers(*c, 2, 15000)) {
+        CHECK_MSG(0, "%s: cluster did not come up", label);
+        return -1;
+    }
+    return 0;
+}
+
 static void scenario_drop_kv_ack(const char *model)
 {
     double t0 = kv_now_s();
@@ -796,17 +816,8 @@ static void scenario_drop_kv_ack(const char *model)
     kv_client *c = NULL;
     const char *router_flags[] = {"--prefill-deadline-ms", "3000", NULL};
     const char *fault[] = {"--fault", "drop-kv-ack", NULL};
-    if (cluster_start(&cl, model, router_flags)) {
-        CHECK_MSG(0, "drop-kv-ack: router start failed");
+    if (start_1p1d(&cl, &c, model, router_flags, fault, "drop-kv-ack"))
         goto out;
-    }
-    CHECK(add_worker(&cl, "kv-prefill", "prefill-0", NULL) != NULL);
-    CHECK(add_worker(&cl, "kv-decode", "decode-0", fault) != NULL);
-    char errbuf[256];
-    if (kv_client_connect(cl.client_ep, &c, errbuf, sizeof errbuf) || wait_workers(c, 2, 15000)) {
-        CHECK_MSG(0, "drop-kv-ack: cluster did not come up");
-        goto out;
-    }
     int32_t toks[40];
     for (int i = 0; i < 40; i++)
         toks[i] = 3 + i * 11 % 500;
@@ -966,17 +977,9 @@ static void scenario_corrupt_kv(const char *model, const char *models)
     int n_ref = load_reference_ids(models, ref, 300);
     CHECK_MSG(n_ref >= 5 + TOKENS, "corrupt-kv: reference tokens missing");
     const char *fault[] = {"--fault", "corrupt-kv-once", NULL};
-    if (n_ref < 5 + TOKENS || cluster_start(&cl, model, NULL)) {
-        CHECK_MSG(0, "corrupt-kv: router start failed");
+    memset(&cl, 0, sizeof cl);
+    if (n_ref < 5 + TOKENS || start_1p1d(&cl, &c, model, NULL, fault, "corrupt-kv"))
         goto out;
-    }
-    CHECK(add_worker(&cl, "kv-prefill", "prefill-0", NULL) != NULL);
-    CHECK(add_worker(&cl, "kv-decode", "decode-0", fault) != NULL);
-    char errbuf[256];
-    if (kv_client_connect(cl.client_ep, &c, errbuf, sizeof errbuf) || wait_workers(c, 2, 15000)) {
-        CHECK_MSG(0, "corrupt-kv: cluster did not come up");
-        goto out;
-    }
     for (int i = 0; i < N; i++) {
         kv_client_request r;
         kv_client_request_init(&r);

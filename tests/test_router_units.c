@@ -1083,21 +1083,7 @@ static void test_life_cycle(harness *h)
     wid = expect_reserve(h, 5, 8);
     reserve_reply(h->dec, wid, 1, blocks, 1);
     expect_task(h, wid, blocks, 1);
-    {
-        Kvserve__Envelope e2;
-        Kvserve__PrefillDone pd;
-        Kvserve__Error er;
-        kv_wire_envelope_init(&e2);
-        kvserve__prefill_done__init(&pd);
-        kvserve__error__init(&er);
-        er.code = KVSERVE__ERROR_CODE__DEADLINE_EXCEEDED;
-        er.message = "no KvAck";
-        pd.request_id = wid;
-        pd.error = &er;
-        e2.body_case = KVSERVE__ENVELOPE__BODY_PREFILL_DONE;
-        e2.prefill_done = &pd;
-        send_env(h->pre, &e2);
-    }
+    prefill_error(h->pre, wid, KVSERVE__ERROR_CODE__DEADLINE_EXCEEDED, "no KvAck");
     expect_final_error(h, "r6", KVSERVE__ERROR_CODE__DEADLINE_EXCEEDED, "prefill failed");
     expect_abort(h, h->dec, wid, KVSERVE__ERROR_CODE__DEADLINE_EXCEEDED, "abort D after failed prefill");
     CHECK(quiet(h, h->pre, 10));
