@@ -1,4 +1,4 @@
-/* The CUDA backend's private state and the helpers its three files share:
+/* The CUDA backend's private state and the helpers its files share:
  *   engine_cuda.c          set-up (device, weights, KV pool, buffers), block copies, teardown;
  *   engine_cuda_forward.c  the forward pass (the op order of engine_cpu.c), prefill, decode;
  *   engine_cuda_graph.c    CUDA graphs of the decode step per (batch bucket, split count);
@@ -118,7 +118,7 @@ int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, i
                      int32_t *next, kv_err *err);
 
 /* engine_cuda_gemv.c */
-/* Measures own GEMV against cuBLAS on layer 0's weights and fills gemv_rows (bf16 only;
+/* Times the own GEMV against cuBLAS on the model's weights and fills gemv_rows (bf16 only;
  * KVSERVE_GEMV=own|cublas forces the choice). */
 int cu_gemv_choose(kv_engine *e, kv_err *err);
 /* y[rows][n] = x[rows][k] . w[n][k]^T on the engine's stream by the kernel chosen for p. */

@@ -21,8 +21,8 @@ typedef struct kv_engine_ops {
                    kv_err *err);
     /* One token per sequence at position seqs[i]->n_tokens (blocks reserved); n x vocab logits. */
     int (*decode)(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err);
-    /* The same step, then next[i] = kc_sample of row i's logits with rows[i], where the
-     * logits are (NULL: engine.c samples on the host from decode's logits). */
+    /* The same step, then next[i] = kc_sample of row i's logits with rows[i], picked where
+     * the logits are (NULL: engine.c runs decode and samples on the host). */
     int (*decode_sample)(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
                          int32_t *next, kv_err *err);
     /* Waits for queued work; a fault in it is reported here (NULL: nothing is asynchronous). */
