@@ -2,12 +2,16 @@
  * process): blocking generate with callbacks, many requests multiplexed on one socket,
  * status + its JSON, router errors, cancel, client timeouts, duplicate ids, events kept
  * while a blocking call waits, a router that goes away, a router that is not there. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kv_client.h"
 #include "kv_test.h"
@@ -487,6 +491,26 @@ static void test_errors_and_queueing(kv_client *c, fake *f)
     CHECK(a_done && n_a == 5);
 }
 
+/* A listening TCP socket on the port of ep ("tcp://127.0.0.1:PORT") that never accepts a
+ * connection: holds the port once its router is gone, so that no other process (ctest runs
+ * tests in parallel) binds it and the client reconnects to that. A ZeroMQ peer that never
+ * sends its greeting is, with ZMQ_IMMEDIATE, as good as no peer. -1 if it cannot bind. */
+static int hold_port(const char *ep)
+{
+    const char *colon = strrchr(ep, ':');
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    if (!colon || fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 1)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 static void test_disconnect(kv_client *c, fake *f)
 {
     kv_client_request r;
@@ -496,7 +520,10 @@ static void test_disconnect(kv_client *c, fake *f)
     CHECK_EQ_INT(kv_client_submit(c, &r, id, 1000), KVC_OK);
     kv_client_event ev;
     CHECK_EQ_INT(kv_client_next_event(c, 100, &ev), KVC_ETIMEOUT);
+    char ep[sizeof f->ep];
+    memcpy(ep, f->ep, sizeof ep);
     fake_stop(f); /* the router goes away */
+    int held = hold_port(ep);
     double t0 = kv_now_s();
     int rc = kv_client_next_event(c, 5000, &ev);
     CHECK_EQ_INT(rc, KVC_OK);
@@ -510,6 +537,8 @@ static void test_disconnect(kv_client *c, fake *f)
     CHECK_EQ_INT(kv_client_submit(c, &r, NULL, 200), KVC_ETIMEOUT);
     kv_status *st;
     CHECK_EQ_INT(kv_client_status(c, 200, &st), KVC_ETIMEOUT);
+    if (held >= 0)
+        close(held);
 }
 
 static void test_unreachable(void)
