@@ -123,10 +123,11 @@ int kv_transport_choose(const kv_transport_side *decode, const kv_transport_side
 
 void kv_transport_node_id(char *out, size_t n)
 {
-    char host[256] = "localhost", boot[64] = "";
-    if (gethostname(host, sizeof host - 1) != 0)
-        snprintf(host, sizeof host, "localhost");
-    host[sizeof host - 1] = '\0';
+    /* The kernel's boot id, not the host name: containers (pods) of one machine have host
+     * names of their own but share the kernel, and whether their GPUs can share memory is
+     * for cudaIpcOpenMemHandle to say (a handle that does not open falls back to the next
+     * offered transport). */
+    char boot[64] = "";
     FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
     if (f) {
         if (!fgets(boot, sizeof boot, f))
@@ -134,5 +135,13 @@ void kv_transport_node_id(char *out, size_t n)
         fclose(f);
     }
     boot[strcspn(boot, "\r\n")] = '\0';
-    snprintf(out, n, "%s/%s", host, boot[0] ? boot : "?");
+    if (boot[0]) {
+        snprintf(out, n, "boot:%s", boot);
+        return;
+    }
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0)
+        snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = '\0';
+    snprintf(out, n, "host:%s", host);
 }

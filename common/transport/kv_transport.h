@@ -57,7 +57,8 @@ typedef struct kv_transport_side {
 int kv_transport_choose(const kv_transport_side *decode, const kv_transport_side *prefill, unsigned skip,
                         kv_transport *out, kv_err *err);
 
-/* "<hostname>/<boot id>": equal on two processes of one running machine. */
+/* "boot:<kernel boot id>" (else "host:<hostname>"): equal on two processes of one running
+ * machine, containers included. */
 void kv_transport_node_id(char *out, size_t n);
 
 #endif
