@@ -691,6 +691,34 @@ static void test_sample(rng *r)
 
 /* ---- GEMM ---- */
 
+/* A product's inputs (random, rounded to dt), its CPU reference (the GEMV twin or the GEMM
+ * one) and device copies, with a poisoned output. */
+typedef struct mm_case {
+    float *x, *w, *ref;
+    void *dx, *dw, *dy;
+} mm_case;
+
+static mm_case mm_case_make(rng *r, int m, int n, int k, kv_cuda_dtype dt, int gemv_ref)
+{
+    mm_case c;
+    c.x = rand_vec(r, (size_t)m * k, 1.0f), c.w = rand_vec(r, (size_t)n * k, 1.0f);
+    round_to(c.x, (size_t)m * k, dt); round_to(c.w, (size_t)n * k, dt);
+    c.ref = malloc(sizeof(float) * (size_t)m * n);
+    if (gemv_ref)
+        kc_matmul_gemv(c.ref, c.x, c.w, m, n, k);
+    else
+        kc_matmul(c.ref, c.x, c.w, m, n, k);
+    c.dx = to_dev(c.x, (size_t)m * k, dt), c.dw = to_dev(c.w, (size_t)n * k, dt);
+    c.dy = dev_poison((size_t)m * n, dt);
+    return c;
+}
+
+static void mm_case_free(mm_case *c)
+{
+    free(c->x); free(c->w); free(c->ref);
+    CK(cudaFree(c->dx)); CK(cudaFree(c->dw)); CK(cudaFree(c->dy));
+}
+
 static void test_gemm(rng *r)
 {
     const int shapes[][3] = {{1, 13, 37}, {3, 64, 100}, {5, 33, 65}, {17, 70, 129}, {64, 96, 64}, {257, 1000, 512}};
@@ -701,28 +729,23 @@ static void test_gemm(rng *r)
         kv_cuda_dtype dt = all_dt[t];
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
             int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
-            float *x = rand_vec(r, (size_t)m * k, 1.0f), *w = rand_vec(r, (size_t)n * k, 1.0f);
-            round_to(x, (size_t)m * k, dt); round_to(w, (size_t)n * k, dt);
-            float *ref = malloc(sizeof(float) * (size_t)m * n);
-            kc_matmul(ref, x, w, m, n, k);
-            void *dx = to_dev(x, (size_t)m * k, dt), *dw = to_dev(w, (size_t)n * k, dt);
-            void *dy = dev_poison((size_t)m * n, dt);
-            CHECK_KV(kv_cuda_gemm(blas, dy, dx, dw, m, n, k, dt, NULL, &g_err));
-            float *got = from_dev(dy, (size_t)m * n, dt);
-            double e = max_rel(got, ref, (size_t)m * n);
+            mm_case mc = mm_case_make(r, m, n, k, dt, 0);
+            CHECK_KV(kv_cuda_gemm(blas, mc.dy, mc.dx, mc.dw, m, n, k, dt, NULL, &g_err));
+            float *got = from_dev(mc.dy, (size_t)m * n, dt);
+            double e = max_rel(got, mc.ref, (size_t)m * n);
             CHECK_MSG(e < tol(dt), "gemm %s %dx%dx%d: err %g", dtn(dt), m, n, k, e);
             /* 16-bit inputs, f32 output (the LM head): only accumulation-order error left. */
             if (dt != KV_CUDA_F32) {
                 float *dy32 = dev_poison((size_t)m * n, KV_CUDA_F32);
-                CHECK_KV(kv_cuda_gemm_out(blas, dy32, KV_CUDA_F32, dx, dw, m, n, k, dt, NULL, &g_err));
+                CHECK_KV(kv_cuda_gemm_out(blas, dy32, KV_CUDA_F32, mc.dx, mc.dw, m, n, k, dt, NULL, &g_err));
                 float *got32 = from_dev(dy32, (size_t)m * n, KV_CUDA_F32);
-                double e32 = max_rel(got32, ref, (size_t)m * n);
+                double e32 = max_rel(got32, mc.ref, (size_t)m * n);
                 CHECK_MSG(e32 < 2e-4, "gemm %s->f32 %dx%dx%d: err %g", dtn(dt), m, n, k, e32);
                 free(got32);
                 CK(cudaFree(dy32));
             }
-            free(x); free(w); free(ref); free(got);
-            CK(cudaFree(dx)); CK(cudaFree(dw)); CK(cudaFree(dy));
+            free(got);
+            mm_case_free(&mc);
         }
     }
     /* A workspace of our own, on a stream of our own: the calls above keep working. */
@@ -761,19 +784,14 @@ static void test_gemv(rng *r)
         kv_cuda_dtype dt = all_dt[t];
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
             int m = shapes[s][0], n = shapes[s][1], k = shapes[s][2];
-            float *x = rand_vec(r, (size_t)m * k, 1.0f), *w = rand_vec(r, (size_t)n * k, 1.0f);
-            round_to(x, (size_t)m * k, dt); round_to(w, (size_t)n * k, dt);
-            float *ref = malloc(sizeof(float) * (size_t)m * n);
-            kc_matmul_gemv(ref, x, w, m, n, k);
-            void *dx = to_dev(x, (size_t)m * k, dt), *dw = to_dev(w, (size_t)n * k, dt);
-            void *dy = dev_poison((size_t)m * n, dt);
-            CHECK(kv_cuda_gemv_fits(dx, dw, m, k, dt));
-            CHECK_KV(kv_cuda_gemv(dy, dx, dw, m, n, k, dt, NULL, &g_err));
-            float *got = from_dev(dy, (size_t)m * n, dt);
-            double e = max_rel(got, ref, (size_t)m * n);
+            mm_case mc = mm_case_make(r, m, n, k, dt, 1);
+            CHECK(kv_cuda_gemv_fits(mc.dx, mc.dw, m, k, dt));
+            CHECK_KV(kv_cuda_gemv(mc.dy, mc.dx, mc.dw, m, n, k, dt, NULL, &g_err));
+            float *got = from_dev(mc.dy, (size_t)m * n, dt);
+            double e = max_rel(got, mc.ref, (size_t)m * n);
             CHECK_MSG(e < tol(dt), "gemv %s %dx%dx%d: err %g", dtn(dt), m, n, k, e);
-            free(x); free(w); free(ref); free(got);
-            CK(cudaFree(dx)); CK(cudaFree(dw)); CK(cudaFree(dy));
+            free(got);
+            mm_case_free(&mc);
         }
     }
     void *d = NULL;
