@@ -213,7 +213,8 @@ static void on_reserve_reply(router_state *st, router_worker *wk, const Kvserve_
     }
     wk->free_est -= (int64_t)r->blocks;
     r->block_ids = malloc(rr->n_block_ids * sizeof *r->block_ids);
-    router_worker *p = router_pick_prefill(&st->workers, router_blocks_for(r->n_prompt, st->workers.layout.block_size));
+    router_worker *p =
+        router_pick_prefill(&st->workers, router_blocks_for(r->n_prompt, st->workers.layout.block_size), wk);
     if (!r->block_ids || !p) {
         /* No prefill worker now (it died meanwhile): give the blocks back and wait in the queue. */
         free(r->block_ids);
@@ -248,6 +249,12 @@ static void on_prefill_done(router_state *st, router_worker *wk, const Kvserve__
     r->prefill = NULL;
     if (!pd->ok) {
         int code = pd->error && pd->error->code ? (int)pd->error->code : KVSERVE__ERROR_CODE__INTERNAL;
+        if (code == KVSERVE__ERROR_CODE__NO_TRANSPORT && r->decode) {
+            if (router_pair_refuse(wk, r->decode))
+                code = KVSERVE__ERROR_CODE__INTERNAL; /* unmarked: a retry would meet the same pair */
+            KV_WARN("router", "event=kv_pair_refused prefill=%s decode=%s reason=\"%s\"", wk->id, r->decode->id,
+                    pd->error && pd->error->message ? pd->error->message : "");
+        }
         char msg[512];
         snprintf(msg, sizeof msg, "prefill worker %s: %s", wk->id,
                  pd->error && pd->error->message && pd->error->message[0] ? pd->error->message : "prefill failed");

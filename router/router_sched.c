@@ -202,8 +202,14 @@ void router_schedule(router_state *st)
             router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__NO_CAPACITY, msg);
             continue;
         }
+        if (router_no_pair(&st->workers, need, seq_tokens, pblocks)) {
+            snprintf(msg, sizeof msg, "no prefill/decode pair can take the request: every pair that could found "
+                                      "no KV transport in common at its handshake (see the workers' --kv-transport)");
+            router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__NO_TRANSPORT, msg);
+            continue;
+        }
         router_worker *d = router_pick_decode(&st->workers, need, seq_tokens);
-        if (!d || !router_pick_prefill(&st->workers, pblocks))
+        if (!d || !router_pick_prefill(&st->workers, pblocks, d))
             break; /* FIFO: the head waits for capacity, and so does everything behind it */
         router_queue_remove(&st->reqs, r);
         r->decode = d;
@@ -261,12 +267,14 @@ static int replan(router_state *st, router_req *r, const router_worker *dead, in
 
 /* Failures of the KV hand-off that a second attempt gets past: bytes that arrived wrong, a
  * GPU session the decode worker dropped (its communicator torn down by another failure),
- * a peer the prefill worker could not reach or whose link broke. Not a missed deadline:
- * that wait was already as long as the router lets a stage take. */
+ * a peer the prefill worker could not reach or whose link broke, a pair with no transport
+ * in common (on_prefill_done has marked it: the next attempt goes to another pair, or
+ * fails at once if none is left). Not a missed deadline: that wait was already as long as
+ * the router lets a stage take. */
 static int transfer_retryable(int code)
 {
     return code == KVSERVE__ERROR_CODE__KV_CORRUPT || code == KVSERVE__ERROR_CODE__KV_SESSION_UNKNOWN ||
-           code == KVSERVE__ERROR_CODE__WORKER_FAILED;
+           code == KVSERVE__ERROR_CODE__WORKER_FAILED || code == KVSERVE__ERROR_CODE__NO_TRANSPORT;
 }
 
 void router_fail_request(router_state *st, router_req *r, int code, const char *msg)

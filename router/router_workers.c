@@ -21,6 +21,7 @@ static void worker_free(router_worker *wk)
     free(wk->address);
     free(wk->device);
     free(wk->kv_transports);
+    free(wk->refused);
     free(wk);
 }
 
@@ -155,6 +156,7 @@ router_worker *router_workers_add(router_workers *w, const kv_wire_route *route,
     wk->kv_blocks_total = reg->kv_blocks_total;
     wk->max_context = reg->max_context;
     wk->registered_at = now;
+    wk->serial = ++w->next_serial;
     wk->last_heartbeat = now;
     /* Until the first heartbeat: the whole pool is free. */
     wk->hb_total = reg->kv_blocks_total;
@@ -227,12 +229,63 @@ static int decode_could_hold(const router_worker *wk, uint32_t blocks, uint32_t 
     return wk->kv_blocks_total >= blocks && (!wk->max_context || seq_tokens <= wk->max_context);
 }
 
+int router_pair_refused(const router_worker *p, const router_worker *d)
+{
+    for (size_t i = 0; i < p->n_refused; i++)
+        if (p->refused[i] == d->serial)
+            return 1;
+    return 0;
+}
+
+int router_pair_refuse(router_worker *p, const router_worker *d)
+{
+    if (router_pair_refused(p, d))
+        return KV_OK;
+    uint64_t *r = realloc(p->refused, (p->n_refused + 1) * sizeof *r);
+    if (!r)
+        return KV_ENOMEM;
+    p->refused = r;
+    p->refused[p->n_refused++] = d->serial;
+    return KV_OK;
+}
+
+static int prefill_fits(const router_worker *p, uint32_t prompt_blocks, const router_worker *d)
+{
+    return p->role == KVSERVE__WORKER_ROLE__ROLE_PREFILL && p->kv_blocks_total >= prompt_blocks &&
+           !(d && router_pair_refused(p, d));
+}
+
+/* Some prefill worker could take a request whose blocks d would hold. */
+static int has_prefill_for(const router_workers *w, const router_worker *d, uint32_t prompt_blocks)
+{
+    for (size_t i = 0; i < w->n; i++)
+        if (prefill_fits(w->list[i], prompt_blocks, d))
+            return 1;
+    return 0;
+}
+
+/* Every prefill worker there is has refused d (and there is one). */
+static int refused_by_all(const router_workers *w, const router_worker *d)
+{
+    int any = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        const router_worker *p = w->list[i];
+        if (p->role != KVSERVE__WORKER_ROLE__ROLE_PREFILL)
+            continue;
+        if (!router_pair_refused(p, d))
+            return 0;
+        any = 1;
+    }
+    return any;
+}
+
 router_worker *router_pick_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens)
 {
     router_worker *best = NULL;
     for (size_t i = 0; i < w->n; i++) {
         router_worker *wk = w->list[i];
-        if (wk->role != KVSERVE__WORKER_ROLE__ROLE_DECODE || !decode_could_hold(wk, blocks, seq_tokens))
+        if (wk->role != KVSERVE__WORKER_ROLE__ROLE_DECODE || !decode_could_hold(wk, blocks, seq_tokens) ||
+            refused_by_all(w, wk))
             continue;
         if (router_worker_available(wk) >= (int64_t)blocks && better(wk, best))
             best = wk;
@@ -240,15 +293,29 @@ router_worker *router_pick_decode(const router_workers *w, uint32_t blocks, uint
     return best;
 }
 
-router_worker *router_pick_prefill(const router_workers *w, uint32_t prompt_blocks)
+router_worker *router_pick_prefill(const router_workers *w, uint32_t prompt_blocks, const router_worker *d)
 {
     router_worker *best = NULL;
     for (size_t i = 0; i < w->n; i++) {
         router_worker *wk = w->list[i];
-        if (wk->role == KVSERVE__WORKER_ROLE__ROLE_PREFILL && wk->kv_blocks_total >= prompt_blocks && better(wk, best))
+        if (prefill_fits(wk, prompt_blocks, d) && better(wk, best))
             best = wk;
     }
     return best;
+}
+
+int router_no_pair(const router_workers *w, uint32_t blocks, uint32_t seq_tokens, uint32_t prompt_blocks)
+{
+    int decode_fits = 0, prefill_could = has_prefill_for(w, NULL, prompt_blocks);
+    for (size_t i = 0; i < w->n; i++) {
+        const router_worker *d = w->list[i];
+        if (d->role != KVSERVE__WORKER_ROLE__ROLE_DECODE || !decode_could_hold(d, blocks, seq_tokens))
+            continue;
+        decode_fits = 1;
+        if (has_prefill_for(w, d, prompt_blocks))
+            return 0;
+    }
+    return decode_fits && prefill_could;
 }
 
 int router_never_fits_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens)

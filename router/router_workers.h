@@ -2,7 +2,9 @@
  * heartbeats and health, load accounting, and the scheduling policy (PROTOCOL.md):
  *   decode:  healthy, free blocks - blocks promised in flight >= blocks needed,
  *            then the fewest active requests, ties by id;
- *   prefill: healthy, the shortest queue (tasks sent and not done), ties by id.
+ *   prefill: healthy, the shortest queue (tasks sent and not done), ties by id;
+ *   a pair whose KV handshake found no transport in common (NO_TRANSPORT) is not picked
+ *   again, as long as both are the same processes.
  * Pure bookkeeping: no sockets, time passed in by the caller. */
 #ifndef ROUTER_WORKERS_H
 #define ROUTER_WORKERS_H
@@ -40,6 +42,10 @@ typedef struct router_worker {
     int64_t free_est;
     uint64_t promised;     /* decode: blocks of ReserveRequests sent, not yet answered */
     uint32_t active;       /* decode: requests owned; prefill: tasks sent, not done */
+    uint64_t serial;       /* registration number: a new process of one id gets a new one */
+    /* Prefill: decode workers (by serial) it has no KV transport in common with. */
+    uint64_t *refused;
+    size_t n_refused;
 } router_worker;
 
 typedef struct router_workers {
@@ -48,6 +54,7 @@ typedef struct router_workers {
     size_t n, cap;
     int have_layout;      /* the cluster's KV layout is fixed by the first worker */
     router_layout layout;
+    uint64_t next_serial;
 } router_workers;
 
 /* What the model requires of every worker's layout. */
@@ -85,7 +92,15 @@ static inline uint32_t router_blocks_for(uint64_t n_tokens, uint32_t block_size)
 /* Scheduling. The decode pick needs `blocks` free and prompt + max_tokens within the worker's
  * context; the prefill pick needs its pool to hold the prompt's blocks. NULL = nothing fits. */
 router_worker *router_pick_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens);
-router_worker *router_pick_prefill(const router_workers *w, uint32_t prompt_blocks);
+/* The prefill pick for a request whose blocks decode worker d holds (NULL: any). */
+router_worker *router_pick_prefill(const router_workers *w, uint32_t prompt_blocks, const router_worker *d);
+/* Prefill worker p found no KV transport in common with decode worker d: the pair is not
+ * picked again while both live. KV_OK or KV_ENOMEM. */
+int router_pair_refuse(router_worker *p, const router_worker *d);
+int router_pair_refused(const router_worker *p, const router_worker *d);
+/* 1 when workers of both roles exist that could take the request, but every such pair has
+ * been refused: the request can never be served as the cluster stands. */
+int router_no_pair(const router_workers *w, uint32_t blocks, uint32_t seq_tokens, uint32_t prompt_blocks);
 /* 1 when no registered worker of the role could ever hold the request (whole pool too small),
  * 0 when one could, or when none of that role is registered (one may come). */
 int router_never_fits_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens);

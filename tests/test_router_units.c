@@ -182,7 +182,7 @@ static void test_pick(void)
     CHECK(router_workers_find(&w, &(kv_wire_route){.id = "d-c", .len = 3}) == dc);
     /* Ties (no load): lowest id. */
     CHECK(router_pick_decode(&w, 5, 80) == da);
-    CHECK(router_pick_prefill(&w, 3) == pa);
+    CHECK(router_pick_prefill(&w, 3, NULL) == pa);
     /* Fewest active requests wins over id. */
     da->active = 2;
     CHECK(router_pick_decode(&w, 5, 80) == db);
@@ -213,16 +213,31 @@ static void test_pick(void)
     CHECK(router_never_fits_decode(&w, 101, 1616));
     CHECK(!router_never_fits_prefill(&w, 50));
     CHECK(router_never_fits_prefill(&w, 51));
-    CHECK(router_pick_prefill(&w, 51) == NULL);
+    CHECK(router_pick_prefill(&w, 51, NULL) == NULL);
     /* Prefill: the shortest queue, then id. */
     pa->active = 1;
-    CHECK(router_pick_prefill(&w, 3) == pb);
+    CHECK(router_pick_prefill(&w, 3, NULL) == pb);
     pb->active = 1;
-    CHECK(router_pick_prefill(&w, 3) == pa);
+    CHECK(router_pick_prefill(&w, 3, NULL) == pa);
     /* A decode worker with a shorter context than the sequence does not qualify. */
     router_worker *dd = add_worker(&w, "d-0", KVSERVE__WORKER_ROLE__ROLE_DECODE, 100, 64);
     CHECK(router_pick_decode(&w, 2, 32) == dd);
     CHECK(router_pick_decode(&w, 5, 80) != dd);
+    /* Pairs without a KV transport in common: p-a refused d-0, so d-0's requests go to p-b
+     * however loaded; once p-b refuses it too, d-0 is no pick at all, and a request only
+     * d-0 could hold has no pair left. Other decode workers are untouched. */
+    CHECK(router_pair_refuse(pa, dd) == KV_OK && router_pair_refuse(pa, dd) == KV_OK && pa->n_refused == 1);
+    pb->active = 9;
+    CHECK(router_pick_prefill(&w, 3, dd) == pb);
+    CHECK(router_pick_prefill(&w, 3, da) == pa);
+    CHECK(!router_no_pair(&w, 2, 32, 1));
+    CHECK(router_pair_refuse(pb, dd) == KV_OK);
+    CHECK(router_pick_prefill(&w, 3, dd) == NULL);
+    CHECK(router_pick_decode(&w, 2, 32) != dd);
+    CHECK(!router_no_pair(&w, 2, 32, 1));   /* d-a, d-b and d-c could hold it too */
+    dd->max_context = 1000000;
+    da->max_context = db->max_context = dc->max_context = 16;
+    CHECK(router_no_pair(&w, 2, 32, 1));    /* only d-0 holds 32 tokens, and nobody ships to it */
     /* Health: workers silent for longer than the timeout. */
     router_worker *out[8];
     da->last_heartbeat = 90.0;
@@ -1159,6 +1174,47 @@ static void test_life_cycle(harness *h)
     CHECK(quiet(h, h->dec, 10));
 }
 
+/* The only prefill worker finds no KV transport in common with the only decode worker:
+ * the pair is marked, the request re-planned, and with no pair left it fails at once with
+ * NO_TRANSPORT (D aborted); the next request fails at once too, without a reservation. Once
+ * the mark is gone (a new process of either would carry none) the pair serves again. */
+static void test_no_transport(harness *h)
+{
+    const int32_t blocks[1] = {9};
+    generate(h->client, "nt1", PROMPT, 5, 4, 1);
+    char *wid = expect_reserve(h, 5, 4);
+    reserve_reply(h->dec, wid, 1, blocks, 1);
+    expect_task(h, wid, blocks, 1);
+    prefill_error(h->pre, wid, KVSERVE__ERROR_CODE__NO_TRANSPORT, "nccl: needs two different GPUs");
+    expect_abort(h, h->dec, wid, KVSERVE__ERROR_CODE__NO_TRANSPORT, "abort D after NO_TRANSPORT");
+    expect_final_error(h, "nt1", KVSERVE__ERROR_CODE__NO_TRANSPORT, "no pair left");
+    CHECK(quiet(h, h->dec, 10));
+    free(wid);
+    generate(h->client, "nt2", PROMPT, 5, 4, 1);
+    expect_final_error(h, "nt2", KVSERVE__ERROR_CODE__NO_TRANSPORT, "no pair: at once");
+    CHECK(quiet(h, h->dec, 10));
+    router_worker *p = worker_named(h, "pre-a");
+    CHECK(p && p->n_refused == 1);
+    if (p)
+        p->n_refused = 0;
+    heartbeat(h->dec, "dec-a", 16, 16);
+    generate(h->client, "nt3", PROMPT, 5, 1, 1);
+    wid = expect_reserve(h, 5, 1);
+    reserve_reply(h->dec, wid, 1, blocks, 1);
+    expect_task(h, wid, blocks, 1);
+    prefill_done(h->pre, wid, 1, 7);
+    const int32_t one = 7;
+    token_event(h->dec, wid, 0, &one, 1, KVSERVE__FINISH_REASON__FINISH_LENGTH, 0);
+    Kvserve__Envelope *env;
+    Kvserve__GenerateReply *rep = expect_reply(h, &env, "nt3 served by the pair again");
+    if (rep) {
+        CHECK(!strcmp(rep->request_id, "nt3") && rep->finish_reason == KVSERVE__FINISH_REASON__FINISH_LENGTH);
+        kvserve__envelope__free_unpacked(env, NULL);
+    }
+    free(wid);
+    heartbeat(h->dec, "dec-a", 16, 16);
+}
+
 static void test_capacity(harness *h)
 {
     router_worker *dw = worker_named(h, "dec-a");
@@ -1390,6 +1446,7 @@ int main(void)
     harness h;
     if (harness_init(&h, dir) == 0) {
         test_life_cycle(&h);
+        test_no_transport(&h);
         test_capacity(&h);
         test_bad_register(&h);
         test_worker_death(&h);
