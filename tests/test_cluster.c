@@ -16,6 +16,8 @@
  *     stream goes on to the end, token-identical to the shared reference; nothing leaks.
  *  5. KV that arrives corrupt (--fault corrupt-kv-once): the router re-plans the request,
  *     which completes token-identical to the reference; nothing fails, nothing leaks.
+ *  6. (workers on a GPU) a prefill worker with no KV transport in common with the decode
+ *     worker: the router marks the pair and serves everything through the other one.
  *
  * The workers can be other builds (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") with more flags
  * (KV_TEST_PREFILL_ARGS, KV_TEST_DECODE_ARGS: space-separated, e.g. a device and a KV
@@ -1016,6 +1018,70 @@ out:
     cluster_stop(&cl);
 }
 
+/* ---- scenario 6: a pair with no KV transport in common ------------------------------------ */
+
+/* Workers on one GPU; prefill-0 insists on nccl (which needs two GPUs), prefill-1 takes
+ * what works. The first request goes to prefill-0 (ties go by id), whose handshake finds
+ * no transport in common: the router marks that pair and re-plans the request to
+ * prefill-1; every later request goes to prefill-1 at once. All complete token-identical
+ * to the shared reference, with one re-plan and no failure. Needs the workers on a GPU
+ * (KV_TEST_PREFILL_ARGS with --device cuda) and NCCL (KVSERVE_NCCL_LIB). */
+static void scenario_no_transport(const char *model, const char *models)
+{
+    enum { N = 3, TOKENS = 16 };
+    if (!strstr(g_prefill_args, "--device cuda") || !getenv("KVSERVE_NCCL_LIB")) {
+        fprintf(stderr, "no-transport scenario: skipped (needs workers on a GPU and KVSERVE_NCCL_LIB)\n");
+        return;
+    }
+    double t0 = kv_now_s();
+    cluster cl;
+    kv_client *c = NULL;
+    int32_t ref[300];
+    int n_ref = load_reference_ids(models, ref, 300);
+    CHECK_MSG(n_ref >= 5 + TOKENS, "no-transport: reference tokens missing");
+    memset(&cl, 0, sizeof cl);
+    const char *nccl_only[] = {"--kv-transport", "nccl", NULL};
+    char errbuf[256];
+    if (n_ref < 5 + TOKENS || cluster_start(&cl, model, NULL)) {
+        CHECK_MSG(0, "no-transport: router start failed");
+        goto out;
+    }
+    CHECK(add_worker(&cl, "kv-prefill", "prefill-0", nccl_only) != NULL);
+    CHECK(add_worker(&cl, "kv-prefill", "prefill-1", NULL) != NULL);
+    CHECK(add_worker(&cl, "kv-decode", "decode-0", NULL) != NULL);
+    if (kv_client_connect(cl.client_ep, &c, errbuf, sizeof errbuf) || wait_workers(c, 3, 15000)) {
+        CHECK_MSG(0, "no-transport: cluster did not come up");
+        goto out;
+    }
+    for (int i = 0; i < N; i++) {
+        kv_client_request r;
+        kv_client_request_init(&r);
+        r.prompt_tokens = ref;
+        r.n_prompt_tokens = 5;
+        r.max_tokens = TOKENS;
+        r.ignore_eos = 1;
+        kv_client_result res;
+        int rc = kv_client_generate(c, &r, NULL, NULL, &res, 20000);
+        CHECK_MSG(rc == KVC_OK && res.n_tokens == TOKENS && !memcmp(res.tokens, ref + 5, sizeof(int32_t) * TOKENS),
+                  "no-transport: request %d: rc %d error %s (%s), %zu tokens", i, rc,
+                  kv_client_error_name(res.error_code), res.error_message, res.n_tokens);
+        kv_client_result_free(&res);
+    }
+    kv_status *st = NULL;
+    CHECK(kv_client_status(c, 2000, &st) == KVC_OK);
+    if (st) {
+        CHECK_MSG(st->requests_replanned == 1 && st->requests_failed == 0,
+                  "no-transport: %llu re-planned, %llu failed (expected 1 and 0)",
+                  (unsigned long long)st->requests_replanned, (unsigned long long)st->requests_failed);
+        kv_status_free(st);
+    }
+    CHECK_MSG(wait_idle(c, 4000, "no-transport") == 0, "no-transport: blocks leaked");
+    fprintf(stderr, "no-transport scenario: %d requests served past a refused pair; %.2f s\n", N, kv_now_s() - t0);
+out:
+    kv_client_close(c);
+    cluster_stop(&cl);
+}
+
 /* ---- main -------------------------------------------------------------------------- */
 
 static int scenario_on(const char *only, const char *name)
@@ -1123,6 +1189,8 @@ int main(void)
         scenario_kill_decode(model, models);
     if (scenario_on(only, "corrupt-kv"))
         scenario_corrupt_kv(model, models);
+    if (scenario_on(only, "no-transport"))
+        scenario_no_transport(model, models);
 
     for (int i = 0; i < N_PARITY; i++) {
         if (reqs[i].ref_prompt != reqs[i].prompt)

@@ -52,15 +52,17 @@ endif()
 # The cluster with the workers on the mock GPU (above):
 # parity 1P1D / 2P2D, a decode worker killed mid-stream and KV reported corrupt once (re-planned),
 # with the KV over cuda-ipc (all on mock cuda:0) and over nccl (prefill workers on mock
-# cuda:0, decode workers on cuda:1).
+# cuda:0, decode workers on cuda:1); over cuda-ipc also a prefill worker that insists on nccl
+# on that one GPU (its pair refused, the work going to the other prefill worker).
 if(TARGET test_cluster AND TARGET kv-prefill-cudamock)
-  set(_kv_cl_env "KV_TEST_WORKER_SUFFIX=-cudamock;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>;KV_CLUSTER_ONLY=1p1d,2p2d,kill-decode,corrupt-kv")
+  set(_kv_cl_env "KV_TEST_WORKER_SUFFIX=-cudamock;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>")
+  set(_kv_cl_scenarios "1p1d,2p2d,kill-decode,corrupt-kv")
   add_test(NAME test_cluster_cudamock_ipc COMMAND test_cluster)
   set_tests_properties(test_cluster_cudamock_ipc PROPERTIES ENVIRONMENT
-    "${_kv_cl_env};KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32;KV_TEST_DECODE_ARGS=--device cuda:0 --precision f32;KV_TEST_EXPECT_TRANSPORT=cuda-ipc")
+    "${_kv_cl_env};KV_CLUSTER_ONLY=${_kv_cl_scenarios},no-transport;KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32;KV_TEST_DECODE_ARGS=--device cuda:0 --precision f32;KV_TEST_EXPECT_TRANSPORT=cuda-ipc")
   add_test(NAME test_cluster_cudamock_nccl COMMAND test_cluster)
   set_tests_properties(test_cluster_cudamock_nccl PROPERTIES ENVIRONMENT
-    "${_kv_cl_env};KV_CUDA_MOCK_DEVICES=2;KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32 --kv-transport nccl;KV_TEST_DECODE_ARGS=--device cuda:1 --precision f32;KV_TEST_EXPECT_TRANSPORT=nccl")
+    "${_kv_cl_env};KV_CLUSTER_ONLY=${_kv_cl_scenarios};KV_CUDA_MOCK_DEVICES=2;KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32 --kv-transport nccl;KV_TEST_DECODE_ARGS=--device cuda:1 --precision f32;KV_TEST_EXPECT_TRANSPORT=nccl")
   set_tests_properties(test_cluster_cudamock_ipc test_cluster_cudamock_nccl PROPERTIES
     SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS integration)
   add_dependencies(test_cluster kv-prefill-cudamock kv-decode-cudamock kv_nccl_mock)
