@@ -963,6 +963,42 @@ out:
     cluster_stop(&cl);
 }
 
+/* n greedy requests for `tokens` new tokens on the reference prompt (its first 5 tokens),
+ * one after another: each must complete token-identical to the reference; then the status
+ * must count one re-plan and no failure, and the cluster go idle. */
+static void expect_served_with_one_replan(kv_client *c, const int32_t *ref, int n, int tokens, const char *label)
+{
+    for (int i = 0; i < n; i++) {
+        kv_client_request r;
+        kv_client_request_init(&r);
+        r.prompt_tokens = ref;
+        r.n_prompt_tokens = 5;
+        r.max_tokens = (uint32_t)tokens;
+        r.ignore_eos = 1;
+        kv_client_result res;
+        int rc = kv_client_generate(c, &r, NULL, NULL, &res, 20000);
+        CHECK_MSG(rc == KVC_OK && res.finish_reason == KVC_FINISH_LENGTH && res.n_tokens == (size_t)tokens,
+                  "%s: request %d: rc %d finish %s error %s (%s), %zu tokens", label, i, rc,
+                  kv_client_finish_name(res.finish_reason), kv_client_error_name(res.error_code),
+                  res.error_message, res.n_tokens);
+        int first_bad = -1;
+        for (size_t k = 0; rc == KVC_OK && k < res.n_tokens && first_bad < 0; k++)
+            if (res.tokens[k] != ref[5 + k])
+                first_bad = (int)k;
+        CHECK_MSG(first_bad < 0, "%s: request %d token %d differs from the reference", label, i, first_bad);
+        kv_client_result_free(&res);
+    }
+    kv_status *st = NULL;
+    CHECK(kv_client_status(c, 2000, &st) == KVC_OK);
+    if (st) {
+        CHECK_MSG(st->requests_replanned == 1 && st->requests_failed == 0,
+                  "%s: %llu re-planned, %llu failed (expected 1 and 0)", label,
+                  (unsigned long long)st->requests_replanned, (unsigned long long)st->requests_failed);
+        kv_status_free(st);
+    }
+    CHECK_MSG(wait_idle(c, 4000, label) == 0, "%s: blocks leaked", label);
+}
+
 /* ---- scenario 5: KV arrives corrupt once ----------------------------------------------- */
 
 /* The decode worker reports the first KV it gets as corrupt (--fault corrupt-kv-once): the
@@ -982,35 +1018,7 @@ static void scenario_corrupt_kv(const char *model, const char *models)
     memset(&cl, 0, sizeof cl);
     if (n_ref < 5 + TOKENS || start_1p1d(&cl, &c, model, NULL, fault, "corrupt-kv"))
         goto out;
-    for (int i = 0; i < N; i++) {
-        kv_client_request r;
-        kv_client_request_init(&r);
-        r.prompt_tokens = ref;
-        r.n_prompt_tokens = 5;
-        r.max_tokens = TOKENS;
-        r.ignore_eos = 1;
-        kv_client_result res;
-        int rc = kv_client_generate(c, &r, NULL, NULL, &res, 20000);
-        CHECK_MSG(rc == KVC_OK && res.finish_reason == KVC_FINISH_LENGTH && res.n_tokens == TOKENS,
-                  "corrupt-kv: request %d: rc %d finish %s error %s (%s), %zu tokens", i, rc,
-                  kv_client_finish_name(res.finish_reason), kv_client_error_name(res.error_code),
-                  res.error_message, res.n_tokens);
-        int first_bad = -1;
-        for (size_t k = 0; rc == KVC_OK && k < res.n_tokens && first_bad < 0; k++)
-            if (res.tokens[k] != ref[5 + k])
-                first_bad = (int)k;
-        CHECK_MSG(first_bad < 0, "corrupt-kv: request %d token %d differs from the reference", i, first_bad);
-        kv_client_result_free(&res);
-    }
-    kv_status *st = NULL;
-    CHECK(kv_client_status(c, 2000, &st) == KVC_OK);
-    if (st) {
-        CHECK_MSG(st->requests_replanned == 1 && st->requests_failed == 0,
-                  "corrupt-kv: %llu re-planned, %llu failed (expected 1 and 0)",
-                  (unsigned long long)st->requests_replanned, (unsigned long long)st->requests_failed);
-        kv_status_free(st);
-    }
-    CHECK_MSG(wait_idle(c, 4000, "corrupt-kv") == 0, "corrupt-kv: blocks leaked");
+    expect_served_with_one_replan(c, ref, N, TOKENS, "corrupt-kv");
     fprintf(stderr, "corrupt-kv scenario: %d requests served, the corrupt one re-planned; %.2f s\n", N,
             kv_now_s() - t0);
 out:
@@ -1053,29 +1061,7 @@ static void scenario_no_transport(const char *model, const char *models)
         CHECK_MSG(0, "no-transport: cluster did not come up");
         goto out;
     }
-    for (int i = 0; i < N; i++) {
-        kv_client_request r;
-        kv_client_request_init(&r);
-        r.prompt_tokens = ref;
-        r.n_prompt_tokens = 5;
-        r.max_tokens = TOKENS;
-        r.ignore_eos = 1;
-        kv_client_result res;
-        int rc = kv_client_generate(c, &r, NULL, NULL, &res, 20000);
-        CHECK_MSG(rc == KVC_OK && res.n_tokens == TOKENS && !memcmp(res.tokens, ref + 5, sizeof(int32_t) * TOKENS),
-                  "no-transport: request %d: rc %d error %s (%s), %zu tokens", i, rc,
-                  kv_client_error_name(res.error_code), res.error_message, res.n_tokens);
-        kv_client_result_free(&res);
-    }
-    kv_status *st = NULL;
-    CHECK(kv_client_status(c, 2000, &st) == KVC_OK);
-    if (st) {
-        CHECK_MSG(st->requests_replanned == 1 && st->requests_failed == 0,
-                  "no-transport: %llu re-planned, %llu failed (expected 1 and 0)",
-                  (unsigned long long)st->requests_replanned, (unsigned long long)st->requests_failed);
-        kv_status_free(st);
-    }
-    CHECK_MSG(wait_idle(c, 4000, "no-transport") == 0, "no-transport: blocks leaked");
+    expect_served_with_one_replan(c, ref, N, TOKENS, "no-transport");
     fprintf(stderr, "no-transport scenario: %d requests served past a refused pair; %.2f s\n", N, kv_now_s() - t0);
 out:
     kv_client_close(c);
