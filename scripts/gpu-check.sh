@@ -172,7 +172,9 @@ if [ "$benches" = 1 ]; then
   if [ -f "$model/config.json" ]; then
     stage "kv-bench-engine-cuda (bf16, CUDA graphs on)"
     t=$(date +%s)
-    timeout 300 "$bin/kv-bench-engine-cuda" --model "$model" 2>&1 | grep -vE "^ts=" | tee -a "$logs/bench_engine.log"
+    # Log lines go, except the engine's choice of GEMV kernel per projection.
+    timeout 300 "$bin/kv-bench-engine-cuda" --model "$model" 2>&1 | awk '!/^ts=/ || /msg="decode projections"/' |
+      tee -a "$logs/bench_engine.log"
     rc=${PIPESTATUS[0]}
     [ $rc -eq 0 ] || { status=1; note bench "kv-bench-engine-cuda FAILED (rc $rc)"; }
     note bench "kv-bench-engine-cuda: $(( $(date +%s) - t ))s; $(grep -oE 'load [0-9.]+ s.*engine create [0-9.]+ s' "$logs/bench_engine.log" | head -1)"
@@ -217,6 +219,7 @@ fi
   if [ -f "$logs/bench_engine.log" ]; then
     echo "-- engine ($shape bf16): measured vs floor"
     grep -E "^floors:" "$logs/bench_engine.log" | head -1
+    grep -E 'msg="decode projections"' "$logs/bench_engine.log" | head -1 | sed 's/.*msg="decode projections"/gemv choice:/'
     grep -E "^\| (prefill|decode)" "$logs/bench_engine.log"
   fi
   if [ -f "$logs/bench_cuda.log" ]; then
