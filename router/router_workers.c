@@ -267,16 +267,7 @@ static int has_prefill_for(const router_workers *w, const router_worker *d, uint
 /* Every prefill worker there is has refused d (and there is one). */
 static int refused_by_all(const router_workers *w, const router_worker *d)
 {
-    int any = 0;
-    for (size_t i = 0; i < w->n; i++) {
-        const router_worker *p = w->list[i];
-        if (p->role != KVSERVE__WORKER_ROLE__ROLE_PREFILL)
-            continue;
-        if (!router_pair_refused(p, d))
-            return 0;
-        any = 1;
-    }
-    return any;
+    return has_prefill_for(w, NULL, 0) && !has_prefill_for(w, d, 0);
 }
 
 router_worker *router_pick_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens)

@@ -791,6 +791,18 @@ out:
 
 /* ---- scenario 3: KV never acknowledged --------------------------------------------- */
 
+/* A client connected to the cluster once n workers are healthy: 0, or -1 after a failed
+ * CHECK naming label. */
+static int connect_when_up(cluster *cl, kv_client **c, int n, const char *label)
+{
+    char errbuf[256];
+    if (kv_client_connect(cl->client_ep, c, errbuf, sizeof errbuf) || wait_workers(*c, n, 15000)) {
+        CHECK_MSG(0, "%s: cluster did not come up", label);
+        return -1;
+    }
+    return 0;
+}
+
 /* A router, prefill-0 and decode-0 (with decode_extra flags), and a client connected to
  * them: 0, or -1 after a failed CHECK naming label. Stopping the cluster and closing the
  * client stay the caller's, on every path. */
@@ -803,12 +815,7 @@ static int start_1p1d(cluster *cl, kv_client **c, const char *model, const char 
     }
     CHECK(add_worker(cl, "kv-prefill", "prefill-0", NULL) != NULL);
     CHECK(add_worker(cl, "kv-decode", "decode-0", decode_extra) != NULL);
-    char errbuf[256];
-    if (kv_client_connect(cl->client_ep, c, errbuf, sizeof errbuf) || wait_workers(*c, 2, 15000)) {
-        CHECK_MSG(0, "%s: cluster did not come up", label);
-        return -1;
-    }
-    return 0;
+    return connect_when_up(cl, c, 2, label);
 }
 
 static void scenario_drop_kv_ack(const char *model)
@@ -1049,7 +1056,6 @@ static void scenario_no_transport(const char *model, const char *models)
     CHECK_MSG(n_ref >= 5 + TOKENS, "no-transport: reference tokens missing");
     memset(&cl, 0, sizeof cl);
     const char *nccl_only[] = {"--kv-transport", "nccl", NULL};
-    char errbuf[256];
     if (n_ref < 5 + TOKENS || cluster_start(&cl, model, NULL)) {
         CHECK_MSG(0, "no-transport: router start failed");
         goto out;
@@ -1057,10 +1063,8 @@ static void scenario_no_transport(const char *model, const char *models)
     CHECK(add_worker(&cl, "kv-prefill", "prefill-0", nccl_only) != NULL);
     CHECK(add_worker(&cl, "kv-prefill", "prefill-1", NULL) != NULL);
     CHECK(add_worker(&cl, "kv-decode", "decode-0", NULL) != NULL);
-    if (kv_client_connect(cl.client_ep, &c, errbuf, sizeof errbuf) || wait_workers(c, 3, 15000)) {
-        CHECK_MSG(0, "no-transport: cluster did not come up");
+    if (connect_when_up(&cl, &c, 3, "no-transport"))
         goto out;
-    }
     expect_served_with_one_replan(c, ref, N, TOKENS, "no-transport");
     fprintf(stderr, "no-transport scenario: %d requests served past a refused pair; %.2f s\n", N, kv_now_s() - t0);
 out:
