@@ -10,7 +10,8 @@
  *     of vocab, empty prompt, cancel of an unknown id, cancel mid-stream, raw frames
  *     that are not envelopes, a wrong protocol version, a duplicate request id.
  *  3. a decode worker that never acknowledges KV (--fault drop-kv-ack): the request
- *     fails with DEADLINE_EXCEEDED within the router's --prefill-deadline-ms; no leak.
+ *     fails with DEADLINE_EXCEEDED, naming the missing ack or the router's
+ *     --prefill-deadline-ms; no leak.
  *  4. a decode worker killed (SIGKILL) mid-stream (1P2D): the router re-plans its requests
  *     on the other decode worker (prompt + tokens already streamed, re-prefilled) and every
  *     stream goes on to the end, token-identical to the shared reference; nothing leaks.
@@ -843,11 +844,15 @@ static void scenario_drop_kv_ack(const char *model)
                   res.error_code == KVC_ERR_DEADLINE_EXCEEDED,
               "drop-kv-ack: rc %d finish %s error %s (%s)", rc, kv_client_finish_name(res.finish_reason),
               kv_client_error_name(res.error_code), res.error_message);
-    CHECK_MSG(took < 3.0 + 2.0, "drop-kv-ack: the failure took %.2f s (prefill deadline 3 s)", took);
-    CHECK_MSG(took > 1.0, "drop-kv-ack: failed after only %.2f s", took);
-    kv_client_result_free(&res);
+    /* The stage that timed out, from the message rather than the clock (no timing
+     * assertions): the prefill worker's ack wait, or the router's prefill deadline. */
+    CHECK_MSG(strstr(res.error_message, "no KvAck from decode worker decode-0") ||
+                  strstr(res.error_message, "did not report PrefillDone within 3000 ms"),
+              "drop-kv-ack: failed for another reason: %s", res.error_message);
     CHECK_MSG(wait_idle(c, 4000, "drop-kv-ack") == 0, "drop-kv-ack: blocks leaked");
-    fprintf(stderr, "drop-kv-ack scenario: failure after %.2f s; %.2f s in all\n", took, kv_now_s() - t0);
+    fprintf(stderr, "drop-kv-ack scenario: failed after %.2f s with \"%s\"; %.2f s in all\n", took,
+            res.error_message, kv_now_s() - t0);
+    kv_client_result_free(&res);
 out:
     kv_client_close(c);
     cluster_stop(&cl);
