@@ -951,7 +951,10 @@ static void run_sample(const void *p)
     for (int r = 0; r < a->rows; r++) {
         const kv_cuda_sample_params *ps = &a->params[r];
         kc_sample_params sp = {ps->temperature, ps->top_k, ps->top_p};
-        a->ids[r] = kc_sample(x + (size_t)r * a->vocab, a->vocab, &sp, ps->u, cands);
+        const float *row = x + (size_t)r * a->vocab;
+        a->ids[r] = kc_sample_fits(row, a->vocab, &sp, KV_CUDA_TOPK_MAX, cands)
+                        ? kc_sample(row, a->vocab, &sp, ps->u, cands)
+                        : KV_CUDA_SAMPLE_ON_HOST; /* as the kernel: past its candidate cap */
     }
     free(cands);
     free(owned);

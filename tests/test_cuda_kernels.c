@@ -618,7 +618,9 @@ static void test_sample(rng *r)
         {1000, 1.0f, 5, 1.0f, 1},   {1000, 0.7f, 0, 0.5f, 0},   {1000, 1.0f, 50, 0.9f, 0},
         {16, 1.0f, 0, 1.0f, 1},     {32000, 1.0f, 0, 1.0f, 0},  {32000, 0.8f, 40, 1.0f, 1},
         {32000, 1.0f, 0, 0.001f, 0}, /* nucleus of one: the argmax */
-        {2000, 1.0f, 1500, 1.0f, 0}, /* top_k above the 1024-candidate cap */
+        {32000, 0.05f, 0, 0.9f, 0},  /* a nucleus of a few hundred, under the candidate cap */
+        {2000, 1.0f, 1500, 1.0f, 0}, /* top_k above the 1024-candidate cap: left to the host */
+        {32000, 1.0f, 0, 0.9f, 0},   /* a nucleus of thousands: left to the host */
     };
     for (int t = 0; t < 3; t++) {
         kv_cuda_dtype dt = all_dt[t];
@@ -642,25 +644,27 @@ static void test_sample(rng *r)
 
             char *allowed = malloc((size_t)k.vocab);
             double *prob = malloc(sizeof(double) * (size_t)k.vocab);
-            int capped = k.top_k > KV_CUDA_TOPK_MAX; /* above the cap the device keeps fewer */
-            nucleus(row, k.vocab, k.temp, capped ? 0 : k.top_k, k.top_p, 1e-4f, allowed, prob);
+            kc_prob_id *cands = malloc(sizeof *cands * (size_t)k.vocab);
+            kc_sample_params sp = {k.temp, k.top_k, k.top_p};
+            int fits = kc_sample_fits(row, k.vocab, &sp, KV_CUDA_TOPK_MAX, cands);
+            nucleus(row, k.vocab, k.temp, k.top_k, k.top_p, 1e-4f, allowed, prob);
             int bad = 0;
-            for (int i = 0; i < rows; i++) bad += ids[i] < 0 || ids[i] >= k.vocab || !allowed[ids[i]];
-            CHECK_MSG(bad == 0, "sample %s case %zu: %d of %d ids outside the candidate set", dtn(dt), ci, bad, rows);
-            if (!capped) {
+            for (int i = 0; i < rows; i++)
+                bad += fits ? ids[i] < 0 || ids[i] >= k.vocab || !allowed[ids[i]] : ids[i] != KV_CUDA_SAMPLE_ON_HOST;
+            CHECK_MSG(bad == 0, "sample %s case %zu: %d of %d ids %s", dtn(dt), ci, bad, rows,
+                      fits ? "outside the candidate set" : "not left to the host (candidates past the cap)");
+            if (fits) {
                 /* The CPU twin with the same draws: equal but where a draw lands within
                  * rounding of a boundary of the cumulative sum. */
-                kc_prob_id *cands = malloc(sizeof *cands * (size_t)k.vocab);
-                kc_sample_params sp = {k.temp, k.top_k, k.top_p};
                 int differ = 0;
                 for (int i = 0; i < rows; i++) differ += ids[i] != kc_sample(row, k.vocab, &sp, ps[i].u, cands);
                 CHECK_MSG(differ <= 2 + rows / 1000, "sample %s case %zu: %d of %d ids differ from kc_sample",
                           dtn(dt), ci, differ, rows);
-                free(cands);
             }
+            free(cands);
             if (k.top_p < 0.01f)
                 CHECK_MSG(ids[0] == kc_argmax(row, k.vocab), "sample %s: tiny top_p must give the argmax", dtn(dt));
-            if (k.check_freq) {
+            if (k.check_freq && fits) {
                 int *cnt = calloc((size_t)k.vocab, sizeof(int)), off = 0;
                 for (int i = 0; i < rows; i++)
                     if (ids[i] >= 0 && ids[i] < k.vocab) cnt[ids[i]]++;

@@ -6,7 +6,9 @@
  *   KV blocks: read / write round trip, a copied sequence decodes like the original;
  *   batched decode: 3 sequences of different lengths follow the reference, alone or
  *     together (graph buckets with padding rows), and 70 at once (past the largest graph);
- *   device sampling: a batch of mixed samplers picks what the host sampler picks;
+ *   device sampling: a batch of mixed samplers picks what the host sampler picks, here and
+ *     on the TinyLlama-shaped model (vocabulary 2048), whose rows past the device's
+ *     candidate cap go to the host;
  *   synthetic models with real head dims (64 / 128, GQA 8 and 4) against the CPU engine
  *     (test_engine_cuda_synth.c).
  * Built twice: against the real CUDA runtime (label gpu; skipped without a GPU) and against
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 
 #include "cpu_kernels.h"
+#include "cuda_kernels.h"
 #include "engine.h"
 #include "generate.h"
 #include "kv_test.h"
@@ -29,6 +32,7 @@
 
 /* test_engine_cuda_synth.c */
 void check_synth_models(void);
+void check_device_sampling(const kv_model *m, kv_precision prec, int graphs);
 
 static int ref_tokens[N_REF_POS];
 
@@ -294,15 +298,18 @@ static void check_big_batch(const kv_model *m)
 
 /* Device sampling (kv_engine_decode_sample) picks what the host sampler picks from the
  * same step's logits: twin batches of mixed samplers (greedy, top-k, top-p, plain
- * temperature), one decoded with logits brought back and sampled on the host, the other
- * sampled on the device, with samplers of the same seeds; they must stay token for token
- * equal. The sums of kc_sample and its device twin are in double, so only a draw within
- * rounding of a token boundary could split them: not met in these few hundred picks. */
-static void check_device_sampling(const kv_model *m, kv_precision prec, int graphs)
+ * temperature; a top-k and a top-p past the device's candidate cap, which only a
+ * vocabulary above KV_CUDA_TOPK_MAX reaches), one decoded with logits brought back and
+ * sampled on the host, the other sampled on the device, with samplers of the same seeds;
+ * they must stay token for token equal. The sums of kc_sample and its device twin are in
+ * double, so only a draw within rounding of a token boundary could split them: not met in
+ * these few hundred picks. */
+void check_device_sampling(const kv_model *m, kv_precision prec, int graphs)
 {
-    enum { B = 5, STEPS = 40 };
-    const kv_sampling_params sp[B] = {{0.0f, 0, 1.0f, 1}, {0.8f, 40, 1.0f, 11}, {1.0f, 0, 0.9f, 12},
-                                      {1.0f, 0, 1.0f, 13}, {0.7f, 5, 0.8f, 14}};
+    enum { B = 7, STEPS = 40 };
+    const kv_sampling_params sp[B] = {{0.0f, 0, 1.0f, 1},  {0.8f, 40, 1.0f, 11},  {1.0f, 0, 0.9f, 12},
+                                      {1.0f, 0, 1.0f, 13}, {0.7f, 5, 0.8f, 14},   {1.5f, 0, 0.999f, 15},
+                                      {1.0f, 1500, 1.0f, 16}};
     kv_engine *e = make_engine(m, prec, 512, graphs);
     if (!e) return;
     kv_err err;
@@ -339,9 +346,17 @@ static void check_device_sampling(const kv_model *m, kv_precision prec, int grap
     }
     CHECK_MSG(differ == 0, "device sampling differs from the host sampler");
     CHECK_MSG(not_greedy > 0, "the sampled rows never left the argmax: the check proves nothing");
-    fprintf(stderr, "device sampling %s graphs %d: %d x %d picks %s the host's (%d not the argmax)\n",
-            prec == KV_PRECISION_BF16 ? "bf16" : "f32", graphs, STEPS, B, differ ? "NOT equal to" : "equal to",
-            not_greedy);
+    uint64_t on_host = kv_engine_host_picks(e);
+    if (V > KV_CUDA_TOPK_MAX) /* the top-k of 1500 at least, every step */
+        CHECK_MSG(on_host >= STEPS, "only %llu picks past the candidate cap went to the host",
+                  (unsigned long long)on_host);
+    else
+        CHECK_MSG(on_host == 0, "%llu picks went to the host with a vocabulary of %zu", (unsigned long long)on_host, V);
+    fprintf(stderr,
+            "device sampling %s graphs %d vocab %zu: %d x %d picks %s the host's (%d not the argmax, %llu past the "
+            "device's candidate cap)\n",
+            prec == KV_PRECISION_BF16 ? "bf16" : "f32", graphs, V, STEPS, B, differ ? "NOT equal to" : "equal to",
+            not_greedy, (unsigned long long)on_host);
     for (int i = 0; i < B; i++) {
         kv_seq_release(&host_seqs[i], kv_engine_pool(e));
         kv_seq_release(&dev_seqs[i], kv_engine_pool(e));

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "cuda_kernels.h"
 #include "engine.h"
 #include "kv_test.h"
 #include "synth_model.h"
@@ -19,6 +20,7 @@
 #define N_STEPS 4
 
 void check_synth_models(void);
+void check_device_sampling(const kv_model *m, kv_precision prec, int graphs); /* test_engine_cuda.c */
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -123,6 +125,8 @@ static void check_one(const char *root, const char *shape, int layers, int vocab
     }
     free(ref);
     free(got);
+    if (V > KV_CUDA_TOPK_MAX)
+        check_device_sampling(m, KV_PRECISION_BF16, 1);
     kv_model_free(m);
 }
 

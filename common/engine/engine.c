@@ -78,6 +78,7 @@ void kv_engine_free(kv_engine *e)
 kv_pool *kv_engine_pool(kv_engine *e) { return &e->pool; }
 const kv_model *kv_engine_model(const kv_engine *e) { return e->model; }
 int kv_engine_device(const kv_engine *e) { return e->device; }
+uint64_t kv_engine_host_picks(const kv_engine *e) { return e->host_picks; }
 const char *kv_engine_kv_dtype(const kv_engine *e) { return e->pool.elem_size == 2 ? "bf16" : "f32"; }
 size_t kv_engine_block_bytes(const kv_engine *e) { return kv_pool_nbytes_per_block(&e->pool); }
 void *kv_engine_block_ptr(kv_engine *e, int32_t block)

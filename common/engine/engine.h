@@ -74,5 +74,8 @@ int kv_engine_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, i
  * token ids come back, not n_seqs x vocab logits. next may be tokens. */
 int kv_engine_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs,
                             kv_sampler *const *samplers, int32_t *next, kv_err *err);
+/* How many of those picks a GPU left to the host: rows whose top-k, or top-p nucleus, is
+ * longer than the device's candidate list (KV_CUDA_TOPK_MAX). 0 on the CPU. */
+uint64_t kv_engine_host_picks(const kv_engine *e);
 
 #endif

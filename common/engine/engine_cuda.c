@@ -323,6 +323,8 @@ static void cu_destroy(kv_engine *e)
     if (c->h_in)
         cudaFreeHost(c->h_in);
     free_sampling(c);
+    free(c->host_row);
+    free(c->host_cands);
     dev_free(c->logits);
     dev_free(c->kv_mem);
     dev_free(c->w_mem);

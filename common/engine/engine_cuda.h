@@ -61,6 +61,10 @@ typedef struct cu_engine {
     cudaEvent_t in_read;          /* the last upload from h_in is done */
     /* Device sampling for dec_rows rows: [params | picked ids], device and pinned host. */
     void *d_smp, *h_smp;
+    /* A row the device leaves to the host (KV_CUDA_SAMPLE_ON_HOST): its logits and
+     * kc_sample's scratch, vocab entries each, allocated at the first such row. */
+    float *host_row;
+    kc_prob_id *host_cands;
     /* Per projection: steps of up to this many rows use kv_cuda_gemv, more use cuBLAS. */
     int gemv_rows[CU_PROJ_COUNT];
     /* Decode graphs, [bucket][split class]; NULL = not captured yet. */

@@ -6,6 +6,7 @@
  * Prefill chunks attend over the paged pool with the tensor-core kernel (bf16, head_dim
  * 64/128); decode steps use the split-KV (Flash-Decoding) kernel, through a CUDA graph per
  * batch bucket when possible (engine_cuda_graph.c). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine_cuda.h"
@@ -188,6 +189,29 @@ int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, f
     return KV_OK;
 }
 
+/* Row i's pick on the host, for a row whose candidates the device cannot hold: its logits
+ * come back and kc_sample (the host sampler's own pick) takes the same draw. */
+static int pick_on_host(kv_engine *e, int i, const kv_sample_row *row, int32_t *next, kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    size_t vocab = (size_t)e->model->cfg.vocab_size;
+    if (!c->host_row) {
+        c->host_row = malloc(vocab * sizeof *c->host_row);
+        c->host_cands = malloc(vocab * sizeof *c->host_cands);
+        if (!c->host_row || !c->host_cands) {
+            free(c->host_row), free(c->host_cands);
+            c->host_row = NULL, c->host_cands = NULL;
+            return kv_err_set(err, KV_ENOMEM, "out of memory (host sampling of one row)");
+        }
+    }
+    CU_CHECK(cudaMemcpyAsync(c->host_row, c->logits + (size_t)i * vocab, vocab * sizeof(float),
+                             cudaMemcpyDeviceToHost, c->stream));
+    CU_CHECK(cudaStreamSynchronize(c->stream));
+    *next = kc_sample(c->host_row, (int)vocab, &row->p, row->u, c->host_cands);
+    e->host_picks++;
+    return KV_OK;
+}
+
 /* The pick runs after the step on the same stream: n x 16 bytes of parameters go up and
  * n ids come back, where the plain step brings back n x vocab f32 logits (32 MiB at batch
  * 64 with a 128k vocabulary: about as long over PCIe as the step itself). */
@@ -206,5 +230,8 @@ int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, i
                              cudaMemcpyDeviceToHost, c->stream));
     CU_CHECK(cudaStreamSynchronize(c->stream));
     memcpy(next, cu_smp_ids(c, c->h_smp), (size_t)n * sizeof(int32_t));
+    for (int i = 0; i < n; i++)
+        if (next[i] == KV_CUDA_SAMPLE_ON_HOST)
+            KC_CHECK(pick_on_host(e, i, &rows[i], &next[i], err));
     return KV_OK;
 }

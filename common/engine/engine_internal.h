@@ -45,6 +45,7 @@ struct kv_engine {
     int scratch_rows;
     kv_sample_row *sample_rows;
     float *step_logits;      /* host logits (backends without decode_sample) */
+    uint64_t host_picks;     /* decode_sample rows the device left to the host */
 };
 
 /* Pool size in blocks from the options: n_blocks, else kv_bytes / block_bytes, else room

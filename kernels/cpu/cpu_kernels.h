@@ -86,6 +86,15 @@ typedef struct kc_prob_id {
     int32_t id;
 } kc_prob_id;
 int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands);
+/* kc_sample's candidates (temperature > 0): returns their count n; cands[0..n) holds them,
+ * most likely first when top-k or top-p cut the vocabulary (else in id order), and *mass
+ * their summed weight. */
+int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params *sp, kc_prob_id *cands,
+                         double *mass);
+/* 1 when the pick needs no sorted candidate list longer than cap: greedy, the whole
+ * vocabulary, a top_k <= cap, or (top-p alone) a nucleus of <= cap tokens. A device with
+ * room for cap candidates leaves the other rows to the host (KV_CUDA_SAMPLE_ON_HOST). */
+int kc_sample_fits(const float *logits, int vocab, const kc_sample_params *sp, int cap, kc_prob_id *cands);
 
 /* Checksum of a KV block as the GPU transports verify it (kv_cuda_block_hash is its twin):
  * the sum mod 2^32 of fmix32(w[i] ^ i * 0x9E3779B9) over the block's 32-bit little-endian

@@ -14,10 +14,9 @@ static int by_prob_desc(const void *a, const void *b)
 
 /* Running sums in double, as on the device: its parallel sums add in another order, and
  * float rounding of that order would decide the token near every boundary. */
-int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands)
+int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params *sp, kc_prob_id *cands,
+                         double *mass)
 {
-    if (!(sp->temperature > 0.0f))
-        return kc_argmax(logits, vocab);
     int n = vocab;
     float maxl = logits[kc_argmax(logits, n)], inv_t = 1.0f / sp->temperature;
     double sum = 0.0;
@@ -56,6 +55,16 @@ int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, fl
         }
         sum = kept;
     }
+    *mass = sum;
+    return n;
+}
+
+int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands)
+{
+    if (!(sp->temperature > 0.0f))
+        return kc_argmax(logits, vocab);
+    double sum;
+    int n = kc_sample_candidates(logits, vocab, sp, cands, &sum);
     double r = (double)u * sum, cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += cands[i].p;
@@ -63,4 +72,15 @@ int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, fl
             return cands[i].id;
     }
     return cands[n - 1].id;
+}
+
+int kc_sample_fits(const float *logits, int vocab, const kc_sample_params *sp, int cap, kc_prob_id *cands)
+{
+    if (!(sp->temperature > 0.0f) || vocab <= cap)
+        return 1;
+    int top_k = sp->top_k > 0 && sp->top_k < vocab ? sp->top_k : vocab;
+    if (top_k < vocab)
+        return top_k <= cap;
+    double mass;
+    return sp->top_p >= 1.0f || kc_sample_candidates(logits, vocab, sp, cands, &mass) <= cap;
 }

@@ -136,8 +136,12 @@ int kv_cuda_topk(float *vals, int32_t *ids, const void *logits, int rows, int vo
 
 /* Per-row sampling (a device array, one per row): the twin of kc_sample (kernels/cpu), the
  * same fields plus the row's draw u in [0, 1). Candidate lists hold at most
- * KV_CUDA_TOPK_MAX tokens: a larger top_k, or top-p without top-k, is cut to the 1024 most
- * likely tokens (top-p alone only when its nucleus would need more). */
+ * KV_CUDA_TOPK_MAX tokens: a row whose top_k is larger (and below the vocabulary), or whose
+ * top-p nucleus without top-k needs more, gets KV_CUDA_SAMPLE_ON_HOST instead of an id, and
+ * the caller picks it with kc_sample from the row's logits and the same u. Cutting such
+ * rows (flat distributions at high temperature) to the cap would sample another
+ * distribution than the CPU does. */
+#define KV_CUDA_SAMPLE_ON_HOST (-1)
 typedef struct kv_cuda_sample_params {
     float temperature;
     int32_t top_k;

@@ -1,5 +1,5 @@
 /* Greedy argmax, top-k and temperature / top-k / top-p sampling on the device. One block
- * per row. Top-k finds the k-th largest logit exactly with a 4-pass radix select over
+ * per row; a row whose candidates exceed KV_CUDA_TOPK_MAX is left to the host. Top-k finds the k-th largest logit exactly with a 4-pass radix select over
  * order-preserving 32-bit keys (block-wide histograms), gathers the candidates and sorts them
  * (bitonic, in shared memory) by value, ties by lowest id like the CPU sampler. Sampling
  * uses the row's draw u from the host's seeded stream (common/engine/sampler.c), so a
@@ -307,6 +307,11 @@ __global__ void __launch_bounds__(SMP_THREADS)
     double u = p.u;
     int top_k = p.top_k > 0 && p.top_k < vocab ? p.top_k : vocab;
     bool use_top_p = p.top_p < 1.0f;
+    if (top_k < vocab && top_k > KV_CUDA_TOPK_MAX) {
+        if (threadIdx.x == 0)
+            ids[row] = KV_CUDA_SAMPLE_ON_HOST;
+        return;
+    }
 
     if (top_k == vocab && !use_top_p) {
         /* Whole vocabulary: contiguous ranges per thread, a block scan, and the thread whose
@@ -375,7 +380,10 @@ __global__ void __launch_bounds__(SMP_THREADS)
             if (cum >= goal)
                 break;
         }
-        /* Past the candidate cap the nucleus is cut to the candidates. */
+        if (j == kc && kc < top_k) {
+            ids[row] = KV_CUDA_SAMPLE_ON_HOST; /* the nucleus goes on past the candidates */
+            return;
+        }
         n = j < kc ? j + 1 : kc;
         kept = cum;
     }
