@@ -85,6 +85,9 @@ static void test_elementwise(rng *r)
     CHECK(rel_err(o, sref, 100) < 1e-5);
     float ties[5] = {1, 3, 2, 3, -1};
     CHECK_EQ_INT(kc_argmax(ties, 5), 1);
+    float with_nan[5] = {NAN, 1, 3, NAN, 3}, all_nan[3] = {NAN, NAN, NAN}; /* as the device: NaN never wins */
+    CHECK_EQ_INT(kc_argmax(with_nan, 5), 2);
+    CHECK_EQ_INT(kc_argmax(all_nan, 3), 0);
     free(x); free(w); free(out); free(g); free(u); free(o);
 }
 

@@ -54,6 +54,15 @@ int main(void)
     }
     kv_sampler_free(&t1);
 
+    /* top-p below 1/vocab on a flat row: the pre-sort cutoff would exceed every token's
+     * weight; the top token (lowest id among the tied) must stay, never an empty set. */
+    enum { FLAT = 32000 };
+    float *flat = calloc(FLAT, sizeof *flat);
+    kv_sampler tiny = make(1.0f, 0, 1e-6f, 5, FLAT);
+    for (int i = 0; i < 20; i++) CHECK_EQ_INT(kv_sampler_sample(&tiny, flat), 0);
+    kv_sampler_free(&tiny);
+    free(flat);
+
     kv_sampling_params bad[] = {{-1, 0, 1, 0}, {1, -2, 1, 0}, {1, 0, 0, 0}, {1, 0, 1.5f, 0}, {NAN, 0, 1, 0}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         kv_err err;

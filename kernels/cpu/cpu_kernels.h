@@ -68,7 +68,7 @@ void kc_attention_prefill(float *out, const float *q, const kc_paged_kv *kv, con
 void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, const int32_t *const *block_tables,
                          const int32_t *seq_lens, int n_seqs, int n_heads);
 
-/* Index of the largest value (lowest index on ties). */
+/* Index of the largest value (lowest index on ties; NaN never wins, an all-NaN row gives 0). */
 int kc_argmax(const float *x, int n);
 
 /* Next-token choice (kv_cuda_sample is its twin; common/engine/sampler.c draws u):

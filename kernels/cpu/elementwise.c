@@ -49,7 +49,7 @@ int kc_argmax(const float *x, int n)
 {
     int best = 0;
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best])
+        if (x[i] > x[best] || (isnan(x[best]) && !isnan(x[i])))
             best = i;
     return best;
 }

@@ -32,6 +32,8 @@ int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params 
         int m = n;
         if (top_k == n) {
             double cutoff = (1.0 - (double)sp->top_p) / (double)(n - 1) * sum;
+            if (cutoff > 1.0)
+                cutoff = 1.0; /* top_p < 1/n on a flat row: the top token (p = 1) stays */
             m = 0;
             for (int i = 0; i < n; i++)
                 if (cands[i].p >= cutoff)

@@ -87,11 +87,13 @@ template <typename T> __device__ void block_argmax(const T *x, int vocab, smp_sm
     __syncthreads();
 }
 
-/* Exclusive prefix sum over the block in thread order; *total gets the sum of all. In
- * double, like every running sum of the sampler: float sums in another order than the
- * CPU's would move the draw across token boundaries far more often than rounding of the
- * probabilities themselves does. */
-__device__ double block_exclusive_scan(double v, double *total, smp_smem *sm)
+/* Prefix sums over the block in thread order: this thread's range [*start, *end) of the
+ * running sum, and the sum of all. Each start is bit for bit the previous thread's end (and
+ * the last end the total), so the ranges tile [0, total) with no gap or overlap for a draw
+ * to fall in. In double, like every running sum of the sampler: float sums in another
+ * order than the CPU's would move the draw across token boundaries far more often than
+ * rounding of the probabilities themselves does. */
+__device__ void block_scan(double v, double *start, double *end, double *total, smp_smem *sm)
 {
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     double incl = v;
@@ -101,6 +103,9 @@ __device__ double block_exclusive_scan(double v, double *total, smp_smem *sm)
         if (lane >= off)
             incl += t;
     }
+    double excl = __shfl_up_sync(0xffffffffu, incl, 1);
+    if (lane == 0)
+        excl = 0.0;
     __syncthreads();
     if (lane == 31)
         sm->red_d[wid] = incl;
@@ -112,14 +117,15 @@ __device__ double block_exclusive_scan(double v, double *total, smp_smem *sm)
             before += t;
         all += t;
     }
+    *start = before + excl;
+    *end = before + incl;
     *total = all;
-    return before + incl - v;
 }
 
 __device__ double block_sum_d(double v, smp_smem *sm)
 {
-    double total;
-    block_exclusive_scan(v, &total, sm);
+    double start, end, total;
+    block_scan(v, &start, &end, &total, sm);
     return total;
 }
 
@@ -323,11 +329,11 @@ __global__ void __launch_bounds__(SMP_THREADS)
             mine += expf((kv_ld(x + i) - maxl) * inv_t);
         if (threadIdx.x == 0)
             sm.pick = amax; /* only if rounding leaves r outside every range */
-        double total;
-        double excl = block_exclusive_scan(mine, &total, &sm);
+        double start, end, total;
+        block_scan(mine, &start, &end, &total, &sm);
         double r = u * total;
-        if (mine > 0.0 && r >= excl && r < excl + mine) {
-            double cum = excl;
+        if (mine > 0.0 && r >= start && r < end) {
+            double cum = start;
             int pick = e - 1;
             for (int i = b; i < e; i++) {
                 cum += expf((kv_ld(x + i) - maxl) * inv_t);
@@ -353,7 +359,7 @@ __global__ void __launch_bounds__(SMP_THREADS)
         for (int i = threadIdx.x; i < vocab; i += blockDim.x)
             tot += expf((kv_ld(x + i) - maxl) * inv_t);
         tot = block_sum_d(tot, &sm);
-        double cutoff = (1.0 - (double)p.top_p) / (double)(vocab - 1) * tot, mass = 0.0;
+        double cutoff = fmin((1.0 - (double)p.top_p) / (double)(vocab - 1) * tot, 1.0), mass = 0.0;
         for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
             float pi = expf((kv_ld(x + i) - maxl) * inv_t);
             mass += pi >= cutoff ? pi : 0.0f;
