@@ -126,6 +126,7 @@ static void *random_dev(size_t n, kv_cuda_dtype dt, uint64_t seed, cudaStream_t 
     kv_err err;
     CK(cudaMalloc(&f32, n * sizeof(float)));
     CK(cudaMemcpy(f32, host, n * sizeof(float), cudaMemcpyHostToDevice));
+    CK(cudaDeviceSynchronize()); /* the pageable copy's DMA, before s (non-blocking) reads it */
     CK(cudaMalloc(&out, n * kv_cuda_dtype_size(dt)));
     KV(kv_cuda_convert(out, dt, f32, KV_CUDA_F32, n, s, &err), err);
     CK(cudaStreamSynchronize(s));

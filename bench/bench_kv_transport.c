@@ -109,7 +109,9 @@ static int pool_fill(const kv_gpu_pool *pool, uint64_t seed)
         }
     }
     free(h);
-    return 0;
+    /* A pageable copy may return before its DMA lands, and the lanes' non-blocking streams
+     * do not wait for the legacy stream's work. */
+    return cudaDeviceSynchronize() == cudaSuccess ? 0 : -1;
 }
 
 /* Checksums of all the pool's blocks, in block order. */

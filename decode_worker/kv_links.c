@@ -67,8 +67,8 @@ static void link_destroy(decode_worker *dw, kv_link *l, const char *why)
 {
     drop_comm(dw, l, NULL, why);
     drain_link(dw, l, NULL, why);
+    kv_gpu_lane_destroy(l->lane); /* its copies read the peer's pool: they end before the unmap */
     kv_gpu_ipc_close(dw->we->xfer.device, l->ipc_base);
-    kv_gpu_lane_destroy(l->lane);
     for (kv_link **pp = &dw->links; *pp; pp = &(*pp)->next)
         if (*pp == l) {
             *pp = l->next;

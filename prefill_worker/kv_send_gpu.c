@@ -1,5 +1,6 @@
-/* A chunk over a GPU transport: the blocks' checksums computed on our GPU, then the
- * KvChunk (no frames). cuda-ipc: the decode worker copies the blocks out of our exported
+/* A chunk over a GPU transport: the blocks' checksums computed on our GPU (on the lane's
+ * side stream, so not after the previous chunk's NCCL send, which waits for the decode
+ * worker to post its receive), then the KvChunk (no frames). cuda-ipc: the decode worker copies the blocks out of our exported
  * pool (we keep them until its KvAck, as always). nccl: the sends follow on the peer's
  * lane, in the order the decode worker posts its receives (the order of our KvChunks). */
 #include <stdlib.h>
@@ -18,7 +19,7 @@ int kv_sender_send_gpu(kv_sender *s, kv_peer *p, const kv_chunk_desc *c, int tim
     int rc = KV_OK;
     if (n) {
         kv_gpu_op *op = NULL;
-        rc = kv_gpu_mark(p->lane, c->src, c->n_blocks, &op, err);
+        rc = kv_gpu_hash(p->lane, c->src, c->n_blocks, &op, err);
         if (!rc && !(rc = kv_gpu_op_wait(op, HASH_TIMEOUT_MS, err)))
             for (size_t i = 0; i < n; i++)
                 sums[i] = kv_gpu_op_sums(op)[i];

@@ -329,8 +329,8 @@ static void cu_destroy(kv_engine *e)
     dev_free(c->kv_mem);
     dev_free(c->w_mem);
     dev_free(c->inv_freq);
+    kv_cuda_blas_destroy(c->blas); /* before its workspace goes */
     dev_free(c->blas_ws);
-    kv_cuda_blas_destroy(c->blas);
     if (c->in_read)
         cudaEventDestroy(c->in_read);
     if (c->stream)

@@ -84,6 +84,7 @@ int cu_graph_run(kv_engine *e, const cu_step *st, kv_err *err)
             cudaError_t ce = cudaStreamQuery(c->stream);
             if (ce != cudaSuccess && ce != cudaErrorNotReady)
                 return cu_fail(err, ce, "cudaStreamQuery (after a failed capture)", __FILE__, __LINE__);
+            (void)cudaGetLastError(); /* NotReady is no error for the next launch's check */
             return 0;
         }
     }

@@ -1,6 +1,8 @@
 /* kv_gpu_xfer on the CUDA runtime. Ops are recycled per lane with their buffers (pinned
  * host + device arrays for block ids and hashes, an event), so a steady stream of chunks
- * allocates nothing. */
+ * allocates nothing. The buffers have room for the whole pool from the start: growing them
+ * would mean cudaFree, which waits for the whole device, NCCL kernels waiting on a peer
+ * (that may be dead) included. */
 #include "kv_gpu_xfer.h"
 
 #include <cuda_runtime.h>
@@ -18,7 +20,7 @@ struct kv_gpu_op {
     kv_gpu_op *next;          /* the lane's free list */
     kv_gpu_lane *lane;
     cudaEvent_t done;
-    int n, cap;
+    int n;
     int32_t *h_ids, *d_ids;
     uint32_t *h_sums, *d_sums;
 };
@@ -26,6 +28,7 @@ struct kv_gpu_op {
 struct kv_gpu_lane {
     kv_gpu_pool pool;
     cudaStream_t stream;
+    cudaStream_t hash_stream; /* kv_gpu_hash: not behind the lane's copies and NCCL sends */
     kv_gpu_op *free_ops;
     int n_ops;                /* ops allocated, for the leak check at destroy */
 };
@@ -90,9 +93,11 @@ int kv_gpu_lane_create(const kv_gpu_pool *pool, kv_gpu_lane **out, kv_err *err)
     cudaError_t e = cudaSetDevice(pool->device);
     if (e == cudaSuccess)
         e = cudaStreamCreateWithFlags(&l->stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess && (e = cudaStreamCreateWithFlags(&l->hash_stream, cudaStreamNonBlocking)) != cudaSuccess)
+        cudaStreamDestroy(l->stream);
     if (e != cudaSuccess) {
         free(l);
-        return cuda_fail(err, e, "transfer stream");
+        return cuda_fail(err, e, "transfer streams");
     }
     *out = l;
     return KV_OK;
@@ -119,6 +124,7 @@ void kv_gpu_lane_destroy(kv_gpu_lane *l)
         return;
     cudaSetDevice(l->pool.device);
     cudaStreamSynchronize(l->stream);
+    cudaStreamSynchronize(l->hash_stream);
     for (kv_gpu_op *op = l->free_ops, *next; op; op = next) {
         next = op->next;
         op_destroy(op);
@@ -127,6 +133,7 @@ void kv_gpu_lane_destroy(kv_gpu_lane *l)
     if (l->n_ops)
         KV_WARN(COMP, "msg=\"transfer lane closed with ops still out\" ops=%d", l->n_ops);
     cudaStreamDestroy(l->stream);
+    cudaStreamDestroy(l->hash_stream);
     (void)cudaGetLastError();
     free(l);
 }
@@ -134,11 +141,10 @@ void kv_gpu_lane_destroy(kv_gpu_lane *l)
 void *kv_gpu_lane_stream(kv_gpu_lane *l) { return l->stream; }
 const kv_gpu_pool *kv_gpu_lane_pool(const kv_gpu_lane *l) { return &l->pool; }
 
-/* An op from the free list (or new) with room for n blocks. */
+/* An op from the free list, or a new one with room for every block of the pool. */
 static int op_get(kv_gpu_lane *l, int n, kv_gpu_op **out, kv_err *err)
 {
     kv_gpu_op *op = l->free_ops;
-    cudaError_t e = cudaSuccess;
     if (op) {
         l->free_ops = op->next;
     } else {
@@ -146,57 +152,48 @@ static int op_get(kv_gpu_lane *l, int n, kv_gpu_op **out, kv_err *err)
             return kv_err_set(err, KV_ENOMEM, "out of memory");
         op->lane = l;
         l->n_ops++;
-        e = cudaEventCreateWithFlags(&op->done, cudaEventDisableTiming);
+        size_t b = (size_t)(l->pool.n_blocks > 0 ? l->pool.n_blocks : 1) * 4;
+        cudaError_t e = cudaEventCreateWithFlags(&op->done, cudaEventDisableTiming);
         if (e != cudaSuccess)
             op->done = NULL;
-    }
-    op->next = NULL;
-    op->n = n;
-    if (e == cudaSuccess && n > op->cap) {
-        int cap = n < 64 ? 64 : n;
-        cudaFreeHost(op->h_ids);
-        cudaFreeHost(op->h_sums);
-        cudaFree(op->d_ids);
-        cudaFree(op->d_sums);
-        op->h_ids = op->d_ids = NULL;
-        op->h_sums = op->d_sums = NULL;
-        op->cap = 0;
-        size_t b = (size_t)cap * 4;
-        e = cudaHostAlloc((void **)&op->h_ids, b, cudaHostAllocDefault);
+        if (e == cudaSuccess)
+            e = cudaHostAlloc((void **)&op->h_ids, b, cudaHostAllocDefault);
         if (e == cudaSuccess)
             e = cudaHostAlloc((void **)&op->h_sums, b, cudaHostAllocDefault);
         if (e == cudaSuccess)
             e = cudaMalloc((void **)&op->d_ids, b);
         if (e == cudaSuccess)
             e = cudaMalloc((void **)&op->d_sums, b);
-        if (e == cudaSuccess)
-            op->cap = cap;
+        if (e != cudaSuccess) {
+            int rc = cuda_fail(err, e, "transfer buffers");
+            op_destroy(op); /* never used: nothing of it can be in flight */
+            l->n_ops--;
+            return rc;
+        }
     }
-    if (e != cudaSuccess) {
-        int rc = cuda_fail(err, e, "transfer buffers");
-        op_destroy(op);
-        l->n_ops--;
-        return rc;
-    }
+    op->next = NULL;
+    op->n = n;
     *out = op;
     return KV_OK;
 }
 
 /* After a failed enqueue: what was enqueued still runs, so wait before the op is reused. */
-static int enqueue_failed(kv_gpu_lane *l, kv_gpu_op *op, int rc)
+static int enqueue_failed(kv_gpu_lane *l, cudaStream_t stream, kv_gpu_op *op, int rc)
 {
-    cudaStreamSynchronize(l->stream);
+    cudaStreamSynchronize(stream);
     (void)cudaGetLastError();
     op->next = l->free_ops;
     l->free_ops = op;
     return rc;
 }
 
-int kv_gpu_mark(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **out, kv_err *err)
+/* kc_block_hash of blocks[0..n) on `stream`, then the op's event. */
+static int enqueue_hash(kv_gpu_lane *l, cudaStream_t stream, const int32_t *blocks, int n, kv_gpu_op **out,
+                        kv_err *err)
 {
     *out = NULL;
-    if (n < 0)
-        return kv_err_set(err, KV_EINVAL, "kv_gpu_mark of %d blocks", n);
+    if (n < 0 || n > l->pool.n_blocks)
+        return kv_err_set(err, KV_EINVAL, "checksums of %d blocks (the pool has %d)", n, l->pool.n_blocks);
     for (int i = 0; i < n; i++)
         if (blocks[i] < 0 || blocks[i] >= l->pool.n_blocks)
             return kv_err_set(err, KV_ERANGE, "block %d outside the pool of %d", blocks[i], l->pool.n_blocks);
@@ -208,19 +205,29 @@ int kv_gpu_mark(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **out, k
     cudaError_t e = cudaSuccess;
     if (n) {
         memcpy(op->h_ids, blocks, (size_t)n * sizeof *blocks);
-        e = cudaMemcpyAsync(op->d_ids, op->h_ids, (size_t)n * 4, cudaMemcpyHostToDevice, l->stream);
+        e = cudaMemcpyAsync(op->d_ids, op->h_ids, (size_t)n * 4, cudaMemcpyHostToDevice, stream);
         if (e == cudaSuccess &&
-            (rc = kv_cuda_block_hash(op->d_sums, l->pool.base, l->pool.block_bytes, op->d_ids, n, l->stream, err)))
-            return enqueue_failed(l, op, rc);
+            (rc = kv_cuda_block_hash(op->d_sums, l->pool.base, l->pool.block_bytes, op->d_ids, n, stream, err)))
+            return enqueue_failed(l, stream, op, rc);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(op->h_sums, op->d_sums, (size_t)n * 4, cudaMemcpyDeviceToHost, l->stream);
+            e = cudaMemcpyAsync(op->h_sums, op->d_sums, (size_t)n * 4, cudaMemcpyDeviceToHost, stream);
     }
     if (e == cudaSuccess)
-        e = cudaEventRecord(op->done, l->stream);
+        e = cudaEventRecord(op->done, stream);
     if (e != cudaSuccess)
-        return enqueue_failed(l, op, cuda_fail(err, e, "enqueue on the transfer stream"));
+        return enqueue_failed(l, stream, op, cuda_fail(err, e, "enqueue on the transfer stream"));
     *out = op;
     return KV_OK;
+}
+
+int kv_gpu_mark(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **out, kv_err *err)
+{
+    return enqueue_hash(l, l->stream, blocks, n, out, err);
+}
+
+int kv_gpu_hash(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **out, kv_err *err)
+{
+    return enqueue_hash(l, l->hash_stream, blocks, n, out, err);
 }
 
 int kv_gpu_pull(kv_gpu_lane *l, const void *src_base, const int32_t *src, const int32_t *dst, int n, kv_gpu_op **out,
@@ -236,9 +243,15 @@ int kv_gpu_pull(kv_gpu_lane *l, const void *src_base, const int32_t *src, const 
         int j = i + 1;
         while (j < n && src[j] == src[j - 1] + 1 && dst[j] == dst[j - 1] + 1)
             j++;
-        CHECK(cudaMemcpyAsync((char *)l->pool.base + (size_t)dst[i] * bb, (const char *)src_base + (size_t)src[i] * bb,
-                              (size_t)(j - i) * bb, cudaMemcpyDeviceToDevice, l->stream),
-              "copy of KV blocks from the peer pool");
+        cudaError_t e = cudaMemcpyAsync((char *)l->pool.base + (size_t)dst[i] * bb,
+                                        (const char *)src_base + (size_t)src[i] * bb, (size_t)(j - i) * bb,
+                                        cudaMemcpyDeviceToDevice, l->stream);
+        if (e != cudaSuccess) {
+            /* The copies already enqueued still write into dst: they end before its blocks
+             * can go back to the pool. */
+            cudaStreamSynchronize(l->stream);
+            return cuda_fail(err, e, "copy of KV blocks from the peer pool");
+        }
         i = j;
     }
     return kv_gpu_mark(l, dst, n, out, err);
@@ -249,8 +262,10 @@ int kv_gpu_op_poll(kv_gpu_op *op, kv_err *err)
     cudaError_t e = cudaEventQuery(op->done);
     if (e == cudaSuccess)
         return 1;
-    if (e == cudaErrorNotReady)
+    if (e == cudaErrorNotReady) {
+        (void)cudaGetLastError(); /* not an error: it must not fail the next launch's check */
         return 0;
+    }
     return cuda_fail(err, e, "transfer");
 }
 

@@ -35,7 +35,8 @@ typedef struct kv_gpu_lane kv_gpu_lane;
 typedef struct kv_gpu_op kv_gpu_op;
 
 int kv_gpu_lane_create(const kv_gpu_pool *pool, kv_gpu_lane **out, kv_err *err);
-/* Waits (at most a few seconds) for the lane's work, then frees it and its ops. */
+/* Waits for the lane's work (abort a lane's NCCL communicator first), then frees it and
+ * its ops. */
 void kv_gpu_lane_destroy(kv_gpu_lane *l);
 void *kv_gpu_lane_stream(kv_gpu_lane *l);     /* cudaStream_t */
 const kv_gpu_pool *kv_gpu_lane_pool(const kv_gpu_lane *l);
@@ -43,6 +44,10 @@ const kv_gpu_pool *kv_gpu_lane_pool(const kv_gpu_lane *l);
 /* Enqueues kc_block_hash of the pool's blocks[0..n) (n may be 0) after whatever the lane
  * already holds, then an event: the op completes when all of it has run. */
 int kv_gpu_mark(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **op, kv_err *err);
+/* The same checksums on the lane's side stream, not behind its copies and NCCL operations:
+ * for blocks nothing on the lane writes (a sender's, whose NCCL send of the previous chunk
+ * may wait on the peer). */
+int kv_gpu_hash(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **op, kv_err *err);
 /* Enqueues copies of blocks src[i] of the pool mapped at src_base into this pool's blocks
  * dst[i] (runs of consecutive ids in one copy), then kv_gpu_mark of dst. */
 int kv_gpu_pull(kv_gpu_lane *l, const void *src_base, const int32_t *src, const int32_t *dst, int n, kv_gpu_op **op,

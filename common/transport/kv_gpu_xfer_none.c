@@ -35,6 +35,10 @@ int kv_gpu_mark(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **op, kv
     *op = NULL;
     return none(err);
 }
+int kv_gpu_hash(kv_gpu_lane *l, const int32_t *blocks, int n, kv_gpu_op **op, kv_err *err)
+{
+    return kv_gpu_mark(l, blocks, n, op, err);
+}
 int kv_gpu_pull(kv_gpu_lane *l, const void *src_base, const int32_t *src, const int32_t *dst, int n, kv_gpu_op **op,
                 kv_err *err)
 {
