@@ -22,6 +22,9 @@ typedef struct kv_engine_options {
     int32_t n_blocks;    /* pool size in blocks; 0 = from kv_bytes */
     size_t kv_bytes;     /* pool size in bytes when n_blocks is 0; 0 = room for 4 full contexts */
     int prefill_chunk;   /* max tokens per prefill forward (default 512); never changes results */
+    int max_batch;       /* GPU: decode rows given buffers at creation (0 = 64). A larger batch
+                          * reallocates them later, and cudaFree waits for the whole device
+                          * (NCCL receives waiting on a peer included) */
     int n_threads;       /* 0 = all cores */
 } kv_engine_options;
 

@@ -407,8 +407,8 @@ static int init_device(kv_engine *e, const kv_engine_options *o, kv_err *err)
     KC_CHECK(init_pool(e, o, err));
     c->table_stride = (cfg->max_position + o->block_size - 1) / o->block_size;
     int chunk_rows = o->prefill_chunk < cfg->max_position ? o->prefill_chunk : cfg->max_position;
-    KC_CHECK(cu_ensure_capacity(e, chunk_rows > CU_GRAPH_MAX_ROWS ? chunk_rows : CU_GRAPH_MAX_ROWS, CU_GRAPH_MAX_ROWS,
-                                CU_GRAPH_MAX_ROWS, err));
+    int dec_rows = o->max_batch > CU_GRAPH_MAX_ROWS ? o->max_batch : CU_GRAPH_MAX_ROWS;
+    KC_CHECK(cu_ensure_capacity(e, chunk_rows > dec_rows ? chunk_rows : dec_rows, dec_rows, dec_rows, err));
     KC_CHECK(cu_gemv_choose(e, err));
     CU_CHECK(cudaStreamSynchronize(c->stream));
     return KV_OK;

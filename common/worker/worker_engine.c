@@ -22,6 +22,8 @@ int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err)
     o.precision = (kv_precision)f->precision_value;
     if (f->role == KV_WORKER_PREFILL)
         o.prefill_chunk = f->prefill_chunk;
+    else
+        o.max_batch = f->max_batch;
     if ((rc = kv_engine_create(w->model, &o, &w->engine, err))) {
         worker_engine_close(w);
         return rc;
