@@ -90,6 +90,7 @@ static void start_next(prefill_worker *pw)
 /* Ships blocks [sent_blocks, upto) of the current task. */
 static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
 {
+    int bs = pw->we->pool->shape.block_size;
     kv_chunk_desc c = {
         .request_id = t->id,
         .seq = t->chunk_seq,
@@ -97,7 +98,7 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
         .src = t->seq.blocks + t->sent_blocks,
         .dst = t->t->decode_block_ids + t->sent_blocks,
         .n_blocks = upto - t->sent_blocks,
-        .n_tokens = (uint32_t)t->done,
+        .n_tokens = (uint32_t)(last || upto * bs > t->done ? t->done : upto * bs),
         .last = last,
         .first_token = t->first_token,
     };
@@ -127,13 +128,30 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
 }
 
 /* Ships what is computed and not yet sent: sealed blocks, and once the prompt is done the
- * rest with the first token; then the task waits for the KvAck. */
+ * rest with the first token; then the task waits for the KvAck. Over zmq in KvChunks of
+ * at most --kv-message-kib: ZeroMQ hands a multipart message over only once all of it has
+ * arrived, so one message per prefill chunk (128 blocks of 2 MiB for Llama-3-8B at chunk
+ * 2048) would leave the decode worker idle until the last byte, then checksum and store
+ * everything after the wire is done; pieces overlap the three. Measured on stories110m
+ * blocks (1.1 MiB) over loopback: 2 / 4 / 8 MiB pieces cut the transfer of a 256-token
+ * prompt from 21 ms to 13 / 12 / 13 ms. */
 static void ship_pending(prefill_worker *pw, prefill_task *t)
 {
     int all = t->done == (int)t->t->n_prompt_tokens;
     int bs = pw->we->pool->shape.block_size;
     int upto = all ? (t->done + bs - 1) / bs : t->done / bs;
-    if ((upto > t->sent_blocks || (all && !t->last_sent)) && ship(pw, t, upto, all))
+    int piece = upto - t->sent_blocks;
+    if (t->peer->transport == KV_TRANSPORT_ZMQ) {
+        piece = (int)(((size_t)pw->f->kv_message_kib << 10) / pw->we->block_bytes);
+        if (piece < 1)
+            piece = 1;
+    }
+    while (upto > t->sent_blocks) {
+        int to = upto - t->sent_blocks > piece ? t->sent_blocks + piece : upto;
+        if (ship(pw, t, to, all && to == upto))
+            return;
+    }
+    if (all && !t->last_sent && ship(pw, t, upto, 1))
         return;
     if (t->last_sent) {
         t->state = PT_WAIT_ACK;

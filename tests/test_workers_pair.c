@@ -1,6 +1,7 @@
 /* kv-prefill + kv-decode as real processes, with this test playing the router: the pair's
  * tokens must equal one-process kv_generate (greedy and seeded sampling, multi-chunk prompts,
- * block-aligned prompts, max_tokens 1, the context limit, a batch); the KV endpoint must
+ * block-aligned prompts, max_tokens 1, the context limit, a batch; a prompt's KV in one
+ * KvChunk per block); the KV endpoint must
  * survive garbage and refuse bad chunks (checksum, frame count/size, order); reservations
  * expire; Abort frees; a refused worker exits 1; "register first" re-registers; with
  * --fault drop-kv-ack the prefill worker reports DEADLINE_EXCEEDED within its ack deadline;
@@ -170,9 +171,14 @@ static int run_cases(th *h, th_worker *p, th_worker *d, kv_engine *e, const case
     return h->max_active;
 }
 
-static void test_identical(th *h, th_worker *p, th_worker *d, kv_engine *e)
+/* tag prefixes the request ids: the harness keeps every request it has seen by id. */
+static void test_identical(th *h, th_worker *p, th_worker *d, kv_engine *e, const char *tag)
 {
     fprintf(stderr, "token identity with one-process kv_generate\n");
+    char ids[6][64];
+    const char *names[6] = {"greedy", "sampled", "multichunk", "aligned", "one-token", "context"};
+    for (int i = 0; i < 6; i++)
+        snprintf(ids[i], sizeof ids[i], "%s%s", tag, names[i]);
     ref_out g;
     Kvserve__SamplingParams greedy = sampling(0, 0, 0, 0);
     reference(e, PROMPT5, 5, 60, &greedy, 1, &g);
@@ -184,21 +190,36 @@ static void test_identical(th *h, th_worker *p, th_worker *d, kv_engine *e)
         ctx_prompt[i] = i == 0 ? 1 : long_prompt[i % 45 ? i % 45 : 1];
     /* Three at a time: the batch mixes them; P runs them FIFO in chunks of 16. */
     case_def a[] = {
-        {"greedy", PROMPT5, 5, 60, 0, sampling(0, 0, 0, 0)},
-        {"sampled", PROMPT5, 5, 60, 0, sampling(0.8f, 0, 0.9f, 7)},
-        {"multichunk", long_prompt, 45, 30, 0, sampling(0, 0, 0, 0)},
+        {ids[0], PROMPT5, 5, 60, 0, sampling(0, 0, 0, 0)},
+        {ids[1], PROMPT5, 5, 60, 0, sampling(0.8f, 0, 0.9f, 7)},
+        {ids[2], long_prompt, 45, 30, 0, sampling(0, 0, 0, 0)},
     };
     run_cases(h, p, d, e, a, 3); /* short: whether they overlap is up to the scheduler */
     check_idle(h, d);
     check_idle(h, p);
     case_def b[] = {
-        {"aligned", aligned, 32, 20, 1, sampling(1.0f, 40, 0, 3)},
-        {"one-token", PROMPT5, 5, 1, 0, sampling(0, 0, 0, 0)},
-        {"context", ctx_prompt, 505, 100, 1, sampling(0.7f, 0, 0.95f, 11)},
+        {ids[3], aligned, 32, 20, 1, sampling(1.0f, 40, 0, 3)},
+        {ids[4], PROMPT5, 5, 1, 0, sampling(0, 0, 0, 0)},
+        {ids[5], ctx_prompt, 505, 100, 1, sampling(0.7f, 0, 0.95f, 11)},
     };
     run_cases(h, p, d, e, b, 3);
     check_idle(h, d);
     check_idle(h, p);
+}
+
+/* A whole prompt in one prefill chunk, shipped one block per KvChunk (--kv-message-kib 1 is
+ * less than a block): over zmq the pieces must line up (seq, first_block, last) just as
+ * chunked prefill's do. */
+static void test_small_messages(th *h, th_worker *d, kv_engine *e, const char *model_dir)
+{
+    fprintf(stderr, "one prefill chunk, one block per KvChunk\n");
+    const char *args[] = {"--kv-blocks", "64", "--prefill-chunk", "512", "--kv-message-kib", "1", NULL};
+    th_worker *p = th_spawn(h, BIN_PREFILL, model_dir, "pre-pieces", args);
+    CHECK(p && th_wait_registered(h, p, 1, 30000));
+    if (!p)
+        return;
+    test_identical(h, p, d, e, "pieces-");
+    CHECK_MSG(th_stop(h, p, 10000) == 0, "pre-pieces: exit status %d", p->exit_status);
 }
 
 static void test_batch(th *h, th_worker *p, th_worker *d, kv_engine *e)
@@ -757,8 +778,9 @@ int main(void)
         CHECK_MSG(!strncmp(d->kv_endpoint, "tcp://127.0.0.1:", 16), "KV endpoint %s", d->kv_endpoint);
         CHECK_EQ_INT(d->blocks_total_reg, 256);
         test_layouts(&h, d, model_dir);
-        test_identical(&h, p, d, engine);
+        test_identical(&h, p, d, engine, "");
         test_batch(&h, p, d, engine);
+        test_small_messages(&h, d, engine, model_dir);
         test_kv_endpoint(&h, d);
         test_hello(&h, d);
         if (g_device && !g_decode_device && getenv("KVSERVE_NCCL_LIB"))
