@@ -337,7 +337,9 @@ extern "C" int kv_cuda_attention_decode(void *out, const void *q, const kv_cuda_
                                         size_t workspace_bytes, void *stream, kv_err *err)
 {
     int hd = kv->head_dim;
-    if (!kv->pool || kv->block_size <= 0 || kv->n_kv_heads <= 0 || n_heads <= 0 || n_heads % kv->n_kv_heads)
+    /* 65535: grid.y holds the KV heads times their query-head chunks */
+    if (!kv->pool || kv->block_size <= 0 || kv->n_kv_heads <= 0 || n_heads <= 0 || n_heads > 65535 ||
+        n_heads % kv->n_kv_heads)
         return kv_err_set(err, KV_EINVAL, "cuda decode attention: bad heads (%d query, %d kv) or pool", n_heads,
                           kv->n_kv_heads);
     if (hd <= 0 || hd % 2 || hd > 256)

@@ -9,6 +9,8 @@
  *
  * Plain path (f32, and any other even head_dim <= 256): the same online softmax on CUDA
  * cores with fp32 FMAs and expf, 16 query rows per CTA, keys in tiles of 32 (one per lane). */
+#include <limits.h>
+
 #include "cuda_common.cuh"
 
 /* ---- Tensor-core path ---- */
@@ -344,7 +346,7 @@ extern "C" int kv_cuda_attention_prefill(void *out, const void *q, const kv_cuda
     if (hd <= 0 || hd % 2 || hd > 32 * SIM_MAXC)
         return kv_err_set(err, KV_EUNSUPPORTED, "cuda prefill attention: head_dim %d (must be even, <= %d)", hd,
                           32 * SIM_MAXC);
-    if (start < 0 || n < 0 || n_heads > 65535)
+    if (start < 0 || n < 0 || start > INT_MAX - n || n_heads > 65535)
         return kv_err_set(err, KV_EINVAL, "cuda prefill attention: bad chunk start=%d n=%d", start, n);
     if (n == 0)
         return KV_OK;
