@@ -32,7 +32,7 @@
 
 /* test_engine_cuda_synth.c */
 void check_synth_models(void);
-void check_device_sampling(const kv_model *m, kv_precision prec, int graphs);
+void check_device_sampling(const kv_model *m, kv_precision prec, int graphs, int steps);
 
 static int ref_tokens[N_REF_POS];
 
@@ -304,9 +304,9 @@ static void check_big_batch(const kv_model *m)
  * they must stay token for token equal. The sums of kc_sample and its device twin are in
  * double, so only a draw within rounding of a token boundary could split them: not met in
  * these few hundred picks. */
-void check_device_sampling(const kv_model *m, kv_precision prec, int graphs)
+void check_device_sampling(const kv_model *m, kv_precision prec, int graphs, int steps)
 {
-    enum { B = 7, STEPS = 40 };
+    enum { B = 7 };
     const kv_sampling_params sp[B] = {{0.0f, 0, 1.0f, 1},  {0.8f, 40, 1.0f, 11},  {1.0f, 0, 0.9f, 12},
                                       {1.0f, 0, 1.0f, 13}, {0.7f, 5, 0.8f, 14},   {1.5f, 0, 0.999f, 15},
                                       {1.0f, 1500, 1.0f, 16}};
@@ -330,7 +330,7 @@ void check_device_sampling(const kv_model *m, kv_precision prec, int graphs)
         host_tok[i] = dev_tok[i] = ref_tokens[start];
     }
     int differ = 0, not_greedy = 0;
-    for (int step = 0; step < STEPS && !differ; step++) {
+    for (int step = 0; step < steps && !differ; step++) {
         CHECK_MSG(kv_engine_decode(e, host_ptrs, host_tok, B, logits, &err) == 0, "%s", err.msg);
         for (int i = 0; i < B; i++) {
             host_tok[i] = kv_sampler_sample(&host_s[i], logits + (size_t)i * V);
@@ -348,14 +348,14 @@ void check_device_sampling(const kv_model *m, kv_precision prec, int graphs)
     CHECK_MSG(not_greedy > 0, "the sampled rows never left the argmax: the check proves nothing");
     uint64_t on_host = kv_engine_host_picks(e);
     if (V > KV_CUDA_TOPK_MAX) /* the top-k of 1500 at least, every step */
-        CHECK_MSG(on_host >= STEPS, "only %llu picks past the candidate cap went to the host",
+        CHECK_MSG(on_host >= (uint64_t)steps, "only %llu picks past the candidate cap went to the host",
                   (unsigned long long)on_host);
     else
         CHECK_MSG(on_host == 0, "%llu picks went to the host with a vocabulary of %zu", (unsigned long long)on_host, V);
     fprintf(stderr,
             "device sampling %s graphs %d vocab %zu: %d x %d picks %s the host's (%d not the argmax, %llu past the "
             "device's candidate cap)\n",
-            prec == KV_PRECISION_BF16 ? "bf16" : "f32", graphs, V, STEPS, B, differ ? "NOT equal to" : "equal to",
+            prec == KV_PRECISION_BF16 ? "bf16" : "f32", graphs, V, steps, B, differ ? "NOT equal to" : "equal to",
             not_greedy, (unsigned long long)on_host);
     for (int i = 0; i < B; i++) {
         kv_seq_release(&host_seqs[i], kv_engine_pool(e));
@@ -417,9 +417,9 @@ int main(void)
     check_batched_decode(m, 1);
     check_batched_decode(m, 0);
     check_big_batch(m);
-    check_device_sampling(m, KV_PRECISION_F32, 1);
-    check_device_sampling(m, KV_PRECISION_F32, 0);
-    check_device_sampling(m, KV_PRECISION_BF16, 1);
+    check_device_sampling(m, KV_PRECISION_F32, 1, 40);
+    check_device_sampling(m, KV_PRECISION_F32, 0, 40);
+    check_device_sampling(m, KV_PRECISION_BF16, 1, 40);
     check_refusals(m);
     kv_model_free(m);
     check_synth_models();
