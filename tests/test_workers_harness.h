@@ -9,7 +9,7 @@
 
 #include "kv_wire.h"
 
-#define TH_MAX_WORKERS 8
+#define TH_MAX_WORKERS 16
 #define TH_MAX_REQS 64
 #define TH_MAX_TOKENS 1024
 #define TH_MAX_BLOCKS 256
