@@ -5,6 +5,7 @@
 #define KV_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,25 @@ static inline const char *kv_test_models_dir(void)
     if (!f) return NULL;
     fclose(f);
     return dir;
+}
+
+/* The shared reference of stories260K ("Once upon a time", 256 positions): the token fed at
+ * each position, in position order, into ids[0..cap). Returns how many were read (0 when the
+ * file is missing). */
+static inline int kv_test_reference_tokens(const char *models, int32_t *ids, int cap)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/stories260K/reference/once_upon_a_time.n256.tokens.txt", models);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[512];
+    int n = 0;
+    while (n < cap && fgets(line, sizeof line, f)) {
+        int pos, tok;
+        if (line[0] != '#' && sscanf(line, "%d %d", &pos, &tok) == 2 && pos == n) ids[n++] = tok;
+    }
+    fclose(f);
+    return n;
 }
 
 #ifdef KV_BIN_DIR

@@ -367,24 +367,6 @@ static int reference(kv_engine *e, treq *r)
     return 0;
 }
 
-static int load_reference_ids(const char *models, int32_t *ids, int cap)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/stories260K/reference/once_upon_a_time.n256.tokens.txt", models);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[512];
-    int n = 0;
-    while (n < cap && fgets(line, sizeof line, f)) {
-        int pos, tok;
-        if (line[0] != '#' && sscanf(line, "%d %d", &pos, &tok) == 2)
-            ids[n++] = tok;
-    }
-    fclose(f);
-    return n;
-}
-
 static const char *const kStoriesText =
     "Tom had a little dog named Max. Max liked to run in the park and play with a red ball. One sunny day, "
     "Tom and Max went to the park. They saw a big tree with a bird in it. The bird sang a happy song. Max "
@@ -869,7 +851,7 @@ static void scenario_kill_decode(const char *model, const char *models)
     cluster cl;
     kv_client *c = NULL;
     int32_t ref[300];
-    int n_ref = load_reference_ids(models, ref, 300);
+    int n_ref = kv_test_reference_tokens(models, ref, 300);
     CHECK_MSG(n_ref >= 5 + KILL_TOKENS, "kill-decode: reference tokens missing");
     const char *router_flags[] = {"--worker-timeout-ms", "1000", "--heartbeat-ms", "200", NULL};
     if (n_ref < 5 + KILL_TOKENS || cluster_start(&cl, model, router_flags)) {
@@ -1024,7 +1006,7 @@ static void scenario_corrupt_kv(const char *model, const char *models)
     cluster cl;
     kv_client *c = NULL;
     int32_t ref[300];
-    int n_ref = load_reference_ids(models, ref, 300);
+    int n_ref = kv_test_reference_tokens(models, ref, 300);
     CHECK_MSG(n_ref >= 5 + TOKENS, "corrupt-kv: reference tokens missing");
     const char *fault[] = {"--fault", "corrupt-kv-once", NULL};
     memset(&cl, 0, sizeof cl);
@@ -1057,7 +1039,7 @@ static void scenario_no_transport(const char *model, const char *models)
     cluster cl;
     kv_client *c = NULL;
     int32_t ref[300];
-    int n_ref = load_reference_ids(models, ref, 300);
+    int n_ref = kv_test_reference_tokens(models, ref, 300);
     CHECK_MSG(n_ref >= 5 + TOKENS, "no-transport: reference tokens missing");
     memset(&cl, 0, sizeof cl);
     const char *nccl_only[] = {"--kv-transport", "nccl", NULL};
@@ -1129,7 +1111,7 @@ int main(void)
 
     /* Prompt material: the reference greedy story (BOS first) and a tokenized story. */
     int32_t ref_ids[300];
-    int n_ref = load_reference_ids(models, ref_ids, 300);
+    int n_ref = kv_test_reference_tokens(models, ref_ids, 300);
     int32_t *story = NULL;
     size_t n_story = 0;
     CHECK(kv_tokenizer_encode(tok, kStoriesText, strlen(kStoriesText), &story, &n_story, &err) == KV_OK);

@@ -34,23 +34,11 @@
 void check_synth_models(void);
 void check_device_sampling(const kv_model *m, kv_precision prec, int graphs, int steps);
 
-static int ref_tokens[N_REF_POS];
+static int32_t ref_tokens[N_REF_POS];
 
 static int load_ref_tokens(const char *dir)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/stories260K/reference/once_upon_a_time.n256.tokens.txt", dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[512];
-    int n = 0;
-    while (fgets(line, sizeof line, f)) {
-        int pos, tok;
-        if (line[0] == '#' || sscanf(line, "%d %d", &pos, &tok) != 2) continue;
-        if (pos == n && n < N_REF_POS) ref_tokens[n++] = tok;
-    }
-    fclose(f);
-    return n == N_REF_POS ? 0 : -1;
+    return kv_test_reference_tokens(dir, ref_tokens, N_REF_POS) == N_REF_POS ? 0 : -1;
 }
 
 /* An engine on cuda:0; graphs on or off through the engine's switch. */

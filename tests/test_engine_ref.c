@@ -10,23 +10,11 @@
 #define N_PROMPT 5
 #define N_LOGIT_POS 8
 
-static int ref_tokens[N_REF_POS]; /* token_in per position */
+static int32_t ref_tokens[N_REF_POS]; /* token_in per position */
 
 static int load_ref_tokens(const char *dir)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/stories260K/reference/once_upon_a_time.n256.tokens.txt", dir);
-    FILE *f = fopen(path, "r");
-    if (!f) return -1;
-    char line[512];
-    int n = 0;
-    while (fgets(line, sizeof line, f)) {
-        int pos, tok;
-        if (line[0] == '#' || sscanf(line, "%d %d", &pos, &tok) != 2) continue;
-        if (pos == n && n < N_REF_POS) ref_tokens[n++] = tok;
-    }
-    fclose(f);
-    return n == N_REF_POS ? 0 : -1;
+    return kv_test_reference_tokens(dir, ref_tokens, N_REF_POS) == N_REF_POS ? 0 : -1;
 }
 
 typedef struct collect { int32_t toks[N_REF_POS]; int n; } collect;

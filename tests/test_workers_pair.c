@@ -136,6 +136,15 @@ static void check_idle(th *h, th_worker *w)
               w->queued, w->blocks_free, w->blocks_total);
 }
 
+/* A prefill worker started with args and registered, or NULL (a failed check). */
+static th_worker *spawn_prefill(th *h, const char *model_dir, const char *id, const char *const *args)
+{
+    th_worker *p = th_spawn(h, BIN_PREFILL, model_dir, id, args);
+    int up = p && th_wait_registered(h, p, 1, 30000);
+    CHECK_MSG(up, "%s did not start and register", id);
+    return up ? p : NULL;
+}
+
 /* ---- token identity ------------------------------------------------------------------ */
 
 typedef struct case_def {
@@ -214,8 +223,7 @@ static void test_small_messages(th *h, th_worker *d, kv_engine *e, const char *m
 {
     fprintf(stderr, "one prefill chunk, one block per KvChunk\n");
     const char *args[] = {"--kv-blocks", "64", "--prefill-chunk", "512", "--kv-message-kib", "1", NULL};
-    th_worker *p = th_spawn(h, BIN_PREFILL, model_dir, "pre-pieces", args);
-    CHECK(p && th_wait_registered(h, p, 1, 30000));
+    th_worker *p = spawn_prefill(h, model_dir, "pre-pieces", args);
     if (!p)
         return;
     test_identical(h, p, d, e, "pieces-");
@@ -518,8 +526,7 @@ static void test_transport_refused(th *h, th_worker *d, const char *model_dir)
 {
     fprintf(stderr, "--kv-transport nccl on one GPU: a clear failure\n");
     const char *args[] = {"--kv-blocks", "64", "--kv-transport", "nccl", NULL};
-    th_worker *p = th_spawn(h, BIN_PREFILL, model_dir, "pre-nccl", args);
-    CHECK(p && th_wait_registered(h, p, 1, 30000));
+    th_worker *p = spawn_prefill(h, model_dir, "pre-nccl", args);
     if (!p)
         return;
     Kvserve__SamplingParams greedy = sampling(0, 0, 0, 0);
@@ -541,8 +548,7 @@ static void test_prefill_dies(th *h, th_worker *d, kv_engine *e, const char *mod
 {
     fprintf(stderr, "a prefill worker dies mid-transfer\n");
     const char *doomed_args[] = {"--kv-blocks", "64", "--prefill-chunk", "16", "--fault", "exit-mid-transfer", NULL};
-    th_worker *p = th_spawn(h, BIN_PREFILL, model_dir, "pre-doomed", doomed_args);
-    CHECK(p && th_wait_registered(h, p, 1, 30000));
+    th_worker *p = spawn_prefill(h, model_dir, "pre-doomed", doomed_args);
     if (!p)
         return;
     int32_t prompt[40];
@@ -561,8 +567,7 @@ static void test_prefill_dies(th *h, th_worker *d, kv_engine *e, const char *mod
     CHECK_MSG(!r->prefill_done, "doomed: a PrefillDone from a dead worker");
     check_idle(h, d);
     const char *args[] = {"--kv-blocks", "64", "--prefill-chunk", "16", NULL};
-    th_worker *p2 = th_spawn(h, BIN_PREFILL, model_dir, "pre-doomed", args);
-    CHECK(p2 && th_wait_registered(h, p2, 1, 30000));
+    th_worker *p2 = spawn_prefill(h, model_dir, "pre-doomed", args);
     if (!p2)
         return;
     ref_out ref;
