@@ -10,7 +10,7 @@
 #include "kv_time.h"
 #include "worker_loop.h"
 #include "worker_proto.h"
-#include "worker_signal.h"
+#include "kv_signal.h"
 
 #define COMP "kv-decode"
 #define DRAIN_MAX 256
@@ -48,7 +48,7 @@ static void on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
 
 static int run_loop(decode_worker *dw)
 {
-    while (!worker_stopping() && !dw->ctl->refused) {
+    while (!kv_stop_requested() && !dw->ctl->refused) {
         zmq_pollitem_t items[2] = {{dw->ctl->sock, 0, ZMQ_POLLIN, 0}, {dw->kv_sock, 0, ZMQ_POLLIN, 0}};
         double wake = worker_control_wake(dw->ctl);
         double res_wake = decode_wake(dw);
@@ -87,7 +87,7 @@ int main(int argc, char **argv)
     int rc = worker_flags_parse(KV_WORKER_DECODE, argc, argv, &f);
     if (rc)
         return rc < 0 ? 0 : rc;
-    worker_signals_install();
+    kv_stop_signals_install();
     kv_err err;
     worker_engine we;
     if (worker_engine_open(&f, &we, &err)) {

@@ -9,7 +9,7 @@
 #include "prefill.h"
 #include "worker_loop.h"
 #include "worker_proto.h"
-#include "worker_signal.h"
+#include "kv_signal.h"
 
 #define COMP "kv-prefill"
 #define DRAIN_MAX 256
@@ -92,7 +92,7 @@ static int run_loop(prefill_worker *pw)
 {
     zmq_pollitem_t *items = NULL;
     int cap = 0;
-    while (!worker_stopping() && !pw->ctl->refused) {
+    while (!kv_stop_requested() && !pw->ctl->refused) {
         int n = 1 + pw->sender.n;
         if (n > cap) {
             zmq_pollitem_t *p = realloc(items, (size_t)n * sizeof *p);
@@ -139,7 +139,7 @@ int main(int argc, char **argv)
     int rc = worker_flags_parse(KV_WORKER_PREFILL, argc, argv, &f);
     if (rc)
         return rc < 0 ? 0 : rc;
-    worker_signals_install();
+    kv_stop_signals_install();
     kv_err err;
     worker_engine we;
     if (worker_engine_open(&f, &we, &err)) {

@@ -1,22 +1,13 @@
 /* kv-router: flags, signals, and the event loop (see router.h and proto/PROTOCOL.md). */
 #include <errno.h>
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kv_log.h"
+#include "kv_signal.h"
 #include "router.h"
-
-/* The only global: set by SIGINT/SIGTERM, read by the loop. */
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    stop_requested = 1;
-}
 
 static void usage(FILE *out)
 {
@@ -125,13 +116,7 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    kv_stop_signals_install();
 
     router_state st;
     kv_err err;
@@ -147,7 +132,7 @@ int main(int argc, char **argv)
     KV_INFO("router", "event=start model=%s fingerprint=%s context=%u max_prompt_tokens=%u client=%s control=%s",
             st.model.name, st.model.fingerprint, st.model.context, st.model.max_prompt, st.client_ep,
             st.control_ep);
-    while (!stop_requested)
+    while (!kv_stop_requested())
         router_step(&st, 100);
     KV_INFO("router", "event=stop requests_total=%llu requests_failed=%llu requests_replanned=%llu in_flight=%zu",
             (unsigned long long)st.requests_total, (unsigned long long)st.requests_failed,

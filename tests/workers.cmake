@@ -11,7 +11,7 @@ set_tests_properties(test_workers_pair PROPERTIES ENVIRONMENT "KV_TEST_EXPECT_TR
 if(TARGET kv_engine_cudamock)
   set(_kv_w ${CMAKE_SOURCE_DIR}/common/worker)
   add_library(kv_worker_cudamock STATIC
-    ${_kv_w}/worker_flags.c ${_kv_w}/worker_signal.c ${_kv_w}/worker_loop.c ${_kv_w}/worker_engine.c
+    ${_kv_w}/worker_flags.c ${_kv_w}/worker_loop.c ${_kv_w}/worker_engine.c
     ${_kv_w}/worker_proto.c ${_kv_w}/worker_control.c ${_kv_w}/worker_transport.c ${CMAKE_SOURCE_DIR}/kvctl/kvctl_args.c)
   target_include_directories(kv_worker_cudamock PUBLIC ${_kv_w} ${CMAKE_SOURCE_DIR}/kvctl)
   target_link_libraries(kv_worker_cudamock PUBLIC kv_engine_cudamock kv_transport_cudamock kv_wire kv_base)

@@ -8,7 +8,7 @@
 #include "kv_time.h"
 #include "worker_loop.h"
 #include "worker_proto.h"
-#include "worker_signal.h"
+#include "kv_signal.h"
 
 /* Control messages are small; a generous queue so a burst of token events never drops. */
 #define CONTROL_SNDHWM 100000
@@ -109,7 +109,7 @@ static void on_ack(worker_control *wc, const Kvserve__RegisterAck *ack)
 int worker_control_register(worker_control *wc, kv_err *err)
 {
     double resend_at = 0;
-    while (!worker_stopping()) {
+    while (!kv_stop_requested()) {
         double now = kv_now_s();
         if (now >= resend_at) {
             if (!resend_at)

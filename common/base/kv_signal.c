@@ -1,18 +1,18 @@
-#include "worker_signal.h"
+#include "kv_signal.h"
 
 #include <signal.h>
 #include <string.h>
 
-/* The one global of the workers: written only by the signal handler. */
-static volatile sig_atomic_t g_worker_stop;
+/* A process's one global: written only by the signal handler. */
+static volatile sig_atomic_t g_stop;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    g_worker_stop = 1;
+    g_stop = 1;
 }
 
-void worker_signals_install(void)
+void kv_stop_signals_install(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -23,4 +23,4 @@ void worker_signals_install(void)
     signal(SIGPIPE, SIG_IGN);
 }
 
-int worker_stopping(void) { return g_worker_stop != 0; }
+int kv_stop_requested(void) { return g_stop != 0; }
