@@ -46,8 +46,9 @@ static void on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
     }
 }
 
-static int run_loop(decode_worker *dw)
+static int run_loop(void *ctx)
 {
+    decode_worker *dw = ctx;
     while (!kv_stop_requested() && !dw->ctl->refused) {
         zmq_pollitem_t items[2] = {{dw->ctl->sock, 0, ZMQ_POLLIN, 0}, {dw->kv_sock, 0, ZMQ_POLLIN, 0}};
         double wake = worker_control_wake(dw->ctl);
@@ -116,16 +117,7 @@ int main(int argc, char **argv)
                worker_control_open(&ctl, zctx, &f, &we, dw.kv_endpoint, &err)) {
         fprintf(stderr, "%s: %s\n", f.prog, err.msg);
     } else {
-        rc = worker_control_register(&ctl, &err);
-        if (rc == KV_ESTATE) {
-            fprintf(stderr, "%s: %s\n", f.prog, err.msg);
-        } else if (rc) {
-            status = 0; /* stopped by a signal before registering */
-        } else {
-            status = run_loop(&dw);
-            if (status)
-                fprintf(stderr, "%s: %s\n", f.prog, ctl.refusal);
-        }
+        status = worker_control_serve(&ctl, f.prog, run_loop, &dw);
     }
     decode_free_all(&dw);
     kv_links_close_all(&dw);

@@ -88,8 +88,9 @@ static void on_kv(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
         KV_WARN(COMP, "msg=\"unexpected message from a decode worker ignored\" body=%d", (int)env->body_case);
 }
 
-static int run_loop(prefill_worker *pw)
+static int run_loop(void *ctx)
 {
+    prefill_worker *pw = ctx;
     zmq_pollitem_t *items = NULL;
     int cap = 0;
     while (!kv_stop_requested() && !pw->ctl->refused) {
@@ -162,16 +163,7 @@ int main(int argc, char **argv)
     } else if (worker_control_open(&ctl, zctx, &f, &we, "", &err)) {
         fprintf(stderr, "%s: %s\n", f.prog, err.msg);
     } else {
-        rc = worker_control_register(&ctl, &err);
-        if (rc == KV_ESTATE) {
-            fprintf(stderr, "%s: %s\n", f.prog, err.msg);
-        } else if (rc) {
-            status = 0; /* stopped by a signal before registering */
-        } else {
-            status = run_loop(&pw);
-            if (status)
-                fprintf(stderr, "%s: %s\n", f.prog, ctl.refusal);
-        }
+        status = worker_control_serve(&ctl, f.prog, run_loop, &pw);
         prefill_fail_all(&pw);
         worker_control_close(&ctl);
     }

@@ -144,6 +144,22 @@ int worker_control_register(worker_control *wc, kv_err *err)
     return kv_err_set(err, KV_ETIMEOUT, "stopped before registration");
 }
 
+int worker_control_serve(worker_control *wc, const char *prog, int (*loop)(void *ctx), void *ctx)
+{
+    kv_err err;
+    int rc = worker_control_register(wc, &err);
+    if (rc == KV_ESTATE) {
+        fprintf(stderr, "%s: %s\n", prog, err.msg);
+        return 1;
+    }
+    if (rc)
+        return 0; /* stopped by a signal before registering */
+    int status = loop(ctx);
+    if (status)
+        fprintf(stderr, "%s: %s\n", prog, wc->refusal);
+    return status;
+}
+
 int worker_control_handle(worker_control *wc, const kv_wire_msg *m)
 {
     const Kvserve__Envelope *env = m->env;

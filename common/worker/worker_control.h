@@ -44,6 +44,11 @@ void worker_control_close(worker_control *wc);
  * signal stops the worker (KV_ETIMEOUT), sending Register every 5 s meanwhile. */
 int worker_control_register(worker_control *wc, kv_err *err);
 
+/* Registers, then runs loop(ctx) while registered: the worker's exit status. 0 also when a
+ * signal stopped it before the router answered; 1 after a refusal (at registration or
+ * later), whose reason is printed on stderr as "prog: reason". */
+int worker_control_serve(worker_control *wc, const char *prog, int (*loop)(void *ctx), void *ctx);
+
 /* Offers a control message to the channel: returns 1 when it was the channel's (RegisterAck,
  * Error "register first"), 0 when the role should handle it. */
 int worker_control_handle(worker_control *wc, const kv_wire_msg *m);
