@@ -10,8 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int kv_test_failures;
-static int kv_test_checks;
+/* One pair of counters per test program, however many of its files check things: weak
+ * definitions, which the linker merges (static ones gave each file its own, so a failure
+ * in a second file, test_engine_cuda_synth.c say, never reached kv_test_result). */
+__attribute__((weak)) int kv_test_failures;
+__attribute__((weak)) int kv_test_checks;
 
 #define CHECK(cond)                                                                 \
     do {                                                                            \
