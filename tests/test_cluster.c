@@ -19,6 +19,9 @@
  *     which completes token-identical to the reference; nothing fails, nothing leaks.
  *  6. (workers on a GPU) a prefill worker with no KV transport in common with the decode
  *     worker: the router marks the pair and serves everything through the other one.
+ *  7. fuzz (test_cluster_fuzz.c): thousands of valid and mutated messages of every kind on
+ *     the router's and the decode worker's endpoints; every process survives, then serves
+ *     the reference exactly, and nothing leaks.
  *
  * The workers can be other builds (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") with more flags
  * (KV_TEST_PREFILL_ARGS, KV_TEST_DECODE_ARGS: space-separated, e.g. a device and a KV
@@ -47,34 +50,18 @@
 #include "kv_time.h"
 #include "kv_wire.h"
 #include "model.h"
+#include "test_cluster.h"
 #include "tokenizer.h"
 
 #ifndef KV_BIN_DIR
 #error "KV_BIN_DIR must be defined (the directory holding kv-router, kv-prefill, kv-decode)"
 #endif
 
-#define MAX_PROCS 8
 #define N_PARITY 32
 
 /* ---- processes ------------------------------------------------------------------- */
 
-typedef struct proc {
-    pid_t pid;
-    char name[48];
-    char log[256];
-} proc;
-
-typedef struct cluster {
-    proc p[MAX_PROCS];
-    int n;
-    char dir[64];
-    char ready[128];
-    char client_ep[256], control_ep[256];
-    const char *model;
-    int failures_at_start;
-} cluster;
-
-static void sleep_ms(int ms)
+void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
@@ -132,7 +119,7 @@ static void dump_logs(const cluster *cl)
     }
 }
 
-static void cluster_stop(cluster *cl)
+void cluster_stop(cluster *cl)
 {
     for (int i = 0; i < cl->n; i++)
         if (cl->p[i].pid > 0)
@@ -269,7 +256,7 @@ static int count_healthy(kv_client *c, int role)
     return n;
 }
 
-static int wait_workers(kv_client *c, int n, int timeout_ms)
+int wait_workers(kv_client *c, int n, int timeout_ms)
 {
     double deadline = kv_now_s() + timeout_ms * 1e-3;
     while (kv_now_s() < deadline) {
@@ -281,9 +268,7 @@ static int wait_workers(kv_client *c, int n, int timeout_ms)
     return -1;
 }
 
-/* Polls status until no request is in flight and every worker reports all its KV
- * blocks free; prints the last status when that does not happen in time. */
-static int wait_idle(kv_client *c, int timeout_ms, const char *what)
+int wait_idle(kv_client *c, int timeout_ms, const char *what)
 {
     double deadline = kv_now_s() + timeout_ms * 1e-3;
     char *last = NULL;
@@ -786,11 +771,8 @@ static int connect_when_up(cluster *cl, kv_client **c, int n, const char *label)
     return 0;
 }
 
-/* A router, prefill-0 and decode-0 (with decode_extra flags), and a client connected to
- * them: 0, or -1 after a failed CHECK naming label. Stopping the cluster and closing the
- * client stay the caller's, on every path. */
-static int start_1p1d(cluster *cl, kv_client **c, const char *model, const char *const *router_flags,
-                      const char *const *decode_extra, const char *label)
+int start_1p1d(cluster *cl, kv_client **c, const char *model, const char *const *router_flags,
+               const char *const *decode_extra, const char *label)
 {
     if (cluster_start(cl, model, router_flags)) {
         CHECK_MSG(0, "%s: router start failed", label);
@@ -957,10 +939,7 @@ out:
     cluster_stop(&cl);
 }
 
-/* n greedy requests for `tokens` new tokens on the reference prompt (its first 5 tokens),
- * one after another: each must complete token-identical to the reference; then the status
- * must count one re-plan and no failure, and the cluster go idle. */
-static void expect_served_with_one_replan(kv_client *c, const int32_t *ref, int n, int tokens, const char *label)
+void serve_reference(kv_client *c, const int32_t *ref, int n, int tokens, const char *label)
 {
     for (int i = 0; i < n; i++) {
         kv_client_request r;
@@ -982,6 +961,13 @@ static void expect_served_with_one_replan(kv_client *c, const int32_t *ref, int 
         CHECK_MSG(first_bad < 0, "%s: request %d token %d differs from the reference", label, i, first_bad);
         kv_client_result_free(&res);
     }
+}
+
+/* serve_reference, then the status must count one re-plan and no failure, and the cluster
+ * go idle. */
+static void expect_served_with_one_replan(kv_client *c, const int32_t *ref, int n, int tokens, const char *label)
+{
+    serve_reference(c, ref, n, tokens, label);
     kv_status *st = NULL;
     CHECK(kv_client_status(c, 2000, &st) == KVC_OK);
     if (st) {
@@ -1168,6 +1154,8 @@ int main(void)
         scenario_corrupt_kv(model, models);
     if (scenario_on(only, "no-transport"))
         scenario_no_transport(model, models);
+    if (scenario_on(only, "fuzz"))
+        scenario_fuzz(model, models);
 
     for (int i = 0; i < N_PARITY; i++) {
         if (reqs[i].ref_prompt != reqs[i].prompt)

@@ -56,7 +56,7 @@ endif()
 # on that one GPU (its pair refused, the work going to the other prefill worker).
 if(TARGET test_cluster AND TARGET kv-prefill-cudamock)
   set(_kv_cl_env "KV_TEST_WORKER_SUFFIX=-cudamock;KVSERVE_NCCL_LIB=$<TARGET_FILE:kv_nccl_mock>")
-  set(_kv_cl_scenarios "1p1d,2p2d,kill-decode,corrupt-kv")
+  set(_kv_cl_scenarios "1p1d,2p2d,kill-decode,corrupt-kv,fuzz")
   add_test(NAME test_cluster_cudamock_ipc COMMAND test_cluster)
   set_tests_properties(test_cluster_cudamock_ipc PROPERTIES ENVIRONMENT
     "${_kv_cl_env};KV_CLUSTER_ONLY=${_kv_cl_scenarios},no-transport;KV_TEST_PREFILL_ARGS=--device cuda:0 --precision f32;KV_TEST_DECODE_ARGS=--device cuda:0 --precision f32;KV_TEST_EXPECT_TRANSPORT=cuda-ipc")

@@ -1,0 +1,504 @@
+/* test_cluster's scenario "fuzz": a 1P1D cluster serving requests of its own takes
+ * FUZZ_MESSAGES messages on all three of its listening endpoints (the router's client and
+ * control sockets, the decode worker's KV socket): envelopes of every body kind with
+ * random but plausible contents (live request ids, block ids in and out of range, a
+ * Register with the real model fingerprint), half of them then mutated (bits flipped, bytes
+ * set, cut short, lengthened, spliced), some followed by payload frames. Afterwards every
+ * process must still run, serve the reference token for token, and go idle: no request in
+ * flight, every KV block free. The seed is fixed, so a failure reproduces; under the ASan
+ * build a memory error in any process fails the scenario as well. For a longer campaign:
+ * KV_FUZZ_SEED=N KV_FUZZ_MESSAGES=M KV_CLUSTER_ONLY=fuzz test_cluster. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <zmq.h>
+
+#include "kv_test.h"
+#include "kv_time.h"
+#include "kv_wire.h"
+#include "model_config.h"
+#include "test_cluster.h"
+
+#define FUZZ_MESSAGES 3000
+#define FUZZ_LIVE 4      /* requests of the test's own client in flight meanwhile */
+#define FUZZ_BUF 4096
+
+typedef struct fuzz {
+    uint64_t s;          /* xorshift64 state */
+    kv_model_config cfg;
+    char fingerprint[9];
+    char kv_endpoint[256];
+    uint64_t block_bytes;
+    void *sock[3];       /* client, control, KV */
+    long sent[3];
+} fuzz;
+
+enum { TO_CLIENT = 0, TO_CONTROL, TO_KV };
+
+static uint64_t rnd(fuzz *f)
+{
+    f->s ^= f->s << 13;
+    f->s ^= f->s >> 7;
+    f->s ^= f->s << 17;
+    return f->s;
+}
+
+static uint32_t below(fuzz *f, uint32_t n) { return n ? (uint32_t)(rnd(f) % n) : 0; }
+
+/* Mostly the values a handler expects, sometimes the ones it must refuse. */
+static int32_t rnd_i32(fuzz *f)
+{
+    switch (below(f, 8)) {
+    case 0: return -1;
+    case 1: return INT32_MAX;
+    case 2: return INT32_MIN;
+    case 3: return (int32_t)rnd(f);
+    default: return (int32_t)below(f, 600);
+    }
+}
+
+static uint32_t rnd_u32(fuzz *f)
+{
+    switch (below(f, 6)) {
+    case 0: return UINT32_MAX;
+    case 1: return (uint32_t)rnd(f);
+    default: return below(f, 300);
+    }
+}
+
+static char *rnd_id(fuzz *f)
+{
+    static char *const ids[] = {"live-0", "live-1", "live-2", "live-3", "fuzz-1", "", "prefill-0", "decode-0"};
+    return ids[below(f, sizeof ids / sizeof *ids)];
+}
+
+static void fill_i32(fuzz *f, int32_t *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) v[i] = rnd_i32(f);
+}
+
+/* One envelope of body `kind` (a KVSERVE__ENVELOPE__BODY_* value) with random contents,
+ * packed into buf; returns its length (0 if it would not fit). */
+static size_t seed_envelope(fuzz *f, int kind, uint8_t *buf)
+{
+    Kvserve__Envelope env;
+    kv_wire_envelope_init(&env);
+    Kvserve__Error er;
+    Kvserve__GenerateRequest g;
+    Kvserve__CancelRequest cancel;
+    Kvserve__StatusRequest status;
+    Kvserve__SamplingParams sp;
+    Kvserve__Register reg;
+    Kvserve__KvLayout lay;
+    Kvserve__Heartbeat hb;
+    Kvserve__ReserveReply rr;
+    Kvserve__PrefillDone pd;
+    Kvserve__TokenEvent te;
+    Kvserve__KvChunk kc;
+    Kvserve__KvHello hello;
+    Kvserve__KvNcclInit ni;
+    Kvserve__KvAck ack;
+    int32_t ids[12];
+    uint32_t sums[12];
+    Kvserve__KvTransport offer[3] = {below(f, 4), below(f, 3), KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ};
+    uint8_t bytes[80];
+    size_t n_ids = below(f, 12);
+    fill_i32(f, ids, 12);
+    for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)rnd(f);
+    kvserve__error__init(&er);
+    er.code = below(f, 17);
+    er.request_id = rnd_id(f);
+    er.message = "fuzz";
+    kvserve__sampling_params__init(&sp);
+    sp.temperature = below(f, 3) ? 0.0f : (float)below(f, 300) / 100.0f;
+    sp.top_k = rnd_u32(f);
+    sp.top_p = (float)below(f, 120) / 100.0f;
+    sp.seed = rnd(f);
+    switch (kind) {
+    case KVSERVE__ENVELOPE__BODY_ERROR:
+        env.error = &er;
+        break;
+    case KVSERVE__ENVELOPE__BODY_GENERATE:
+        kvserve__generate_request__init(&g);
+        g.request_id = rnd_id(f);
+        if (below(f, 4) == 0)
+            g.prompt = "Once upon a time";
+        g.prompt_tokens = ids;
+        g.n_prompt_tokens = n_ids;
+        g.sampling = below(f, 4) ? &sp : NULL;
+        g.max_tokens = below(f, 4) ? below(f, 20) : rnd_u32(f);
+        g.stream = (protobuf_c_boolean)below(f, 2);
+        g.ignore_eos = (protobuf_c_boolean)below(f, 2);
+        g.model = below(f, 8) ? "" : "other-model";
+        g.deadline_ms = below(f, 3) ? 0 : below(f, 3000);
+        env.generate = &g;
+        break;
+    case KVSERVE__ENVELOPE__BODY_CANCEL:
+        kvserve__cancel_request__init(&cancel);
+        cancel.request_id = rnd_id(f);
+        env.cancel = &cancel;
+        break;
+    case KVSERVE__ENVELOPE__BODY_STATUS:
+        kvserve__status_request__init(&status);
+        env.status = &status;
+        break;
+    case KVSERVE__ENVELOPE__BODY_REGISTER:
+        kvserve__register__init(&reg);
+        kvserve__kv_layout__init(&lay);
+        /* The cluster's own layout three times in four: such a Register is accepted, and
+         * the fuzz's control socket is a worker of the cluster from then on. */
+        int real = below(f, 4) != 0;
+        lay.n_layers = real ? (uint32_t)f->cfg.n_layers : rnd_u32(f);
+        lay.n_kv_heads = real ? (uint32_t)f->cfg.n_kv_heads : rnd_u32(f);
+        lay.head_dim = real ? (uint32_t)f->cfg.head_dim : rnd_u32(f);
+        lay.block_size = real ? 16 : rnd_u32(f);
+        lay.dtype = real ? "f32" : "q9";
+        lay.block_bytes = real ? f->block_bytes : rnd(f);
+        reg.worker_id = below(f, 4) ? "fuzz-w" : "";
+        reg.role = below(f, 4);
+        reg.model = "stories260K";
+        reg.model_fingerprint = below(f, 4) ? f->fingerprint : "deadbeef";
+        reg.kv_endpoint = below(f, 2) ? f->kv_endpoint : "tcp://127.0.0.1:1";
+        reg.device = "cpu";
+        reg.layout = below(f, 6) ? &lay : NULL;
+        reg.kv_blocks_total = rnd_u32(f);
+        reg.max_context = rnd_u32(f);
+        reg.kv_transports = offer;
+        reg.n_kv_transports = below(f, 4);
+        env.register_ = &reg;
+        break;
+    case KVSERVE__ENVELOPE__BODY_HEARTBEAT:
+        kvserve__heartbeat__init(&hb);
+        hb.worker_id = "fuzz-w";
+        hb.running = rnd_u32(f), hb.queued = rnd_u32(f);
+        hb.kv_blocks_free = rnd_u32(f), hb.kv_blocks_total = rnd_u32(f);
+        env.heartbeat = &hb;
+        break;
+    case KVSERVE__ENVELOPE__BODY_RESERVE_REPLY:
+        kvserve__reserve_reply__init(&rr);
+        rr.request_id = rnd_id(f);
+        rr.ok = (protobuf_c_boolean)below(f, 2);
+        rr.block_ids = ids;
+        rr.n_block_ids = n_ids;
+        rr.error = below(f, 2) ? &er : NULL;
+        env.reserve_reply = &rr;
+        break;
+    case KVSERVE__ENVELOPE__BODY_PREFILL_DONE:
+        kvserve__prefill_done__init(&pd);
+        pd.request_id = rnd_id(f);
+        pd.ok = (protobuf_c_boolean)below(f, 2);
+        pd.error = below(f, 2) ? &er : NULL;
+        pd.first_token = rnd_i32(f);
+        pd.prefill_ms = (double)rnd_u32(f), pd.transfer_ms = -1.0;
+        pd.kv_bytes = rnd(f);
+        pd.transport = below(f, 4);
+        env.prefill_done = &pd;
+        break;
+    case KVSERVE__ENVELOPE__BODY_TOKENS:
+        kvserve__token_event__init(&te);
+        te.request_id = rnd_id(f);
+        te.tokens = ids;
+        te.n_tokens = n_ids;
+        te.index = rnd_u32(f);
+        te.finish_reason = below(f, 7);
+        te.error = below(f, 3) ? NULL : &er;
+        env.tokens = &te;
+        break;
+    case KVSERVE__ENVELOPE__BODY_KV_CHUNK:
+        kvserve__kv_chunk__init(&kc);
+        kc.request_id = rnd_id(f);
+        kc.prefill_worker_id = "fuzz-p";
+        kc.first_block = rnd_u32(f) % 40;
+        kc.block_ids = ids;
+        kc.n_block_ids = n_ids;
+        for (size_t i = 0; i < n_ids; i++) sums[i] = (uint32_t)rnd(f);
+        kc.checksums = sums;
+        kc.n_checksums = below(f, 3) ? n_ids : below(f, 12);
+        kc.n_tokens = rnd_u32(f);
+        kc.last = (protobuf_c_boolean)below(f, 2);
+        kc.first_token = rnd_i32(f);
+        kc.seq = below(f, 3);
+        kc.transport = below(f, 4);
+        kc.session = below(f, 2) ? 0 : rnd(f);
+        kc.src_block_ids = ids;
+        kc.n_src_block_ids = below(f, 2) ? n_ids : 0;
+        env.kv_chunk = &kc;
+        break;
+    case KVSERVE__ENVELOPE__BODY_KV_HELLO:
+        kvserve__kv_hello__init(&hello);
+        hello.prefill_worker_id = "fuzz-p";
+        hello.session = below(f, 4) ? rnd(f) : 0;
+        hello.offer = offer;
+        hello.n_offer = below(f, 4);
+        hello.node_id = below(f, 2) ? "boot:fuzz" : "";
+        hello.device = rnd_i32(f);
+        hello.device_uuid.data = bytes, hello.device_uuid.len = below(f, 20);
+        hello.ipc_handle.data = bytes, hello.ipc_handle.len = below(f, 80);
+        hello.pool_bytes = rnd(f), hello.block_bytes = below(f, 2) ? f->block_bytes : rnd(f);
+        hello.kv_dtype = below(f, 2) ? "f32" : "bf16";
+        env.kv_hello = &hello;
+        break;
+    case KVSERVE__ENVELOPE__BODY_KV_NCCL_INIT:
+        kvserve__kv_nccl_init__init(&ni);
+        ni.session = rnd(f), ni.generation = rnd_u32(f);
+        ni.unique_id.data = bytes, ni.unique_id.len = below(f, 80);
+        env.kv_nccl_init = &ni;
+        break;
+    default: /* KV_ACK */
+        kind = KVSERVE__ENVELOPE__BODY_KV_ACK;
+        kvserve__kv_ack__init(&ack);
+        ack.request_id = rnd_id(f);
+        ack.ok = (protobuf_c_boolean)below(f, 2);
+        ack.error = below(f, 2) ? &er : NULL;
+        ack.bytes = rnd(f);
+        env.kv_ack = &ack;
+        break;
+    }
+    env.body_case = (Kvserve__Envelope__BodyCase)kind;
+    size_t len = kvserve__envelope__get_packed_size(&env);
+    return len <= FUZZ_BUF / 2 ? kvserve__envelope__pack(&env, buf) : 0;
+}
+
+/* A few byte-level edits of buf[0..len) (room for FUZZ_BUF): the new length. */
+static size_t mutate(fuzz *f, uint8_t *buf, size_t len)
+{
+    for (int k = 1 + (int)below(f, 4); k > 0; k--) {
+        switch (below(f, 5)) {
+        case 0:
+            if (len) buf[below(f, (uint32_t)len)] ^= (uint8_t)(1u << below(f, 8));
+            break;
+        case 1:
+            if (len) buf[below(f, (uint32_t)len)] = (uint8_t)(below(f, 2) ? 0xFF : rnd(f));
+            break;
+        case 2:
+            len = below(f, (uint32_t)len + 1);
+            break;
+        case 3:
+            for (int n = 1 + (int)below(f, 16); n > 0 && len < FUZZ_BUF; n--) buf[len++] = (uint8_t)rnd(f);
+            break;
+        default: /* a slice copied elsewhere */
+            if (len > 1) {
+                size_t from = below(f, (uint32_t)len), n = 1 + below(f, (uint32_t)(len - from));
+                size_t to = below(f, (uint32_t)len);
+                if (to + n > FUZZ_BUF) n = FUZZ_BUF - to;
+                memmove(buf + to, buf + from, n);
+                if (to + n > len) len = to + n;
+            }
+        }
+    }
+    return len;
+}
+
+/* Which endpoint a body kind is meant for; one in eight goes to another at random. */
+static int target_of(fuzz *f, int kind)
+{
+    if (below(f, 8) == 0)
+        return (int)below(f, 3);
+    switch (kind) {
+    case KVSERVE__ENVELOPE__BODY_GENERATE:
+    case KVSERVE__ENVELOPE__BODY_CANCEL:
+    case KVSERVE__ENVELOPE__BODY_STATUS:
+        return TO_CLIENT;
+    case KVSERVE__ENVELOPE__BODY_KV_CHUNK:
+    case KVSERVE__ENVELOPE__BODY_KV_HELLO:
+    case KVSERVE__ENVELOPE__BODY_KV_NCCL_INIT:
+    case KVSERVE__ENVELOPE__BODY_KV_ACK:
+        return TO_KV;
+    default:
+        return TO_CONTROL;
+    }
+}
+
+/* Without waiting: a full queue drops the message, as a flooding peer would be dropped. */
+static void send_message(fuzz *f, int to, const uint8_t *buf, size_t len)
+{
+    static uint8_t frame[64 << 10];
+    int frames = to == TO_KV && below(f, 3) == 0 ? 1 + (int)below(f, 4) : 0;
+    if (zmq_send(f->sock[to], buf, len, ZMQ_DONTWAIT | (frames ? ZMQ_SNDMORE : 0)) < 0)
+        return;
+    for (int i = 0; i < frames; i++) {
+        size_t n = below(f, 2) && f->block_bytes <= sizeof frame ? f->block_bytes : below(f, 4096);
+        for (size_t k = 0; k < n; k += 8) frame[k] = (uint8_t)rnd(f);
+        zmq_send(f->sock[to], frame, n, ZMQ_DONTWAIT | (i + 1 < frames ? ZMQ_SNDMORE : 0));
+    }
+    f->sent[to]++;
+}
+
+/* Whatever came back (errors, replies) is read and dropped. */
+static void drain_replies(fuzz *f)
+{
+    uint8_t sink[256];
+    for (int s = 0; s < 3; s++)
+        while (zmq_recv(f->sock[s], sink, sizeof sink, ZMQ_DONTWAIT) >= 0) {
+        }
+}
+
+/* Reads the socket until a StatusReply arrives: 0, or -1 after timeout_ms. */
+static int wait_status_reply(void *s, int timeout_ms)
+{
+    double deadline = kv_now_s() + timeout_ms * 1e-3;
+    while (kv_now_s() < deadline) {
+        kv_wire_msg m;
+        kv_err err;
+        if (kv_wire_recv(s, 0, 100, &m, &err))
+            continue;
+        int found = m.env->body_case == KVSERVE__ENVELOPE__BODY_STATUS_REPLY;
+        kv_wire_msg_close(&m);
+        if (found)
+            return 0;
+    }
+    return -1;
+}
+
+static void *fuzz_socket(void *ctx, const char *identity, const char *ep)
+{
+    void *s = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0, hwm = 10000;
+    zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt(s, ZMQ_ROUTING_ID, identity, strlen(identity));
+    zmq_connect(s, ep);
+    return s;
+}
+
+/* decode-0's KV endpoint and block size, from the router's status. */
+static int decode_endpoint(kv_client *c, fuzz *f)
+{
+    kv_status *st = NULL;
+    if (kv_client_status(c, 2000, &st))
+        return -1;
+    int found = -1;
+    for (size_t i = 0; i < st->n_workers; i++)
+        if (st->workers[i].role == KVC_ROLE_DECODE && st->workers[i].address) {
+            snprintf(f->kv_endpoint, sizeof f->kv_endpoint, "%s", st->workers[i].address);
+            found = 0;
+        }
+    kv_status_free(st);
+    return found;
+}
+
+static void submit_live(kv_client *c, const int32_t *prompt)
+{
+    for (int i = 0; i < FUZZ_LIVE; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "live-%d", i);
+        kv_client_request r;
+        kv_client_request_init(&r);
+        r.request_id = id;
+        r.prompt_tokens = prompt;
+        r.n_prompt_tokens = 40 + (size_t)i * 20;
+        r.max_tokens = 150;
+        r.ignore_eos = 1;
+        CHECK_MSG(kv_client_submit(c, &r, NULL, 2000) == KVC_OK, "fuzz: live request %d not submitted", i);
+    }
+}
+
+/* The live requests end one way or another (the fuzz may have cancelled or broken them). */
+static int wait_live(kv_client *c, int timeout_ms)
+{
+    double deadline = kv_now_s() + timeout_ms * 1e-3;
+    while (kv_client_in_flight(c) > 0 && kv_now_s() < deadline) {
+        kv_client_event ev;
+        kv_client_next_event(c, 100, &ev);
+    }
+    return kv_client_in_flight(c);
+}
+
+void scenario_fuzz(const char *model, const char *models)
+{
+    double t0 = kv_now_s();
+    cluster cl;
+    kv_client *c = NULL;
+    void *zctx = NULL;
+    fuzz f;
+    memset(&f, 0, sizeof f);
+    const char *env = getenv("KV_FUZZ_SEED");
+    f.s = 0x9E3779B97F4A7C15ull ^ (env ? strtoull(env, NULL, 0) * 0xD1B54A32D192ED03ull : 0);
+    env = getenv("KV_FUZZ_MESSAGES");
+    long n_messages = env ? strtol(env, NULL, 0) : FUZZ_MESSAGES;
+    int32_t ref[300];
+    int n_ref = kv_test_reference_tokens(models, ref, 300);
+    kv_err err;
+    int ready = n_ref >= 200 && kv_model_fingerprint(model, f.fingerprint, &err) == 0 &&
+                kv_model_config_load(model, &f.cfg, &err) == 0;
+    CHECK_MSG(ready, "fuzz: reference, fingerprint or config missing");
+    /* A fake worker registered by the fuzz must be gone soon after it falls silent. */
+    const char *router_flags[] = {"--worker-timeout-ms", "2000", "--reserve-deadline-ms", "1000", NULL};
+    memset(&cl, 0, sizeof cl);
+    if (!ready || start_1p1d(&cl, &c, model, router_flags, NULL, "fuzz"))
+        goto out;
+    CHECK_MSG(decode_endpoint(c, &f) == 0, "fuzz: no decode worker KV endpoint in the status");
+    f.block_bytes = (uint64_t)16 * 2 * (uint64_t)f.cfg.n_layers * (uint64_t)f.cfg.n_kv_heads * (uint64_t)f.cfg.head_dim * 4;
+    zctx = zmq_ctx_new();
+    f.sock[TO_CLIENT] = fuzz_socket(zctx, "fuzz-client", cl.client_ep);
+    f.sock[TO_CONTROL] = fuzz_socket(zctx, "fuzz-control", cl.control_ep);
+    f.sock[TO_KV] = fuzz_socket(zctx, "fuzz-kv", f.kv_endpoint);
+    submit_live(c, ref);
+    static const int kinds[] = {
+        KVSERVE__ENVELOPE__BODY_ERROR,         KVSERVE__ENVELOPE__BODY_GENERATE,     KVSERVE__ENVELOPE__BODY_CANCEL,
+        KVSERVE__ENVELOPE__BODY_STATUS,        KVSERVE__ENVELOPE__BODY_REGISTER,     KVSERVE__ENVELOPE__BODY_HEARTBEAT,
+        KVSERVE__ENVELOPE__BODY_RESERVE_REPLY, KVSERVE__ENVELOPE__BODY_PREFILL_DONE, KVSERVE__ENVELOPE__BODY_TOKENS,
+        KVSERVE__ENVELOPE__BODY_KV_CHUNK,      KVSERVE__ENVELOPE__BODY_KV_HELLO,     KVSERVE__ENVELOPE__BODY_KV_NCCL_INIT,
+        KVSERVE__ENVELOPE__BODY_KV_ACK,
+    };
+    uint8_t buf[FUZZ_BUF];
+    for (long i = 0; i < n_messages; i++) {
+        int kind = kinds[below(&f, sizeof kinds / sizeof *kinds)];
+        size_t len = seed_envelope(&f, kind, buf);
+        if (below(&f, 2))
+            len = mutate(&f, buf, len);
+        send_message(&f, target_of(&f, kind), buf, len);
+        drain_replies(&f);
+        if (i % 100 == 99) { /* let the processes read: a flood alone only fills queues */
+            sleep_ms(5);
+            kv_client_event ev;
+            while (kv_client_next_event(c, 0, &ev) == KVC_OK) {
+            }
+        }
+    }
+    /* The router answers a client's messages in order: its reply to this Status says it has
+     * read the whole flood from the fuzz client (the other sockets get a moment more). */
+    size_t len = seed_envelope(&f, KVSERVE__ENVELOPE__BODY_STATUS, buf);
+    int synced = zmq_send(f.sock[TO_CLIENT], buf, len, 0) >= 0 && wait_status_reply(f.sock[TO_CLIENT], 20000) == 0;
+    CHECK_MSG(synced, "fuzz: the router did not answer a Status after the flood");
+    sleep_ms(500);
+    for (int s = 0; s < 3; s++)
+        zmq_close(f.sock[s]);
+    zmq_ctx_term(zctx);
+    zctx = NULL;
+    kv_status *st = NULL;
+    if (kv_client_status(c, 5000, &st) == KVC_OK) {
+        fprintf(stderr, "fuzz: the router counted %llu requests (%llu failed)\n",
+                (unsigned long long)st->requests_total, (unsigned long long)st->requests_failed);
+        kv_status_free(st);
+    }
+    int died = 0;
+    for (int i = 0; i < cl.n; i++) {
+        int ws = 0;
+        int gone = cl.p[i].pid > 0 && waitpid(cl.p[i].pid, &ws, WNOHANG) == cl.p[i].pid;
+        CHECK_MSG(!gone, "fuzz: %s died (wait status 0x%x)", cl.p[i].name, ws);
+        if (gone)
+            cl.p[i].pid = 0;
+        died += gone;
+    }
+    if (died)
+        goto out; /* its log is printed by cluster_stop */
+    CHECK_MSG(wait_live(c, 30000) == 0, "fuzz: live requests still in flight 30 s after the fuzz");
+    CHECK_MSG(wait_workers(c, 2, 10000) == 0, "fuzz: the real workers are not both healthy");
+    CHECK_MSG(wait_idle(c, 10000, "fuzz") == 0, "fuzz: not idle after the fuzz (a leak, or a fake worker kept)");
+    serve_reference(c, ref, 2, 24, "fuzz");
+    CHECK_MSG(wait_idle(c, 5000, "fuzz (after serving)") == 0, "fuzz: blocks leaked serving after the fuzz");
+    fprintf(stderr, "fuzz scenario: %ld client, %ld control, %ld KV messages; %.2f s\n", f.sent[TO_CLIENT],
+            f.sent[TO_CONTROL], f.sent[TO_KV], kv_now_s() - t0);
+out:
+    if (zctx) {
+        for (int s = 0; s < 3; s++)
+            if (f.sock[s])
+                zmq_close(f.sock[s]);
+        zmq_ctx_term(zctx);
+    }
+    kv_client_close(c);
+    cluster_stop(&cl);
+}
