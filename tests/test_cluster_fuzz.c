@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <zmq.h>
 
+#include "kv_fuzz.h"
 #include "kv_test.h"
 #include "kv_time.h"
 #include "kv_wire.h"
@@ -23,10 +24,9 @@
 
 #define FUZZ_MESSAGES 3000
 #define FUZZ_LIVE 4      /* requests of the test's own client in flight meanwhile */
-#define FUZZ_BUF 4096
 
 typedef struct fuzz {
-    uint64_t s;          /* xorshift64 state */
+    kv_fuzz_rng r;
     kv_model_config cfg;
     char fingerprint[9];
     char kv_endpoint[256];
@@ -37,36 +37,10 @@ typedef struct fuzz {
 
 enum { TO_CLIENT = 0, TO_CONTROL, TO_KV };
 
-static uint64_t rnd(fuzz *f)
-{
-    f->s ^= f->s << 13;
-    f->s ^= f->s >> 7;
-    f->s ^= f->s << 17;
-    return f->s;
-}
-
-static uint32_t below(fuzz *f, uint32_t n) { return n ? (uint32_t)(rnd(f) % n) : 0; }
-
-/* Mostly the values a handler expects, sometimes the ones it must refuse. */
-static int32_t rnd_i32(fuzz *f)
-{
-    switch (below(f, 8)) {
-    case 0: return -1;
-    case 1: return INT32_MAX;
-    case 2: return INT32_MIN;
-    case 3: return (int32_t)rnd(f);
-    default: return (int32_t)below(f, 600);
-    }
-}
-
-static uint32_t rnd_u32(fuzz *f)
-{
-    switch (below(f, 6)) {
-    case 0: return UINT32_MAX;
-    case 1: return (uint32_t)rnd(f);
-    default: return below(f, 300);
-    }
-}
+static uint64_t rnd(fuzz *f) { return kv_fuzz_next(&f->r); }
+static uint32_t below(fuzz *f, uint32_t n) { return kv_fuzz_below(&f->r, n); }
+static int32_t rnd_i32(fuzz *f) { return kv_fuzz_i32(&f->r); }
+static uint32_t rnd_u32(fuzz *f) { return kv_fuzz_u32(&f->r); }
 
 static char *rnd_id(fuzz *f)
 {
@@ -258,37 +232,7 @@ static size_t seed_envelope(fuzz *f, int kind, uint8_t *buf)
     }
     env.body_case = (Kvserve__Envelope__BodyCase)kind;
     size_t len = kvserve__envelope__get_packed_size(&env);
-    return len <= FUZZ_BUF / 2 ? kvserve__envelope__pack(&env, buf) : 0;
-}
-
-/* A few byte-level edits of buf[0..len) (room for FUZZ_BUF): the new length. */
-static size_t mutate(fuzz *f, uint8_t *buf, size_t len)
-{
-    for (int k = 1 + (int)below(f, 4); k > 0; k--) {
-        switch (below(f, 5)) {
-        case 0:
-            if (len) buf[below(f, (uint32_t)len)] ^= (uint8_t)(1u << below(f, 8));
-            break;
-        case 1:
-            if (len) buf[below(f, (uint32_t)len)] = (uint8_t)(below(f, 2) ? 0xFF : rnd(f));
-            break;
-        case 2:
-            len = below(f, (uint32_t)len + 1);
-            break;
-        case 3:
-            for (int n = 1 + (int)below(f, 16); n > 0 && len < FUZZ_BUF; n--) buf[len++] = (uint8_t)rnd(f);
-            break;
-        default: /* a slice copied elsewhere */
-            if (len > 1) {
-                size_t from = below(f, (uint32_t)len), n = 1 + below(f, (uint32_t)(len - from));
-                size_t to = below(f, (uint32_t)len);
-                if (to + n > FUZZ_BUF) n = FUZZ_BUF - to;
-                memmove(buf + to, buf + from, n);
-                if (to + n > len) len = to + n;
-            }
-        }
-    }
-    return len;
+    return len <= KV_FUZZ_BUF / 2 ? kvserve__envelope__pack(&env, buf) : 0;
 }
 
 /* Which endpoint a body kind is meant for; one in eight goes to another at random. */
@@ -415,7 +359,7 @@ void scenario_fuzz(const char *model, const char *models)
     fuzz f;
     memset(&f, 0, sizeof f);
     const char *env = getenv("KV_FUZZ_SEED");
-    f.s = 0x9E3779B97F4A7C15ull ^ (env ? strtoull(env, NULL, 0) * 0xD1B54A32D192ED03ull : 0);
+    f.r.s = 0x9E3779B97F4A7C15ull ^ (env ? strtoull(env, NULL, 0) * 0xD1B54A32D192ED03ull : 0);
     env = getenv("KV_FUZZ_MESSAGES");
     long n_messages = env ? strtol(env, NULL, 0) : FUZZ_MESSAGES;
     int32_t ref[300];
@@ -443,12 +387,12 @@ void scenario_fuzz(const char *model, const char *models)
         KVSERVE__ENVELOPE__BODY_KV_CHUNK,      KVSERVE__ENVELOPE__BODY_KV_HELLO,     KVSERVE__ENVELOPE__BODY_KV_NCCL_INIT,
         KVSERVE__ENVELOPE__BODY_KV_ACK,
     };
-    uint8_t buf[FUZZ_BUF];
+    uint8_t buf[KV_FUZZ_BUF];
     for (long i = 0; i < n_messages; i++) {
         int kind = kinds[below(&f, sizeof kinds / sizeof *kinds)];
         size_t len = seed_envelope(&f, kind, buf);
         if (below(&f, 2))
-            len = mutate(&f, buf, len);
+            len = kv_fuzz_mutate(&f.r, buf, len);
         send_message(&f, target_of(&f, kind), buf, len);
         drain_replies(&f);
         if (i % 100 == 99) { /* let the processes read: a flood alone only fills queues */

@@ -127,11 +127,19 @@ static th_worker *worker_by_route(th *h, const kv_wire_route *r)
     return NULL;
 }
 
-th_req *th_req_get(th *h, const char *id)
+static th_req *req_find(th *h, const char *id)
 {
     for (int i = 0; i < h->nr; i++)
         if (!strcmp(h->r[i].id, id))
             return &h->r[i];
+    return NULL;
+}
+
+th_req *th_req_get(th *h, const char *id)
+{
+    th_req *found = req_find(h, id);
+    if (found)
+        return found;
     if (h->nr == TH_MAX_REQS)
         return NULL;
     th_req *r = &h->r[h->nr++];
@@ -198,9 +206,31 @@ static void on_heartbeat(th *h, th_worker *w, const Kvserve__Heartbeat *hb)
     }
 }
 
-static void on_tokens(th *h, const Kvserve__TokenEvent *ev)
+/* The record of request `id`, or NULL (after telling the worker, as the router would, that
+ * the request is unknown) when forget_unknown is on and the test never made it. */
+static th_req *req_of(th *h, th_worker *w, const char *id)
 {
-    th_req *r = th_req_get(h, ev->request_id);
+    if (!h->forget_unknown)
+        return th_req_get(h, id);
+    th_req *r = req_find(h, id);
+    if (r)
+        return r;
+    Kvserve__Envelope env;
+    Kvserve__Error e;
+    kv_wire_envelope_init(&env);
+    kvserve__error__init(&e);
+    e.code = KVSERVE__ERROR_CODE__UNKNOWN_REQUEST;
+    e.request_id = (char *)id;
+    e.message = "unknown request";
+    env.body_case = KVSERVE__ENVELOPE__BODY_ERROR;
+    env.error = &e;
+    th_send(h, w, &env);
+    return NULL;
+}
+
+static void on_tokens(th *h, th_worker *w, const Kvserve__TokenEvent *ev)
+{
+    th_req *r = req_of(h, w, ev->request_id);
     if (!r)
         return;
     r->events++;
@@ -232,10 +262,10 @@ static void on_message(th *h, const kv_wire_msg *m)
     switch (env->body_case) {
     case KVSERVE__ENVELOPE__BODY_REGISTER: on_register(h, w, env->register_); break;
     case KVSERVE__ENVELOPE__BODY_HEARTBEAT: on_heartbeat(h, w, env->heartbeat); break;
-    case KVSERVE__ENVELOPE__BODY_TOKENS: on_tokens(h, env->tokens); break;
+    case KVSERVE__ENVELOPE__BODY_TOKENS: on_tokens(h, w, env->tokens); break;
     case KVSERVE__ENVELOPE__BODY_RESERVE_REPLY: {
         const Kvserve__ReserveReply *rr = env->reserve_reply;
-        th_req *r = th_req_get(h, rr->request_id);
+        th_req *r = req_of(h, w, rr->request_id);
         if (!r)
             break;
         r->reserve_replied++;
@@ -248,7 +278,7 @@ static void on_message(th *h, const kv_wire_msg *m)
     }
     case KVSERVE__ENVELOPE__BODY_PREFILL_DONE: {
         const Kvserve__PrefillDone *d = env->prefill_done;
-        th_req *r = th_req_get(h, d->request_id);
+        th_req *r = req_of(h, w, d->request_id);
         if (!r)
             break;
         r->prefill_done++;

@@ -55,6 +55,9 @@ typedef struct th {
     int unexpected;               /* messages nobody expected (counted, printed) */
     int max_active;               /* most requests streaming tokens at one time */
     const char *worker_args[8];   /* given to every worker before its own (NULL-ended) */
+    int forget_unknown;           /* answer news of requests this test never made (ReserveReply,
+                                   * PrefillDone, TokenEvent) with Error UNKNOWN_REQUEST, as the
+                                   * router does, instead of recording them */
 } th;
 
 int th_init(th *h, int hb_interval_ms);

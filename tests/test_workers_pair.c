@@ -5,7 +5,8 @@
  * survive garbage and refuse bad chunks (checksum, frame count/size, order); reservations
  * expire; Abort frees; a refused worker exits 1; "register first" re-registers; with
  * --fault drop-kv-ack the prefill worker reports DEADLINE_EXCEEDED within its ack deadline;
- * a prefill worker that dies mid-transfer costs its request and nothing else;
+ * a prefill worker that dies mid-transfer costs its request and nothing else; a fuzzed
+ * control channel (test_workers_fuzz.c) kills neither worker;
  * and after every scenario both pools are all free. */
 #include <fcntl.h>
 #include <signal.h>
@@ -24,6 +25,9 @@
  * workers on KV_TEST_DECODE_DEVICE when set; KV_TEST_KV_TRANSPORT is every worker's
  * --kv-transport, and KV_TEST_EXPECT_TRANSPORT the transport every transfer must use. */
 static char g_bin_decode[4096], g_bin_prefill[4096];
+
+/* test_workers_fuzz.c */
+void test_control_fuzz(th *h, th_worker *p, th_worker *d, long n_messages);
 static const char *g_device; /* NULL: the cpu */
 static const char *g_decode_device;
 static int g_expect_transport = -1;
@@ -795,6 +799,7 @@ int main(void)
         test_fault(&h, p, df);
         test_register_first(&h, d);
         test_refused(&h, model_dir);
+        test_control_fuzz(&h, p, d, 2000);
         /* Still serving after all that. */
         Kvserve__SamplingParams greedy = sampling(0, 0, 0, 0);
         ref_out ref;
