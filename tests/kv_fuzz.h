@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kvserve.pb-c.h"
+
 #define KV_FUZZ_BUF 4096 /* room for a packed message and its growth */
 
 typedef struct kv_fuzz_rng {
@@ -45,6 +47,16 @@ static inline uint32_t kv_fuzz_u32(kv_fuzz_rng *r)
     case 1: return (uint32_t)kv_fuzz_next(r);
     default: return kv_fuzz_below(r, 300);
     }
+}
+
+/* Greedy half the time, else temperatures up to 3, top-k and top-p anywhere (top_p past 1). */
+static inline void kv_fuzz_sampling(kv_fuzz_rng *r, Kvserve__SamplingParams *sp)
+{
+    kvserve__sampling_params__init(sp);
+    sp->temperature = kv_fuzz_below(r, 2) ? 0.0f : (float)kv_fuzz_below(r, 300) / 100.0f;
+    sp->top_k = kv_fuzz_u32(r);
+    sp->top_p = (float)kv_fuzz_below(r, 120) / 100.0f;
+    sp->seed = kv_fuzz_next(r);
 }
 
 /* One to four edits of buf[0..len) (which has room for KV_FUZZ_BUF): a bit flipped, a byte

@@ -85,11 +85,7 @@ static size_t seed_envelope(fuzz *f, int kind, uint8_t *buf)
     er.code = below(f, 17);
     er.request_id = rnd_id(f);
     er.message = "fuzz";
-    kvserve__sampling_params__init(&sp);
-    sp.temperature = below(f, 3) ? 0.0f : (float)below(f, 300) / 100.0f;
-    sp.top_k = rnd_u32(f);
-    sp.top_p = (float)below(f, 120) / 100.0f;
-    sp.seed = rnd(f);
+    kv_fuzz_sampling(&f->r, &sp);
     switch (kind) {
     case KVSERVE__ENVELOPE__BODY_ERROR:
         env.error = &er;

@@ -40,11 +40,7 @@ static size_t control_message(kv_fuzz_rng *r, int kind, const th_worker *d, uint
     int32_t toks[24], blocks[8];
     for (int i = 0; i < 24; i++) toks[i] = kv_fuzz_i32(r);
     for (int i = 0; i < 8; i++) blocks[i] = kv_fuzz_below(r, 4) ? (int32_t)kv_fuzz_below(r, 256) : kv_fuzz_i32(r);
-    kvserve__sampling_params__init(&sp);
-    sp.temperature = kv_fuzz_below(r, 2) ? 0.0f : (float)kv_fuzz_below(r, 300) / 100.0f;
-    sp.top_k = kv_fuzz_u32(r);
-    sp.top_p = (float)kv_fuzz_below(r, 120) / 100.0f;
-    sp.seed = kv_fuzz_next(r);
+    kv_fuzz_sampling(r, &sp);
     switch (kind) {
     case KVSERVE__ENVELOPE__BODY_RESERVE:
         kvserve__reserve_request__init(&rq);

@@ -215,16 +215,10 @@ static th_req *req_of(th *h, th_worker *w, const char *id)
     th_req *r = req_find(h, id);
     if (r)
         return r;
-    Kvserve__Envelope env;
-    Kvserve__Error e;
-    kv_wire_envelope_init(&env);
-    kvserve__error__init(&e);
-    e.code = KVSERVE__ERROR_CODE__UNKNOWN_REQUEST;
-    e.request_id = (char *)id;
-    e.message = "unknown request";
-    env.body_case = KVSERVE__ENVELOPE__BODY_ERROR;
-    env.error = &e;
-    th_send(h, w, &env);
+    kv_wire_route route = {.len = strlen(w->id)};
+    memcpy(route.id, w->id, route.len);
+    kv_err err;
+    kv_wire_send_error(h->ctl, &route, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, id, "unknown request", &err);
     return NULL;
 }
 
