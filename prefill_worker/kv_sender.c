@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "kv_log.h"
+#include "kv_time.h"
 #include "worker_loop.h"
 
 void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id, const worker_transport *xfer)
@@ -17,14 +18,19 @@ void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id, const worke
     s->xfer = xfer;
 }
 
+/* NCCL aborted first, so the lane's sends end; then the lane, then the socket. */
+static void peer_free(kv_peer *p)
+{
+    kv_nccl_comm_abort(p->comm);
+    kv_gpu_lane_destroy(p->lane);
+    zmq_close(p->sock);
+    free(p);
+}
+
 void kv_sender_close(kv_sender *s)
 {
-    for (int i = 0; i < s->n; i++) {
-        kv_nccl_comm_abort(s->peers[i]->comm);
-        kv_gpu_lane_destroy(s->peers[i]->lane);
-        zmq_close(s->peers[i]->sock);
-        free(s->peers[i]);
-    }
+    for (int i = 0; i < s->n; i++)
+        peer_free(s->peers[i]);
     free(s->peers);
     s->peers = NULL;
     s->n = s->cap = 0;
@@ -84,11 +90,34 @@ int kv_sender_chunk_send(const kv_peer *peer, const Kvserve__KvChunk *kc, const 
     return kv_wire_send(peer->sock, NULL, &env, frames, n_frames, timeout_ms, err);
 }
 
+int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const *busy, int n_busy)
+{
+    int closed = 0;
+    for (int i = 0; i < s->n;) {
+        kv_peer *p = s->peers[i];
+        int held = 0;
+        for (int k = 0; k < n_busy && !held; k++)
+            held = busy[k] == p;
+        if (held || now - p->last_used < idle_s) {
+            i++;
+            continue;
+        }
+        KV_INFO("kv-prefill", "msg=\"closed an idle decode worker connection\" endpoint=%s idle_s=%.0f transport=%s",
+                p->endpoint, now - p->last_used, kv_transport_name(p->transport));
+        peer_free(p);
+        s->peers[i] = s->peers[--s->n];
+        closed++;
+    }
+    return closed;
+}
+
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
 {
     for (int i = 0; i < s->n; i++)
-        if (!strcmp(s->peers[i]->endpoint, endpoint))
+        if (!strcmp(s->peers[i]->endpoint, endpoint)) {
+            s->peers[i]->last_used = kv_now_s();
             return s->peers[i];
+        }
     if (strlen(endpoint) >= sizeof s->peers[0]->endpoint) {
         kv_err_set(err, KV_EINVAL, "decode KV endpoint too long");
         return NULL;
@@ -125,6 +154,7 @@ kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
         free(peer);
         return NULL;
     }
+    peer->last_used = kv_now_s();
     s->peers[s->n++] = peer;
     KV_INFO("kv-prefill", "msg=\"connected to decode worker\" endpoint=%s", endpoint);
     return peer;
@@ -159,6 +189,7 @@ int kv_sender_send(kv_sender *s, kv_peer *peer, kv_engine *e, const kv_chunk_des
                    kv_send_hold *hold, uint64_t *bytes, kv_err *err)
 {
     hold->op = NULL;
+    peer->last_used = kv_now_s();
     if (peer->state != PEER_READY)
         return kv_err_set(err, KV_ESTATE, "KV transport to %s not set up", peer->endpoint);
     if (peer->transport != KV_TRANSPORT_ZMQ)

@@ -37,6 +37,7 @@ typedef struct kv_peer {
     kv_gpu_lane *lane;        /* GPU transports: this peer's stream (kept across sessions) */
     kv_nccl_comm *comm;
     uint32_t nccl_generation;
+    double last_used;         /* a task took it or sent on it (monotonic s) */
 } kv_peer;
 
 typedef struct kv_sender {
@@ -58,6 +59,10 @@ void kv_sender_abort_gpu(kv_sender *s);
 
 /* The peer for endpoint, connecting a new DEALER the first time. */
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err);
+/* Closes the peers unused for idle_s seconds (socket, GPU lane, communicator) that no task
+ * in busy[0..n_busy) holds: a decode worker that went away, or restarted on a new port,
+ * must not cost a socket, a CUDA stream and pinned buffers for good. Returns how many. */
+int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const *busy, int n_busy);
 
 /* Moves the peer's handshake on: 1 = ready to ship, 0 = under way (see peer->deadline),
  * < 0 = failed (err says why; the peer is back to PEER_NEW for the next task). A pair

@@ -49,6 +49,7 @@ typedef struct prefill_worker {
     prefill_task *cur;               /* the task being prefilled / awaiting its ack */
     prefill_task *draining;          /* ended tasks whose frames ZeroMQ still holds */
     float *logits;                   /* vocab floats */
+    double next_idle_check;          /* of the decode worker connections (monotonic s) */
 } prefill_worker;
 
 /* prefill_task.c: the queue and what a task must satisfy. */
@@ -59,6 +60,9 @@ void prefill_task_retire(prefill_worker *pw, prefill_task *t);
 /* Frees retired tasks whose frames are all released and GPU sends done; `final` (after the
  * ZeroMQ context is terminated and the peers closed) frees them all. */
 void prefill_reap(prefill_worker *pw, int final);
+/* At most once a second: closes the decode worker connections unused for --kv-peer-idle-s
+ * that no task (current or draining) holds. */
+void prefill_close_idle_peers(prefill_worker *pw);
 /* Shutdown, after kv_sender_abort_gpu: waits for (bounded) and forgets retired tasks' GPU sends. */
 void prefill_drop_gpu_ops(prefill_worker *pw);
 void prefill_queue_push(prefill_worker *pw, prefill_task *t);

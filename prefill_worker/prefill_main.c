@@ -129,6 +129,7 @@ static int run_loop(void *ctx)
         worker_control_tick(pw->ctl, &load);
         prefill_step(pw);
         prefill_reap(pw, 0);
+        prefill_close_idle_peers(pw);
     }
     free(items);
     return pw->ctl->refused ? 1 : 0;

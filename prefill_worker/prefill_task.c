@@ -103,6 +103,27 @@ void prefill_reap(prefill_worker *pw, int final)
     }
 }
 
+void prefill_close_idle_peers(prefill_worker *pw)
+{
+    double now = kv_now_s();
+    if (now < pw->next_idle_check)
+        return;
+    pw->next_idle_check = now + 1.0;
+    int n = pw->cur != NULL;
+    for (prefill_task *t = pw->draining; t; t = t->next)
+        n++;
+    kv_peer **busy = malloc((size_t)(n ? n : 1) * sizeof *busy);
+    if (!busy)
+        return; /* next time */
+    n = 0;
+    if (pw->cur)
+        busy[n++] = pw->cur->peer;
+    for (prefill_task *t = pw->draining; t; t = t->next)
+        busy[n++] = t->peer; /* its GPU sends are on the peer's lane */
+    kv_sender_close_idle(&pw->sender, now, pw->f->kv_peer_idle_s, busy, n);
+    free(busy);
+}
+
 void prefill_drop_gpu_ops(prefill_worker *pw)
 {
     for (prefill_task *t = pw->draining; t; t = t->next)

@@ -8,6 +8,7 @@
  * a prefill worker that dies mid-transfer costs its request and nothing else; a fuzzed
  * control channel (test_workers_fuzz.c) kills neither worker;
  * and after every scenario both pools are all free. */
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -232,6 +233,53 @@ static void test_small_messages(th *h, th_worker *d, kv_engine *e, const char *m
         return;
     test_identical(h, p, d, e, "pieces-");
     CHECK_MSG(th_stop(h, p, 10000) == 0, "pre-pieces: exit status %d", p->exit_status);
+}
+
+/* Open descriptors of a process (-1 when /proc cannot say). */
+static int open_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *dir = opendir(path);
+    if (!dir)
+        return -1;
+    int n = 0;
+    for (struct dirent *de; (de = readdir(dir));)
+        n += de->d_name[0] != '.';
+    closedir(dir);
+    return n;
+}
+
+static int never_true(th *h, const void *arg)
+{
+    (void)h, (void)arg;
+    return 0;
+}
+
+/* --kv-peer-idle-s: a decode worker connection unused for that long is closed (its socket
+ * goes: fewer descriptors), and the next task for that decode worker opens it again. */
+static void test_idle_peer(th *h, th_worker *d, kv_engine *e, const char *model_dir)
+{
+    fprintf(stderr, "an idle decode worker connection is closed, then reopened\n");
+    const char *args[] = {"--kv-blocks", "64", "--prefill-chunk", "16", "--kv-peer-idle-s", "1", NULL};
+    th_worker *p = spawn_prefill(h, model_dir, "pre-idle", args);
+    if (!p)
+        return;
+    Kvserve__SamplingParams greedy = sampling(0, 0, 0, 0);
+    ref_out ref;
+    reference(e, PROMPT5, 5, 20, &greedy, 0, &ref);
+    check_same(h, submit(h, p, d, "idle-a", PROMPT5, 5, 20, &greedy, 0, 10000, 10000), &ref);
+    int open = open_fds(p->pid), closed = open;
+    for (int i = 0; i < 60 && closed >= open; i++) {
+        th_wait(h, never_true, NULL, 100);
+        closed = open_fds(p->pid);
+    }
+    CHECK_MSG(open > 0 && closed < open, "pre-idle: %d descriptors with the connection, %d after 6 s idle", open,
+              closed);
+    check_same(h, submit(h, p, d, "idle-b", PROMPT5, 5, 20, &greedy, 0, 10000, 10000), &ref);
+    check_idle(h, d);
+    check_idle(h, p);
+    CHECK_MSG(th_stop(h, p, 10000) == 0, "pre-idle: exit status %d", p->exit_status);
 }
 
 static void test_batch(th *h, th_worker *p, th_worker *d, kv_engine *e)
@@ -790,6 +838,7 @@ int main(void)
         test_identical(&h, p, d, engine, "");
         test_batch(&h, p, d, engine);
         test_small_messages(&h, d, engine, model_dir);
+        test_idle_peer(&h, d, engine, model_dir);
         test_kv_endpoint(&h, d);
         test_hello(&h, d);
         if (g_device && !g_decode_device && getenv("KVSERVE_NCCL_LIB"))

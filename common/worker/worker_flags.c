@@ -45,6 +45,8 @@ static void usage(const worker_flags *f, FILE *out)
                      "                       2048 on a GPU, whose GEMMs need the rows)\n"
                      "  --kv-message-kib N   zmq: KiB of KV blocks per KvChunk message (default 4096; at\n"
                      "                       least one block): pieces overlap the wire with the checks\n"
+                     "  --kv-peer-idle-s N   close a decode worker's KV connection after N s unused\n"
+                     "                       (default 300; reopened by the next task for it)\n"
                      "  --fault exit-mid-transfer  test-only fault injection: die (exit 3) right after\n"
                      "                       shipping a task's first KV chunk when more are to follow\n");
     fprintf(out, "  --help               this text\n");
@@ -107,14 +109,14 @@ static int bad_flag(const worker_flags *f, const char *msg, const char *arg)
 
 enum {
     O_MODEL = 256, O_ROUTER, O_ID, O_BLOCKS, O_BS, O_CHUNK, O_THREADS, O_DEVICE, O_PRECISION, O_BATCH, O_LISTEN,
-    O_ADVERTISE, O_FAULT, O_TRANSPORT, O_MSG_KIB, O_HELP
+    O_ADVERTISE, O_FAULT, O_TRANSPORT, O_MSG_KIB, O_PEER_IDLE, O_HELP
 };
 
 /* A role's own flag given to the other role is as unknown as a misspelt one. */
 static int flag_allowed(kv_worker_role role, int c)
 {
     switch (c) {
-    case O_CHUNK: case O_MSG_KIB: return role == KV_WORKER_PREFILL;
+    case O_CHUNK: case O_MSG_KIB: case O_PEER_IDLE: return role == KV_WORKER_PREFILL;
     case O_BATCH: case O_LISTEN: case O_ADVERTISE: return role == KV_WORKER_DECODE;
     default: return 1;
     }
@@ -146,6 +148,10 @@ static int parse_one(worker_flags *f, int c, const char *arg)
     case O_MSG_KIB:
         if (kvctl_parse_int("--kv-message-kib", arg, 1, 1 << 21, &v)) return 2;
         f->kv_message_kib = (int)v;
+        return 0;
+    case O_PEER_IDLE:
+        if (kvctl_parse_int("--kv-peer-idle-s", arg, 1, 86400, &v)) return 2;
+        f->kv_peer_idle_s = (int)v;
         return 0;
     case O_THREADS:
         if (kvctl_parse_int("--threads", arg, 1, 1024, &v)) return 2;
@@ -197,6 +203,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         {"max-batch", required_argument, 0, O_BATCH},   {"kv-listen", required_argument, 0, O_LISTEN},
         {"advertise", required_argument, 0, O_ADVERTISE}, {"fault", required_argument, 0, O_FAULT},
         {"kv-transport", required_argument, 0, O_TRANSPORT}, {"kv-message-kib", required_argument, 0, O_MSG_KIB},
+        {"kv-peer-idle-s", required_argument, 0, O_PEER_IDLE},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
     };
     memset(f, 0, sizeof *f);
@@ -208,6 +215,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
     f->device = "cpu";
     f->max_batch = 64;
     f->kv_message_kib = 4096;
+    f->kv_peer_idle_s = 300;
     f->kv_listen = "tcp://127.0.0.1:0";
     f->kv_transport = KV_TRANSPORT_FLAG_AUTO;
     default_id(f);

@@ -20,6 +20,7 @@ typedef struct worker_flags {
     int block_size;             /* --block-size 16 */
     int prefill_chunk;          /* prefill: --prefill-chunk (default 256 on the cpu, 2048 on a GPU) */
     int kv_message_kib;         /* prefill: --kv-message-kib 4096 (zmq KvChunk size) */
+    int kv_peer_idle_s;         /* prefill: --kv-peer-idle-s 300 */
     int threads;                /* --threads; 0 = all cores */
     const char *device;         /* --device as given (cpu) */
     const char *precision;      /* --precision as given; NULL = f32 on the cpu, bf16 on a GPU */
