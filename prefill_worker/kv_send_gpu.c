@@ -1,8 +1,9 @@
 /* A chunk over a GPU transport: the blocks' checksums computed on our GPU (on the lane's
  * side stream, so not after the previous chunk's NCCL send, which waits for the decode
- * worker to post its receive), then the KvChunk (no frames). cuda-ipc: the decode worker copies the blocks out of our exported
- * pool (we keep them until its KvAck, as always). nccl: the sends follow on the peer's
- * lane, in the order the decode worker posts its receives (the order of our KvChunks). */
+ * worker to post its receive), then the KvChunk (no frames). cuda-ipc: the decode worker
+ * copies the blocks out of our exported pool (we keep them until its KvAck, as always).
+ * nccl: the sends follow on the peer's lane, in the order the decode worker posts its
+ * receives (the order of our KvChunks). */
 #include <stdlib.h>
 
 #include "kv_sender.h"

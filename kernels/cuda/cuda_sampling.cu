@@ -1,9 +1,10 @@
 /* Greedy argmax, top-k and temperature / top-k / top-p sampling on the device. One block
- * per row; a row whose candidates exceed KV_CUDA_TOPK_MAX is left to the host. Top-k finds the k-th largest logit exactly with a 4-pass radix select over
- * order-preserving 32-bit keys (block-wide histograms), gathers the candidates and sorts them
- * (bitonic, in shared memory) by value, ties by lowest id like the CPU sampler. Sampling
- * uses the row's draw u from the host's seeded stream (common/engine/sampler.c), so a
- * request's tokens do not depend on which device, or which batch, picked them. */
+ * per row; a row whose candidates exceed KV_CUDA_TOPK_MAX is left to the host. Top-k finds
+ * the k-th largest logit exactly with a 4-pass radix select over order-preserving 32-bit
+ * keys (block-wide histograms), gathers the candidates and sorts them (bitonic, in shared
+ * memory) by value, ties by lowest id like the CPU sampler. Sampling uses the row's draw u
+ * from the host's seeded stream (common/engine/sampler.c), so a request's tokens do not
+ * depend on which device, or which batch, picked them. */
 #include <limits.h>
 
 #include "cuda_common.cuh"
