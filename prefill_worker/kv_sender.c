@@ -90,7 +90,7 @@ int kv_sender_chunk_send(const kv_peer *peer, const Kvserve__KvChunk *kc, const 
     return kv_wire_send(peer->sock, NULL, &env, frames, n_frames, timeout_ms, err);
 }
 
-int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const *busy, int n_busy)
+int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const *busy, int n_busy, int gpu_quiet)
 {
     int closed = 0;
     for (int i = 0; i < s->n;) {
@@ -98,7 +98,7 @@ int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const
         int held = 0;
         for (int k = 0; k < n_busy && !held; k++)
             held = busy[k] == p;
-        if (held || now - p->last_used < idle_s) {
+        if (held || now - p->last_used < idle_s || (!gpu_quiet && (p->lane || p->comm))) {
             i++;
             continue;
         }

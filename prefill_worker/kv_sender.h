@@ -61,8 +61,11 @@ void kv_sender_abort_gpu(kv_sender *s);
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err);
 /* Closes the peers unused for idle_s seconds (socket, GPU lane, communicator) that no task
  * in busy[0..n_busy) holds: a decode worker that went away, or restarted on a new port,
- * must not cost a socket, a CUDA stream and pinned buffers for good. Returns how many. */
-int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const *busy, int n_busy);
+ * must not cost a socket, a CUDA stream and pinned buffers for good. A peer with a lane or
+ * communicator is closed only when gpu_quiet (no NCCL operation of this process under way):
+ * freeing its buffers means cudaFree, which waits for the whole device, and an NCCL send
+ * to a dead decode worker would never let it return. Returns how many were closed. */
+int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const *busy, int n_busy, int gpu_quiet);
 
 /* Moves the peer's handshake on: 1 = ready to ship, 0 = under way (see peer->deadline),
  * < 0 = failed (err says why; the peer is back to PEER_NEW for the next task). A pair

@@ -61,7 +61,7 @@ void prefill_task_retire(prefill_worker *pw, prefill_task *t);
  * ZeroMQ context is terminated and the peers closed) frees them all. */
 void prefill_reap(prefill_worker *pw, int final);
 /* At most once a second: closes the decode worker connections unused for --kv-peer-idle-s
- * that no task (current or draining) holds. */
+ * that no task (current or draining) holds; GPU ones only while no NCCL work is under way. */
 void prefill_close_idle_peers(prefill_worker *pw);
 /* Shutdown, after kv_sender_abort_gpu: waits for (bounded) and forgets retired tasks' GPU sends. */
 void prefill_drop_gpu_ops(prefill_worker *pw);

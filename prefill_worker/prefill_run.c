@@ -29,6 +29,7 @@ static void send_done(prefill_worker *pw, const prefill_task *t, int ok, Kvserve
     d.transfer_ms = t->t_first_send > 0 ? (kv_now_s() - t->t_first_send) * 1e3 : 0;
     d.kv_bytes = t->kv_bytes;
     d.transport = (Kvserve__KvTransport)t->transport;
+    d.kv_chunks = t->chunk_seq;
     Kvserve__Envelope env;
     kv_wire_envelope_init(&env);
     env.body_case = KVSERVE__ENVELOPE__BODY_PREFILL_DONE;
@@ -119,8 +120,8 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
         finish(pw, 0, KVSERVE__ERROR_CODE__WORKER_FAILED, msg);
         return -1;
     }
-    KV_DEBUG(COMP, "msg=\"kv chunk sent\" request=%s seq=%u first_block=%u blocks=%d n_tokens=%d last=%d", t->id,
-             c.seq, c.first_block, c.n_blocks, t->done, last);
+    KV_DEBUG(COMP, "msg=\"kv chunk sent\" request=%s seq=%u first_block=%u blocks=%d n_tokens=%u last=%d", t->id,
+             c.seq, c.first_block, c.n_blocks, c.n_tokens, last);
     t->sent_blocks = upto;
     t->last_sent = last;
     t->chunk_seq++;

@@ -109,9 +109,13 @@ void prefill_close_idle_peers(prefill_worker *pw)
     if (now < pw->next_idle_check)
         return;
     pw->next_idle_check = now + 1.0;
-    int n = pw->cur != NULL;
-    for (prefill_task *t = pw->draining; t; t = t->next)
+    int n = pw->cur != NULL, gpu_quiet = !pw->cur || !pw->cur->n_gpu_ops;
+    for (prefill_task *t = pw->draining; t; t = t->next) {
         n++;
+        gpu_quiet &= !t->n_gpu_ops;
+    }
+    for (int i = 0; i < pw->sender.n; i++)
+        gpu_quiet &= pw->sender.peers[i]->state != PEER_NCCL_INIT; /* its warm-up may be running */
     kv_peer **busy = malloc((size_t)(n ? n : 1) * sizeof *busy);
     if (!busy)
         return; /* next time */
@@ -120,7 +124,7 @@ void prefill_close_idle_peers(prefill_worker *pw)
         busy[n++] = pw->cur->peer;
     for (prefill_task *t = pw->draining; t; t = t->next)
         busy[n++] = t->peer; /* its GPU sends are on the peer's lane */
-    kv_sender_close_idle(&pw->sender, now, pw->f->kv_peer_idle_s, busy, n);
+    kv_sender_close_idle(&pw->sender, now, pw->f->kv_peer_idle_s, busy, n, gpu_quiet);
     free(busy);
 }
 

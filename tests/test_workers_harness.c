@@ -283,6 +283,7 @@ static void on_message(th *h, const kv_wire_msg *m)
         r->prefill_ms = d->prefill_ms;
         r->transfer_ms = d->transfer_ms;
         r->kv_bytes = d->kv_bytes;
+        r->kv_chunks = d->kv_chunks;
         r->transport = (int)d->transport;
         break;
     }

@@ -41,6 +41,7 @@ typedef struct th_req {
     int prefill_done, prefill_ok, prefill_err, first_token;
     double prefill_done_s, prefill_ms, transfer_ms;
     uint64_t kv_bytes;
+    uint32_t kv_chunks;           /* PrefillDone's */
     int transport;                /* PrefillDone's KvTransport */
 } th_req;
 

@@ -254,7 +254,10 @@ int kv_gpu_pull(kv_gpu_lane *l, const void *src_base, const int32_t *src, const 
         }
         i = j;
     }
-    return kv_gpu_mark(l, dst, n, out, err);
+    int rc = kv_gpu_mark(l, dst, n, out, err);
+    if (rc) /* no op to wait on: the copies end here, before dst can go back to the pool */
+        cudaStreamSynchronize(l->stream);
+    return rc;
 }
 
 int kv_gpu_op_poll(kv_gpu_op *op, kv_err *err)
