@@ -533,12 +533,17 @@ static void test_disconnect(kv_client *c, fake *f)
     }
     CHECK(kv_now_s() - t0 < 2.0);
     CHECK_EQ_INT(kv_client_in_flight(c), 0);
-    /* Nothing there any more: submits time out instead of queueing forever. */
-    CHECK_EQ_INT(kv_client_submit(c, &r, NULL, 200), KVC_ETIMEOUT);
-    kv_status *st;
-    CHECK_EQ_INT(kv_client_status(c, 200, &st), KVC_ETIMEOUT);
-    if (held >= 0)
+    /* Nothing there any more: submits time out instead of queueing forever. Only when this
+     * test holds the port: a test running beside it may have bound it first (an ephemeral
+     * port is anybody's once free), and its socket would answer. */
+    if (held >= 0) {
+        CHECK_EQ_INT(kv_client_submit(c, &r, NULL, 200), KVC_ETIMEOUT);
+        kv_status *st;
+        CHECK_EQ_INT(kv_client_status(c, 200, &st), KVC_ETIMEOUT);
         close(held);
+    } else {
+        fprintf(stderr, "disconnect: the port was taken by another process; the timeout checks are skipped\n");
+    }
 }
 
 static void test_unreachable(void)
