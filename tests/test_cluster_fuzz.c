@@ -8,7 +8,6 @@
  * flight, every KV block free. The seed is fixed, so a failure reproduces; under the ASan
  * build a memory error in any process fails the scenario as well. For a longer campaign:
  * KV_FUZZ_SEED=N KV_FUZZ_MESSAGES=M KV_CLUSTER_ONLY=fuzz test_cluster. */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
