@@ -137,7 +137,7 @@ if [ "$tests" = 1 ] && [ -f .gpu-bundle/bundle.tar.xz ]; then
         "${svc[@]}" KV_TEST_WORKER_DEVICE=cuda:0 timeout 240 "$sdir/bin/test_workers_pair" >"$logs/service.log" 2>&1
       else
         "${svc[@]}" KV_TEST_PREFILL_ARGS="--device cuda:0 --precision f32" \
-          KV_TEST_DECODE_ARGS="--device cuda:0 --precision f32" KV_CLUSTER_ONLY=1p1d,2p2d,kill-decode,corrupt-kv,no-transport \
+          KV_TEST_DECODE_ARGS="--device cuda:0 --precision f32" KV_CLUSTER_ONLY=1p1d,2p2d,kill-decode,corrupt-kv,no-transport,fuzz \
           timeout 240 "$sdir/bin/test_cluster" >>"$logs/service.log" 2>&1
       fi
       rc=$?
