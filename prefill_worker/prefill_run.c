@@ -99,7 +99,7 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
         .src = t->seq.blocks + t->sent_blocks,
         .dst = t->t->decode_block_ids + t->sent_blocks,
         .n_blocks = upto - t->sent_blocks,
-        .n_tokens = (uint32_t)(last || upto * bs > t->done ? t->done : upto * bs),
+        .n_tokens = (uint32_t)(upto * bs < t->done ? upto * bs : t->done), /* covered by blocks [0, upto) */
         .last = last,
         .first_token = t->first_token,
     };

@@ -21,11 +21,7 @@ static const char *const kFuzzIds[FUZZ_IDS] = {"fz-0", "fz-1", "fz-2", "fz-3", "
 
 static const char *fuzz_id(kv_fuzz_rng *r) { return kFuzzIds[kv_fuzz_below(r, FUZZ_IDS)]; }
 
-static int never(th *h, const void *arg)
-{
-    (void)h, (void)arg;
-    return 0;
-}
+
 
 /* A control message of `kind` for one of the workers, packed into buf: its length. */
 static size_t control_message(kv_fuzz_rng *r, int kind, const th_worker *d, uint8_t *buf)
@@ -114,23 +110,15 @@ void test_control_fuzz(th *h, th_worker *p, th_worker *d, long n_messages)
         if (i % 50 == 49)
             th_pump(h, 2); /* their replies, heartbeats and re-registrations */
     }
-    th_wait(h, never, NULL, 500); /* replies read, children reaped */
+    th_idle(h, 500); /* replies read, children reaped */
     CHECK_MSG(!p->exited && !d->exited, "control fuzz: a worker exited (prefill %d, decode %d)", p->exit_status,
               d->exit_status);
     /* As a router does when it gives a request up: every id the fuzz used is aborted. */
     for (int i = 0; i < FUZZ_IDS; i++) {
-        Kvserve__Envelope env;
-        Kvserve__Abort ab;
-        kv_wire_envelope_init(&env);
-        kvserve__abort__init(&ab);
-        ab.request_id = (char *)kFuzzIds[i];
-        ab.reason = KVSERVE__ERROR_CODE__CANCELLED;
-        env.body_case = KVSERVE__ENVELOPE__BODY_ABORT;
-        env.abort = &ab;
-        th_send(h, p, &env);
-        th_send(h, d, &env);
+        th_abort(h, p, kFuzzIds[i]);
+        th_abort(h, d, kFuzzIds[i]);
     }
-    th_wait(h, never, NULL, 500);
+    th_idle(h, 500);
     h->forget_unknown = 0;
     h->unexpected = unexpected; /* the workers' error replies to the fuzz were expected */
 }

@@ -148,11 +148,17 @@ th_req *th_req_get(th *h, const char *id)
     return r;
 }
 
+/* The routing frame of a worker on the control ROUTER: its id. */
+static kv_wire_route worker_route(const th_worker *w)
+{
+    kv_wire_route route = {.len = strlen(w->id)};
+    memcpy(route.id, w->id, route.len);
+    return route;
+}
+
 int th_send(th *h, th_worker *w, Kvserve__Envelope *env)
 {
-    kv_wire_route route;
-    route.len = strlen(w->id);
-    memcpy(route.id, w->id, route.len);
+    kv_wire_route route = worker_route(w);
     kv_err err;
     int rc = kv_wire_send(h->ctl, &route, env, NULL, 0, 1000, &err);
     if (rc)
@@ -215,8 +221,7 @@ static th_req *req_of(th *h, th_worker *w, const char *id)
     th_req *r = req_find(h, id);
     if (r)
         return r;
-    kv_wire_route route = {.len = strlen(w->id)};
-    memcpy(route.id, w->id, route.len);
+    kv_wire_route route = worker_route(w);
     kv_err err;
     kv_wire_send_error(h->ctl, &route, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, id, "unknown request", &err);
     return NULL;
@@ -313,6 +318,14 @@ void th_pump(th *h, int timeout_ms)
         wait = 0;
     }
 }
+
+static int never(th *h, const void *arg)
+{
+    (void)h, (void)arg;
+    return 0;
+}
+
+void th_idle(th *h, int timeout_ms) { th_wait(h, never, NULL, timeout_ms); }
 
 int th_wait(th *h, th_cond cond, const void *arg, int timeout_ms)
 {

@@ -80,6 +80,8 @@ void th_pump(th *h, int timeout_ms);
 typedef int (*th_cond)(th *h, const void *arg);
 /* Pumps until cond holds (1) or timeout_ms passes (0). */
 int th_wait(th *h, th_cond cond, const void *arg, int timeout_ms);
+/* Pumps for timeout_ms: messages recorded, exited children reaped. */
+void th_idle(th *h, int timeout_ms);
 int th_wait_registered(th *h, th_worker *w, int n, int timeout_ms);
 int th_wait_reserved(th *h, th_req *r, int timeout_ms);
 int th_wait_finished(th *h, th_req *r, int timeout_ms);

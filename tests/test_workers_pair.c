@@ -258,12 +258,6 @@ static int open_fds(pid_t pid)
     return n;
 }
 
-static int never_true(th *h, const void *arg)
-{
-    (void)h, (void)arg;
-    return 0;
-}
-
 /* --kv-peer-idle-s: a decode worker connection unused for that long is closed (its socket
  * goes: fewer descriptors), and the next task for that decode worker opens it again. */
 static void test_idle_peer(th *h, th_worker *d, kv_engine *e, const char *model_dir)
@@ -280,7 +274,7 @@ static void test_idle_peer(th *h, th_worker *d, kv_engine *e, const char *model_
     check_same(h, submit(h, p, d, "idle-a", PROMPT5, 5, 20, &greedy, 0, 10000, 10000), &ref);
     int open = open_fds(p->pid), closed = open;
     for (int i = 0; i < 60 && closed > before; i++) {
-        th_wait(h, never_true, NULL, 100);
+        th_idle(h, 100);
         closed = open_fds(p->pid);
     }
     /* Measured more than 2 s after the request (a stalled machine), the connection may be
