@@ -44,6 +44,10 @@ struct kv_client {
     kvc_item cur; /* the event last returned by next_event (owns its envelope) */
     uint64_t id_prefix, id_counter;
     unsigned status_pending; /* status requests sent and not yet answered */
+    /* The router went away and no connection has finished its handshake since. ZeroMQ
+     * reports the disconnect before it retires the dead connection's pipe, so a send in
+     * between would "succeed" into that pipe and be lost: sends wait for a handshake. */
+    int link_down;
 };
 
 static int fail(kv_client *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -69,6 +73,11 @@ static int ms_left(double deadline)
     if (left <= 0)
         return 0;
     return left > 2e9 ? 2000000000 : (int)left + 1;
+}
+
+static double deadline_after(int timeout_ms)
+{
+    return kv_now_s() + (timeout_ms > 0 ? timeout_ms : 0) * 1e-3;
 }
 
 /* ---- names ----------------------------------------------------------------------- */
@@ -164,7 +173,7 @@ int kv_client_connect(const char *endpoint, kv_client **out, char *errbuf, size_
     zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl);
     zmq_setsockopt(c->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
     what = "zmq_socket_monitor";
-    if (zmq_socket_monitor(c->sock, MONITOR_EP, ZMQ_EVENT_DISCONNECTED) != 0)
+    if (zmq_socket_monitor(c->sock, MONITOR_EP, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) != 0)
         goto fail;
     c->mon = zmq_socket(c->ctx, ZMQ_PAIR);
     if (!c->mon || zmq_connect(c->mon, MONITOR_EP) != 0)
@@ -321,8 +330,12 @@ static void drain_monitor(kv_client *c)
             more = zmq_msg_more(&m);
             zmq_msg_close(&m);
         }
-        if (event == ZMQ_EVENT_DISCONNECTED)
+        if (event == ZMQ_EVENT_DISCONNECTED) {
+            c->link_down = 1;
             fail_all_in_flight(c);
+        } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+            c->link_down = 0;
+        }
     }
 }
 
@@ -465,7 +478,7 @@ static int item_to_event(kv_client *c, const kvc_item *it, kv_client_event *ev)
 
 int kv_client_next_event(kv_client *c, int timeout_ms, kv_client_event *ev)
 {
-    double deadline = kv_now_s() + (timeout_ms > 0 ? timeout_ms : 0) * 1e-3;
+    double deadline = deadline_after(timeout_ms);
     memset(ev, 0, sizeof *ev);
     item_free(&c->cur);
     for (;;) {
@@ -497,10 +510,30 @@ int kv_client_next_event(kv_client *c, int timeout_ms, kv_client_event *ev)
 
 /* ---- sending --------------------------------------------------------------------- */
 
-static int send_env(kv_client *c, const Kvserve__Envelope *env, int timeout_ms)
+/* Waits until a connection lost has been replaced by a new one: KVC_OK, or KVC_ETIMEOUT at
+ * the deadline. Called before a request is tracked, so that news of the old connection's
+ * end does not fail a request that was never sent on it. */
+static int await_router(kv_client *c, double deadline, int timeout_ms)
+{
+    for (;;) {
+        drain_monitor(c);
+        if (!c->link_down)
+            return KVC_OK;
+        int left = ms_left(deadline);
+        if (left == 0)
+            break;
+        zmq_pollitem_t item = {c->mon, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&item, 1, left) < 0 && zmq_errno() != EINTR)
+            break;
+    }
+    return fail(c, KVC_ETIMEOUT, "router at %s not reachable within %d ms", c->endpoint, timeout_ms);
+}
+
+/* Sends env once the router is there (await_router), by the deadline. */
+static int send_env(kv_client *c, const Kvserve__Envelope *env, double deadline, int timeout_ms)
 {
     kv_err err;
-    int rc = kv_wire_send(c->sock, NULL, env, NULL, 0, timeout_ms < 0 ? 0 : timeout_ms, &err);
+    int rc = kv_wire_send(c->sock, NULL, env, NULL, 0, ms_left(deadline), &err);
     if (rc == KV_ETIMEOUT)
         return fail(c, KVC_ETIMEOUT, "router at %s not reachable within %d ms", c->endpoint, timeout_ms);
     if (rc)
@@ -550,10 +583,14 @@ int kv_client_submit(kv_client *c, const kv_client_request *r, char id_out[KV_CL
     g.deadline_ms = r->deadline_ms;
     env.body_case = KVSERVE__ENVELOPE__BODY_GENERATE;
     env.generate = &g;
-    int rc = track_add(c, id); /* first: a send cannot be undone */
+    double deadline = deadline_after(timeout_ms);
+    int rc = await_router(c, deadline, timeout_ms);
     if (rc)
         return rc;
-    rc = send_env(c, &env, timeout_ms);
+    rc = track_add(c, id); /* before the send: a send cannot be undone */
+    if (rc)
+        return rc;
+    rc = send_env(c, &env, deadline, timeout_ms);
     if (rc) {
         track_remove(c, id);
         return rc;
@@ -574,7 +611,10 @@ int kv_client_cancel(kv_client *c, const char *request_id, int timeout_ms)
     cr.request_id = (char *)request_id;
     env.body_case = KVSERVE__ENVELOPE__BODY_CANCEL;
     env.cancel = &cr;
-    int rc = send_env(c, &env, timeout_ms);
+    double deadline = deadline_after(timeout_ms);
+    int rc = await_router(c, deadline, timeout_ms);
+    if (!rc)
+        rc = send_env(c, &env, deadline, timeout_ms);
     kvc_track *t = track_find(c, request_id);
     if (!rc && t)
         t->cancel_sent = 1;
@@ -741,14 +781,16 @@ void kv_client_result_free(kv_client_result *res)
 int kv_client_status(kv_client *c, int timeout_ms, kv_status **out)
 {
     *out = NULL;
-    double deadline = kv_now_s() + (timeout_ms > 0 ? timeout_ms : 0) * 1e-3;
+    double deadline = deadline_after(timeout_ms);
     Kvserve__Envelope env;
     Kvserve__StatusRequest sr;
     kv_wire_envelope_init(&env);
     kvserve__status_request__init(&sr);
     env.body_case = KVSERVE__ENVELOPE__BODY_STATUS;
     env.status = &sr;
-    int rc = send_env(c, &env, timeout_ms);
+    int rc = await_router(c, deadline, timeout_ms);
+    if (!rc)
+        rc = send_env(c, &env, deadline, timeout_ms);
     if (rc)
         return rc;
     c->status_pending++;

@@ -36,7 +36,17 @@ __attribute__((weak)) int kv_test_checks;
         }                                                                 \
     } while (0)
 
-#define CHECK_EQ_INT(a, b) CHECK_MSG((long long)(a) == (long long)(b), "%lld != %lld", (long long)(a), (long long)(b))
+/* Each side is evaluated once: a side is often a call with effects (a send, a receive). */
+#define CHECK_EQ_INT(a, b)                                                                     \
+    do {                                                                                       \
+        long long kv_check_a_ = (long long)(a), kv_check_b_ = (long long)(b);                  \
+        kv_test_checks++;                                                                      \
+        if (kv_check_a_ != kv_check_b_) {                                                      \
+            kv_test_failures++;                                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s == %s: %lld != %lld\n", __FILE__, __LINE__, \
+                    #a, #b, kv_check_a_, kv_check_b_);                                         \
+        }                                                                                      \
+    } while (0)
 
 #define KV_TEST_SKIP(...)                 \
     do {                                  \

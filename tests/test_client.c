@@ -227,18 +227,28 @@ static void *fake_main(void *arg)
     return NULL;
 }
 
-static int fake_start(fake *f)
+/* A fake router on ep, or on a port of the kernel's choosing when ep is "tcp://127.0.0.1:0". */
+static int fake_start_at(fake *f, const char *ep)
 {
     memset(f, 0, sizeof *f);
     f->ctx = zmq_ctx_new();
     f->sock = zmq_socket(f->ctx, ZMQ_ROUTER);
     int zero = 0;
     zmq_setsockopt(f->sock, ZMQ_LINGER, &zero, sizeof zero);
-    if (zmq_bind(f->sock, "tcp://127.0.0.1:0"))
+    if (zmq_bind(f->sock, ep)) {
+        zmq_close(f->sock);
+        zmq_ctx_term(f->ctx);
+        f->ctx = NULL;
         return -1;
+    }
     size_t len = sizeof f->ep;
     zmq_getsockopt(f->sock, ZMQ_LAST_ENDPOINT, f->ep, &len);
     return pthread_create(&f->th, NULL, fake_main, f);
+}
+
+static int fake_start(fake *f)
+{
+    return fake_start_at(f, "tcp://127.0.0.1:0");
 }
 
 static void fake_stop(fake *f)
@@ -541,6 +551,18 @@ static void test_disconnect(kv_client *c, fake *f)
         kv_status *st;
         CHECK_EQ_INT(kv_client_status(c, 200, &st), KVC_ETIMEOUT);
         close(held);
+        /* The router comes back on its port: the same client reconnects and is served. */
+        if (fake_start_at(f, ep) == 0) {
+            kv_client_request_init(&r);
+            r.prompt = "again";
+            r.max_tokens = 3;
+            kv_client_result res;
+            CHECK_EQ_INT(kv_client_generate(c, &r, NULL, NULL, &res, 5000), KVC_OK);
+            CHECK(res.n_tokens == 3 && res.tokens[0] == 1000 && res.tokens[2] == 1002);
+            kv_client_result_free(&res);
+        } else {
+            fprintf(stderr, "disconnect: the port was taken before the router came back; reconnect not checked\n");
+        }
     } else {
         fprintf(stderr, "disconnect: the port was taken by another process; the timeout checks are skipped\n");
     }
