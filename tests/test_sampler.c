@@ -63,6 +63,28 @@ int main(void)
     kv_sampler_free(&tiny);
     free(flat);
 
+    /* Rows whose weights exp((x - max) / t) would all be NaN get the argmax, never a read
+     * before the candidates (found by fuzz_decode: a client's temperature of 1e-40 reached
+     * the decode worker's sampler). t subnormal: 1/t overflows, 0 * inf at the top token. */
+    float ninf[6] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    float pinf[6] = {1.0f, INFINITY, 2.0f, 0.0f, INFINITY, 3.0f};
+    float nans[6] = {NAN, NAN, NAN, NAN, NAN, NAN};
+    float somenan[6] = {1.0f, NAN, 3.0f, 2.0f, NAN, 0.0f};
+    kv_sampler subnormal = make(1e-40f, 0, 1, 3, 6), sub_p = make(1e-40f, 0, 0.5f, 3, 6), hot = make(2.0f, 0, 0.9f, 3, 6);
+    for (int i = 0; i < 20; i++) {
+        CHECK_EQ_INT(kv_sampler_sample(&subnormal, logits), 1);
+        CHECK_EQ_INT(kv_sampler_sample(&sub_p, logits), 1);
+        CHECK_EQ_INT(kv_sampler_sample(&hot, ninf), 0);
+        CHECK_EQ_INT(kv_sampler_sample(&hot, pinf), 1);
+        CHECK_EQ_INT(kv_sampler_sample(&hot, nans), 0);
+        int x = kv_sampler_sample(&hot, somenan);
+        CHECK(x >= 0 && x < 6);
+    }
+    kv_sampler_free(&subnormal); kv_sampler_free(&sub_p); kv_sampler_free(&hot);
+    kc_prob_id cands[6];
+    kc_sample_params sub_row = {1e-40f, 0, 0.5f};
+    CHECK(kc_sample_fits(logits, 6, &sub_row, 1, cands)); /* greedy: fits any cap */
+
     kv_sampling_params bad[] = {{-1, 0, 1, 0}, {1, -2, 1, 0}, {1, 0, 0, 0}, {1, 0, 1.5f, 0}, {NAN, 0, 1, 0}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         kv_err err;

@@ -72,7 +72,8 @@ void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, cons
 int kc_argmax(const float *x, int n);
 
 /* Next-token choice (kv_cuda_sample is its twin; common/engine/sampler.c draws u):
- * temperature 0 = the argmax; else p_i = exp((x_i - max) / temperature), cut to the top_k
+ * temperature 0 = the argmax (so is a temperature whose reciprocal overflows, a row whose max
+ * is +-inf, and a one-token vocabulary); else p_i = exp((x_i - max) / temperature), cut to the top_k
  * most likely (0 = off), then to the shortest most-likely-first prefix whose mass reaches
  * top_p of the kept mass (1 = off), and the token where u (in [0, 1)) times the kept mass
  * falls in the cumulative sum. cands: scratch of vocab entries (unused when greedy). */
@@ -86,7 +87,7 @@ typedef struct kc_prob_id {
     int32_t id;
 } kc_prob_id;
 int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands);
-/* kc_sample's candidates (temperature > 0): returns their count n; cands[0..n) holds them,
+/* kc_sample's candidates (when it is not the argmax): returns their count n; cands[0..n) holds them,
  * most likely first when top-k or top-p cut the vocabulary (else in id order), and *mass
  * their summed weight. */
 int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params *sp, kc_prob_id *cands,

@@ -61,12 +61,24 @@ int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params 
     return n;
 }
 
+/* The cases where the weights exp((x - max) / t) are no distribution: t <= 0, t so small
+ * that 1/t overflows (a subnormal t: 0 * inf is NaN at the top token), a max logit of
+ * +-inf (inf - inf), or a single token. The argmax then, as on the device. */
+static int sample_greedy(const float *logits, int vocab, const kc_sample_params *sp)
+{
+    if (!(sp->temperature > 0.0f) || !isfinite(1.0f / sp->temperature) || vocab <= 1)
+        return 1;
+    return !isfinite(logits[kc_argmax(logits, vocab)]);
+}
+
 int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands)
 {
-    if (!(sp->temperature > 0.0f))
+    if (sample_greedy(logits, vocab, sp))
         return kc_argmax(logits, vocab);
     double sum;
     int n = kc_sample_candidates(logits, vocab, sp, cands, &sum);
+    if (n == 0) /* no weight compares (NaN logits): nothing to draw from */
+        return kc_argmax(logits, vocab);
     double r = (double)u * sum, cum = 0.0;
     for (int i = 0; i < n; i++) {
         cum += cands[i].p;
@@ -78,7 +90,7 @@ int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, fl
 
 int kc_sample_fits(const float *logits, int vocab, const kc_sample_params *sp, int cap, kc_prob_id *cands)
 {
-    if (!(sp->temperature > 0.0f) || vocab <= cap)
+    if (vocab <= cap || sample_greedy(logits, vocab, sp))
         return 1;
     int top_k = sp->top_k > 0 && sp->top_k < vocab ? sp->top_k : vocab;
     if (top_k < vocab)

@@ -305,7 +305,8 @@ __global__ void __launch_bounds__(SMP_THREADS)
     block_argmax(x, vocab, &sm);
     int amax = sm.best_i;
     float maxl = sm.best_v;
-    if (!(p.temperature > 0.0f) || vocab == 1 || maxl == -INFINITY) {
+    /* kc_sample's greedy cases: 1/t overflowing or a max of +-inf would make every weight NaN. */
+    if (!(p.temperature > 0.0f) || !isfinite(1.0f / p.temperature) || vocab == 1 || !isfinite(maxl)) {
         if (threadIdx.x == 0)
             ids[row] = amax;
         return;
