@@ -93,7 +93,7 @@ typedef struct decode_worker {
     int32_t *b_tokens, *b_next;
 } decode_worker;
 
-/* decode_reserve.c: the request table, reservations and their ends. */
+/* decode_reserve.c: the request table, reservations and their ends; the control channel. */
 int decode_list_push(decode_list *l, decode_req *r);
 int decode_list_find(const decode_list *l, const char *id);
 decode_req *decode_list_take(decode_list *l, int i);
@@ -106,6 +106,8 @@ void decode_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, cons
 void decode_req_free(decode_worker *dw, decode_req *r);
 void decode_free_all(decode_worker *dw);
 double decode_wake(const decode_worker *dw);
+/* A message on the control channel (a worker_msg_fn): ReserveRequest, Abort, Error. */
+void decode_on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err);
 
 /* kv_receiver.c: the KV endpoint. */
 int kv_receiver_bind(decode_worker *dw, kv_err *err);
@@ -136,6 +138,8 @@ void kv_links_close_all(decode_worker *dw);
 /* decode_batch.c: first token, decode steps, token events. */
 void decode_start(decode_worker *dw, decode_req *r, int32_t first_token);
 void decode_step(decode_worker *dw);
+/* The step's batch arrays, max_batch each: KV_OK or KV_ENOMEM (freed by the caller). */
+int decode_alloc_batch(decode_worker *dw);
 void decode_send_event(decode_worker *dw, const decode_req *r, const int32_t *token, Kvserve__FinishReason fin,
                        Kvserve__ErrorCode code, const char *msg);
 

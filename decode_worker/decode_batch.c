@@ -151,3 +151,13 @@ void decode_step(decode_worker *dw)
             dw->running.v[k++] = dw->running.v[i];
     dw->running.n = k;
 }
+
+int decode_alloc_batch(decode_worker *dw)
+{
+    size_t b = (size_t)dw->f->max_batch;
+    dw->b_seqs = malloc(b * sizeof *dw->b_seqs);
+    dw->b_samplers = malloc(b * sizeof *dw->b_samplers);
+    dw->b_tokens = malloc(b * sizeof *dw->b_tokens);
+    dw->b_next = malloc(b * sizeof *dw->b_next);
+    return dw->b_seqs && dw->b_samplers && dw->b_tokens && dw->b_next ? KV_OK : KV_ENOMEM;
+}

@@ -9,42 +9,10 @@
 #include "kv_log.h"
 #include "kv_time.h"
 #include "worker_loop.h"
-#include "worker_proto.h"
 #include "kv_signal.h"
 
 #define COMP "kv-decode"
 #define DRAIN_MAX 256
-
-static void on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
-{
-    decode_worker *dw = ctx;
-    if (rc) {
-        KV_WARN(COMP, "msg=\"bad control message\" err=\"%s\"", err->msg);
-        return;
-    }
-    if (worker_control_handle(dw->ctl, m))
-        return;
-    const Kvserve__Envelope *env = m->env;
-    switch (env->body_case) {
-    case KVSERVE__ENVELOPE__BODY_RESERVE:
-        decode_on_reserve(dw, env->reserve);
-        break;
-    case KVSERVE__ENVELOPE__BODY_ABORT:
-        if (!decode_drop(dw, env->abort->request_id, worker_error_name(env->abort->reason)))
-            KV_DEBUG(COMP, "msg=\"abort for an unknown request ignored\" request=%s", env->abort->request_id);
-        break;
-    case KVSERVE__ENVELOPE__BODY_ERROR:
-        KV_WARN(COMP, "msg=\"router error\" code=%s request=%s message=\"%s\"", worker_error_name(env->error->code),
-                env->error->request_id, env->error->message);
-        /* The router no longer knows this request (it restarted or gave up): nobody will
-         * read its tokens, so its blocks are better free. */
-        if (env->error->code == KVSERVE__ERROR_CODE__UNKNOWN_REQUEST && env->error->request_id[0])
-            decode_drop(dw, env->error->request_id, "unknown to the router");
-        break;
-    default:
-        KV_WARN(COMP, "msg=\"unexpected control message ignored\" body=%d", (int)env->body_case);
-    }
-}
 
 static int run_loop(void *ctx)
 {
@@ -59,7 +27,7 @@ static int run_loop(void *ctx)
         int timeout = dw->running.n ? 0 : worker_timeout_ms(kv_now_s(), wake);
         worker_poll(items, 2, timeout);
         if (items[0].revents & ZMQ_POLLIN)
-            worker_drain(dw->ctl->sock, 0, DRAIN_MAX, on_control, dw);
+            worker_drain(dw->ctl->sock, 0, DRAIN_MAX, decode_on_control, dw);
         if (items[1].revents & ZMQ_POLLIN)
             worker_drain(dw->kv_sock, 1, DRAIN_MAX, kv_receiver_on_msg, dw);
         kv_links_poll(dw);
@@ -70,16 +38,6 @@ static int run_loop(void *ctx)
         decode_step(dw);
     }
     return dw->ctl->refused ? 1 : 0;
-}
-
-static int alloc_batch(decode_worker *dw)
-{
-    size_t b = (size_t)dw->f->max_batch;
-    dw->b_seqs = malloc(b * sizeof *dw->b_seqs);
-    dw->b_samplers = malloc(b * sizeof *dw->b_samplers);
-    dw->b_tokens = malloc(b * sizeof *dw->b_tokens);
-    dw->b_next = malloc(b * sizeof *dw->b_next);
-    return dw->b_seqs && dw->b_samplers && dw->b_tokens && dw->b_next ? KV_OK : KV_ENOMEM;
 }
 
 int main(int argc, char **argv)
@@ -111,7 +69,7 @@ int main(int argc, char **argv)
     void *zctx = zmq_ctx_new();
     if (zctx)
         dw.kv_sock = zmq_socket(zctx, ZMQ_ROUTER);
-    if (!zctx || !dw.kv_sock || alloc_batch(&dw)) {
+    if (!zctx || !dw.kv_sock || decode_alloc_batch(&dw)) {
         fprintf(stderr, "%s: cannot set up sockets or memory\n", f.prog);
     } else if (worker_sock_defaults(dw.kv_sock, 0), kv_receiver_bind(&dw, &err) ||
                worker_control_open(&ctl, zctx, &f, &we, dw.kv_endpoint, &err)) {

@@ -215,3 +215,34 @@ double decode_wake(const decode_worker *dw)
             wake = dw->waiting.v[i]->deadline;
     return wake;
 }
+
+void decode_on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
+{
+    decode_worker *dw = ctx;
+    if (rc) {
+        KV_WARN(COMP, "msg=\"bad control message\" err=\"%s\"", err->msg);
+        return;
+    }
+    if (worker_control_handle(dw->ctl, m))
+        return;
+    const Kvserve__Envelope *env = m->env;
+    switch (env->body_case) {
+    case KVSERVE__ENVELOPE__BODY_RESERVE:
+        decode_on_reserve(dw, env->reserve);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ABORT:
+        if (!decode_drop(dw, env->abort->request_id, worker_error_name(env->abort->reason)))
+            KV_DEBUG(COMP, "msg=\"abort for an unknown request ignored\" request=%s", env->abort->request_id);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ERROR:
+        KV_WARN(COMP, "msg=\"router error\" code=%s request=%s message=\"%s\"", worker_error_name(env->error->code),
+                env->error->request_id, env->error->message);
+        /* The router no longer knows this request (it restarted or gave up): nobody will
+         * read its tokens, so its blocks are better free. */
+        if (env->error->code == KVSERVE__ERROR_CODE__UNKNOWN_REQUEST && env->error->request_id[0])
+            decode_drop(dw, env->error->request_id, "unknown to the router");
+        break;
+    default:
+        KV_WARN(COMP, "msg=\"unexpected control message ignored\" body=%d", (int)env->body_case);
+    }
+}

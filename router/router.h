@@ -71,6 +71,9 @@ void router_state_free(router_state *st);
 /* One loop iteration: waits up to max_wait_ms (also bounded by the next deadline) for
  * messages, handles them, then runs router_tick. */
 int router_step(router_state *st, int max_wait_ms);
+/* One message as kv_wire_recv gave it (rc KV_OK, or KV_EFORMAT / KV_EUNSUPPORTED: an error
+ * reply then) from the control (1) or the client (0) endpoint, at st->now. */
+void router_handle(router_state *st, int control, int rc, kv_wire_msg *m, const kv_err *err);
 /* Worker health, request deadlines, scheduling at time `now`. */
 void router_tick(router_state *st, double now);
 /* Writes "client=EP\ncontrol=EP\n" to path atomically. */

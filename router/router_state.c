@@ -162,6 +162,25 @@ int router_write_ready_file(const router_state *st, const char *path, kv_err *er
     return KV_OK;
 }
 
+void router_handle(router_state *st, int control, int rc, kv_wire_msg *m, const kv_err *err)
+{
+    void *sock = control ? st->control : st->client;
+    if (rc == KV_EFORMAT || rc == KV_EUNSUPPORTED) {
+        KV_WARN("router", "event=bad_message endpoint=%s reason=\"%s\"", control ? "control" : "client", err->msg);
+        if (m->route.len) {
+            kv_err e2;
+            kv_wire_send_error(sock, &m->route,
+                               rc == KV_EUNSUPPORTED ? KVSERVE__ERROR_CODE__VERSION_MISMATCH
+                                                     : KVSERVE__ERROR_CODE__BAD_MESSAGE,
+                               "", err->msg, &e2);
+        }
+    } else if (control) {
+        router_control_handle(st, m);
+    } else {
+        router_client_handle(st, m);
+    }
+}
+
 static void drain(router_state *st, void *sock, int control)
 {
     for (int i = 0; i < DRAIN_BATCH; i++) {
@@ -170,28 +189,13 @@ static void drain(router_state *st, void *sock, int control)
         int rc = kv_wire_recv(sock, 1, 0, &m, &err);
         if (rc == KV_ETIMEOUT)
             return;
-        st->now = kv_now_s();
-        if (rc == KV_EFORMAT || rc == KV_EUNSUPPORTED) {
-            KV_WARN("router", "event=bad_message endpoint=%s reason=\"%s\"", control ? "control" : "client", err.msg);
-            if (m.route.len) {
-                kv_err e2;
-                kv_wire_send_error(sock, &m.route,
-                                   rc == KV_EUNSUPPORTED ? KVSERVE__ERROR_CODE__VERSION_MISMATCH
-                                                         : KVSERVE__ERROR_CODE__BAD_MESSAGE,
-                                   "", err.msg, &e2);
-            }
-            kv_wire_msg_close(&m);
-            continue;
-        }
-        if (rc) {
+        if (rc && rc != KV_EFORMAT && rc != KV_EUNSUPPORTED) {
             KV_WARN("router", "event=recv_failed endpoint=%s reason=\"%s\"", control ? "control" : "client", err.msg);
             kv_wire_msg_close(&m);
             return;
         }
-        if (control)
-            router_control_handle(st, &m);
-        else
-            router_client_handle(st, &m);
+        st->now = kv_now_s();
+        router_handle(st, control, rc, &m, &err);
         kv_wire_msg_close(&m);
     }
 }

@@ -1,13 +1,12 @@
-/* What the fuzz scenarios share: a seeded xorshift stream, values a handler expects mixed
- * with the ones it must refuse, and byte-level mutation of a packed message. Header-only,
- * like kv_test.h. */
+/* What the fuzz tests share: a seeded xorshift stream, values a handler expects mixed with
+ * the ones it must refuse, byte-level mutation, reading and writing an input. Header-only;
+ * the protocol's plausible messages are in kv_fuzz_envelope.h. */
 #ifndef KV_FUZZ_H
 #define KV_FUZZ_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-
-#include "kvserve.pb-c.h"
 
 #define KV_FUZZ_BUF 4096 /* room for a packed message and its growth */
 
@@ -49,16 +48,6 @@ static inline uint32_t kv_fuzz_u32(kv_fuzz_rng *r)
     }
 }
 
-/* Greedy half the time, else temperatures up to 3, top-k and top-p anywhere (top_p past 1). */
-static inline void kv_fuzz_sampling(kv_fuzz_rng *r, Kvserve__SamplingParams *sp)
-{
-    kvserve__sampling_params__init(sp);
-    sp->temperature = kv_fuzz_below(r, 2) ? 0.0f : (float)kv_fuzz_below(r, 300) / 100.0f;
-    sp->top_k = kv_fuzz_u32(r);
-    sp->top_p = (float)kv_fuzz_below(r, 120) / 100.0f;
-    sp->seed = kv_fuzz_next(r);
-}
-
 /* One to four edits of buf[0..len) (which has room for KV_FUZZ_BUF): a bit flipped, a byte
  * set, the end cut, random bytes appended, a slice copied elsewhere. Returns the length. */
 static inline size_t kv_fuzz_mutate(kv_fuzz_rng *r, uint8_t *buf, size_t len)
@@ -89,6 +78,34 @@ static inline size_t kv_fuzz_mutate(kv_fuzz_rng *r, uint8_t *buf, size_t len)
         }
     }
     return len;
+}
+
+/* An input read front to back: a fuzz target's records. */
+typedef struct kv_fuzz_reader {
+    const uint8_t *p;
+    size_t left;
+} kv_fuzz_reader;
+
+/* The next n bytes into out: 0, or -1 (nothing taken) when fewer are left. */
+static inline int kv_fuzz_take(kv_fuzz_reader *rd, void *out, size_t n)
+{
+    if (rd->left < n)
+        return -1;
+    memcpy(out, rd->p, n);
+    rd->p += n, rd->left -= n;
+    return 0;
+}
+
+/* An input written front to back: a target's seed generator (which checks the room). */
+typedef struct kv_fuzz_writer {
+    uint8_t *p;
+    size_t left;
+} kv_fuzz_writer;
+
+static inline void kv_fuzz_put(kv_fuzz_writer *w, const void *src, size_t n)
+{
+    memcpy(w->p, src, n);
+    w->p += n, w->left -= n;
 }
 
 #endif

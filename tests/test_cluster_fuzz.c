@@ -14,7 +14,7 @@
 #include <sys/wait.h>
 #include <zmq.h>
 
-#include "kv_fuzz.h"
+#include "kv_fuzz_envelope.h"
 #include "kv_test.h"
 #include "kv_time.h"
 #include "kv_wire.h"
@@ -26,10 +26,7 @@
 
 typedef struct fuzz {
     kv_fuzz_rng r;
-    kv_model_config cfg;
-    char fingerprint[9];
-    char kv_endpoint[256];
-    uint64_t block_bytes;
+    kv_fuzz_cluster cl;
     void *sock[3];       /* client, control, KV */
     long sent[3];
 } fuzz;
@@ -38,197 +35,6 @@ enum { TO_CLIENT = 0, TO_CONTROL, TO_KV };
 
 static uint64_t rnd(fuzz *f) { return kv_fuzz_next(&f->r); }
 static uint32_t below(fuzz *f, uint32_t n) { return kv_fuzz_below(&f->r, n); }
-static int32_t rnd_i32(fuzz *f) { return kv_fuzz_i32(&f->r); }
-static uint32_t rnd_u32(fuzz *f) { return kv_fuzz_u32(&f->r); }
-
-static char *rnd_id(fuzz *f)
-{
-    static char *const ids[] = {"live-0", "live-1", "live-2", "live-3", "fuzz-1", "", "prefill-0", "decode-0"};
-    return ids[below(f, sizeof ids / sizeof *ids)];
-}
-
-static void fill_i32(fuzz *f, int32_t *v, size_t n)
-{
-    for (size_t i = 0; i < n; i++) v[i] = rnd_i32(f);
-}
-
-/* One envelope of body `kind` (a KVSERVE__ENVELOPE__BODY_* value) with random contents,
- * packed into buf; returns its length (0 if it would not fit). */
-static size_t seed_envelope(fuzz *f, int kind, uint8_t *buf)
-{
-    Kvserve__Envelope env;
-    kv_wire_envelope_init(&env);
-    Kvserve__Error er;
-    Kvserve__GenerateRequest g;
-    Kvserve__CancelRequest cancel;
-    Kvserve__StatusRequest status;
-    Kvserve__SamplingParams sp;
-    Kvserve__Register reg;
-    Kvserve__KvLayout lay;
-    Kvserve__Heartbeat hb;
-    Kvserve__ReserveReply rr;
-    Kvserve__PrefillDone pd;
-    Kvserve__TokenEvent te;
-    Kvserve__KvChunk kc;
-    Kvserve__KvHello hello;
-    Kvserve__KvNcclInit ni;
-    Kvserve__KvAck ack;
-    int32_t ids[12];
-    uint32_t sums[12];
-    Kvserve__KvTransport offer[3] = {below(f, 4), below(f, 3), KVSERVE__KV_TRANSPORT__KV_TRANSPORT_ZMQ};
-    uint8_t bytes[80];
-    size_t n_ids = below(f, 12);
-    fill_i32(f, ids, 12);
-    for (size_t i = 0; i < sizeof bytes; i++) bytes[i] = (uint8_t)rnd(f);
-    kvserve__error__init(&er);
-    er.code = below(f, 17);
-    er.request_id = rnd_id(f);
-    er.message = "fuzz";
-    kv_fuzz_sampling(&f->r, &sp);
-    switch (kind) {
-    case KVSERVE__ENVELOPE__BODY_ERROR:
-        env.error = &er;
-        break;
-    case KVSERVE__ENVELOPE__BODY_GENERATE:
-        kvserve__generate_request__init(&g);
-        g.request_id = rnd_id(f);
-        if (below(f, 4) == 0)
-            g.prompt = "Once upon a time";
-        g.prompt_tokens = ids;
-        g.n_prompt_tokens = n_ids;
-        g.sampling = below(f, 4) ? &sp : NULL;
-        g.max_tokens = below(f, 4) ? below(f, 20) : rnd_u32(f);
-        g.stream = (protobuf_c_boolean)below(f, 2);
-        g.ignore_eos = (protobuf_c_boolean)below(f, 2);
-        g.model = below(f, 8) ? "" : "other-model";
-        g.deadline_ms = below(f, 3) ? 0 : below(f, 3000);
-        env.generate = &g;
-        break;
-    case KVSERVE__ENVELOPE__BODY_CANCEL:
-        kvserve__cancel_request__init(&cancel);
-        cancel.request_id = rnd_id(f);
-        env.cancel = &cancel;
-        break;
-    case KVSERVE__ENVELOPE__BODY_STATUS:
-        kvserve__status_request__init(&status);
-        env.status = &status;
-        break;
-    case KVSERVE__ENVELOPE__BODY_REGISTER:
-        kvserve__register__init(&reg);
-        kvserve__kv_layout__init(&lay);
-        /* The cluster's own layout three times in four: such a Register is accepted, and
-         * the fuzz's control socket is a worker of the cluster from then on. */
-        int real = below(f, 4) != 0;
-        lay.n_layers = real ? (uint32_t)f->cfg.n_layers : rnd_u32(f);
-        lay.n_kv_heads = real ? (uint32_t)f->cfg.n_kv_heads : rnd_u32(f);
-        lay.head_dim = real ? (uint32_t)f->cfg.head_dim : rnd_u32(f);
-        lay.block_size = real ? 16 : rnd_u32(f);
-        lay.dtype = real ? "f32" : "q9";
-        lay.block_bytes = real ? f->block_bytes : rnd(f);
-        reg.worker_id = below(f, 4) ? "fuzz-w" : "";
-        reg.role = below(f, 4);
-        reg.model = "stories260K";
-        reg.model_fingerprint = below(f, 4) ? f->fingerprint : "deadbeef";
-        reg.kv_endpoint = below(f, 2) ? f->kv_endpoint : "tcp://127.0.0.1:1";
-        reg.device = "cpu";
-        reg.layout = below(f, 6) ? &lay : NULL;
-        reg.kv_blocks_total = rnd_u32(f);
-        reg.max_context = rnd_u32(f);
-        reg.kv_transports = offer;
-        reg.n_kv_transports = below(f, 4);
-        env.register_ = &reg;
-        break;
-    case KVSERVE__ENVELOPE__BODY_HEARTBEAT:
-        kvserve__heartbeat__init(&hb);
-        hb.worker_id = "fuzz-w";
-        hb.running = rnd_u32(f), hb.queued = rnd_u32(f);
-        hb.kv_blocks_free = rnd_u32(f), hb.kv_blocks_total = rnd_u32(f);
-        env.heartbeat = &hb;
-        break;
-    case KVSERVE__ENVELOPE__BODY_RESERVE_REPLY:
-        kvserve__reserve_reply__init(&rr);
-        rr.request_id = rnd_id(f);
-        rr.ok = (protobuf_c_boolean)below(f, 2);
-        rr.block_ids = ids;
-        rr.n_block_ids = n_ids;
-        rr.error = below(f, 2) ? &er : NULL;
-        env.reserve_reply = &rr;
-        break;
-    case KVSERVE__ENVELOPE__BODY_PREFILL_DONE:
-        kvserve__prefill_done__init(&pd);
-        pd.request_id = rnd_id(f);
-        pd.ok = (protobuf_c_boolean)below(f, 2);
-        pd.error = below(f, 2) ? &er : NULL;
-        pd.first_token = rnd_i32(f);
-        pd.prefill_ms = (double)rnd_u32(f), pd.transfer_ms = -1.0;
-        pd.kv_bytes = rnd(f);
-        pd.transport = below(f, 4);
-        env.prefill_done = &pd;
-        break;
-    case KVSERVE__ENVELOPE__BODY_TOKENS:
-        kvserve__token_event__init(&te);
-        te.request_id = rnd_id(f);
-        te.tokens = ids;
-        te.n_tokens = n_ids;
-        te.index = rnd_u32(f);
-        te.finish_reason = below(f, 7);
-        te.error = below(f, 3) ? NULL : &er;
-        env.tokens = &te;
-        break;
-    case KVSERVE__ENVELOPE__BODY_KV_CHUNK:
-        kvserve__kv_chunk__init(&kc);
-        kc.request_id = rnd_id(f);
-        kc.prefill_worker_id = "fuzz-p";
-        kc.first_block = rnd_u32(f) % 40;
-        kc.block_ids = ids;
-        kc.n_block_ids = n_ids;
-        for (size_t i = 0; i < n_ids; i++) sums[i] = (uint32_t)rnd(f);
-        kc.checksums = sums;
-        kc.n_checksums = below(f, 3) ? n_ids : below(f, 12);
-        kc.n_tokens = rnd_u32(f);
-        kc.last = (protobuf_c_boolean)below(f, 2);
-        kc.first_token = rnd_i32(f);
-        kc.seq = below(f, 3);
-        kc.transport = below(f, 4);
-        kc.session = below(f, 2) ? 0 : rnd(f);
-        kc.src_block_ids = ids;
-        kc.n_src_block_ids = below(f, 2) ? n_ids : 0;
-        env.kv_chunk = &kc;
-        break;
-    case KVSERVE__ENVELOPE__BODY_KV_HELLO:
-        kvserve__kv_hello__init(&hello);
-        hello.prefill_worker_id = "fuzz-p";
-        hello.session = below(f, 4) ? rnd(f) : 0;
-        hello.offer = offer;
-        hello.n_offer = below(f, 4);
-        hello.node_id = below(f, 2) ? "boot:fuzz" : "";
-        hello.device = rnd_i32(f);
-        hello.device_uuid.data = bytes, hello.device_uuid.len = below(f, 20);
-        hello.ipc_handle.data = bytes, hello.ipc_handle.len = below(f, 80);
-        hello.pool_bytes = rnd(f), hello.block_bytes = below(f, 2) ? f->block_bytes : rnd(f);
-        hello.kv_dtype = below(f, 2) ? "f32" : "bf16";
-        env.kv_hello = &hello;
-        break;
-    case KVSERVE__ENVELOPE__BODY_KV_NCCL_INIT:
-        kvserve__kv_nccl_init__init(&ni);
-        ni.session = rnd(f), ni.generation = rnd_u32(f);
-        ni.unique_id.data = bytes, ni.unique_id.len = below(f, 80);
-        env.kv_nccl_init = &ni;
-        break;
-    default: /* KV_ACK */
-        kind = KVSERVE__ENVELOPE__BODY_KV_ACK;
-        kvserve__kv_ack__init(&ack);
-        ack.request_id = rnd_id(f);
-        ack.ok = (protobuf_c_boolean)below(f, 2);
-        ack.error = below(f, 2) ? &er : NULL;
-        ack.bytes = rnd(f);
-        env.kv_ack = &ack;
-        break;
-    }
-    env.body_case = (Kvserve__Envelope__BodyCase)kind;
-    size_t len = kvserve__envelope__get_packed_size(&env);
-    return len <= KV_FUZZ_BUF / 2 ? kvserve__envelope__pack(&env, buf) : 0;
-}
 
 /* Which endpoint a body kind is meant for; one in eight goes to another at random. */
 static int target_of(fuzz *f, int kind)
@@ -258,7 +64,7 @@ static void send_message(fuzz *f, int to, const uint8_t *buf, size_t len)
     if (zmq_send(f->sock[to], buf, len, ZMQ_DONTWAIT | (frames ? ZMQ_SNDMORE : 0)) < 0)
         return;
     for (int i = 0; i < frames; i++) {
-        size_t n = below(f, 2) && f->block_bytes <= sizeof frame ? f->block_bytes : below(f, 4096);
+        size_t n = below(f, 2) && f->cl.block_bytes <= sizeof frame ? f->cl.block_bytes : below(f, 4096);
         for (size_t k = 0; k < n; k += 8) frame[k] = (uint8_t)rnd(f);
         zmq_send(f->sock[to], frame, n, ZMQ_DONTWAIT | (i + 1 < frames ? ZMQ_SNDMORE : 0));
     }
@@ -311,7 +117,7 @@ static int decode_endpoint(kv_client *c, fuzz *f)
     int found = -1;
     for (size_t i = 0; i < st->n_workers; i++)
         if (st->workers[i].role == KVC_ROLE_DECODE && st->workers[i].address) {
-            snprintf(f->kv_endpoint, sizeof f->kv_endpoint, "%s", st->workers[i].address);
+            snprintf(f->cl.kv_endpoint, sizeof f->cl.kv_endpoint, "%s", st->workers[i].address);
             found = 0;
         }
     kv_status_free(st);
@@ -360,8 +166,9 @@ void scenario_fuzz(const char *model, const char *models)
     int32_t ref[300];
     int n_ref = kv_test_reference_tokens(models, ref, 300);
     kv_err err;
-    int ready = n_ref >= 200 && kv_model_fingerprint(model, f.fingerprint, &err) == 0 &&
-                kv_model_config_load(model, &f.cfg, &err) == 0;
+    kv_model_config cfg;
+    int ready = n_ref >= 200 && kv_model_fingerprint(model, f.cl.fingerprint, &err) == 0 &&
+                kv_model_config_load(model, &cfg, &err) == 0;
     CHECK_MSG(ready, "fuzz: reference, fingerprint or config missing");
     /* A fake worker registered by the fuzz must be gone soon after it falls silent. */
     const char *router_flags[] = {"--worker-timeout-ms", "2000", "--reserve-deadline-ms", "1000", NULL};
@@ -369,23 +176,17 @@ void scenario_fuzz(const char *model, const char *models)
     if (!ready || start_1p1d(&cl, &c, model, router_flags, NULL, "fuzz"))
         goto out;
     CHECK_MSG(decode_endpoint(c, &f) == 0, "fuzz: no decode worker KV endpoint in the status");
-    f.block_bytes = (uint64_t)16 * 2 * (uint64_t)f.cfg.n_layers * (uint64_t)f.cfg.n_kv_heads * (uint64_t)f.cfg.head_dim * 4;
+    f.cl.n_layers = (uint32_t)cfg.n_layers, f.cl.n_kv_heads = (uint32_t)cfg.n_kv_heads, f.cl.head_dim = (uint32_t)cfg.head_dim;
+    f.cl.block_bytes = (uint64_t)16 * 2 * f.cl.n_layers * f.cl.n_kv_heads * f.cl.head_dim * 4;
     zctx = zmq_ctx_new();
     f.sock[TO_CLIENT] = fuzz_socket(zctx, "fuzz-client", cl.client_ep);
     f.sock[TO_CONTROL] = fuzz_socket(zctx, "fuzz-control", cl.control_ep);
-    f.sock[TO_KV] = fuzz_socket(zctx, "fuzz-kv", f.kv_endpoint);
+    f.sock[TO_KV] = fuzz_socket(zctx, "fuzz-kv", f.cl.kv_endpoint);
     submit_live(c, ref);
-    static const int kinds[] = {
-        KVSERVE__ENVELOPE__BODY_ERROR,         KVSERVE__ENVELOPE__BODY_GENERATE,     KVSERVE__ENVELOPE__BODY_CANCEL,
-        KVSERVE__ENVELOPE__BODY_STATUS,        KVSERVE__ENVELOPE__BODY_REGISTER,     KVSERVE__ENVELOPE__BODY_HEARTBEAT,
-        KVSERVE__ENVELOPE__BODY_RESERVE_REPLY, KVSERVE__ENVELOPE__BODY_PREFILL_DONE, KVSERVE__ENVELOPE__BODY_TOKENS,
-        KVSERVE__ENVELOPE__BODY_KV_CHUNK,      KVSERVE__ENVELOPE__BODY_KV_HELLO,     KVSERVE__ENVELOPE__BODY_KV_NCCL_INIT,
-        KVSERVE__ENVELOPE__BODY_KV_ACK,
-    };
     uint8_t buf[KV_FUZZ_BUF];
     for (long i = 0; i < n_messages; i++) {
-        int kind = kinds[below(&f, sizeof kinds / sizeof *kinds)];
-        size_t len = seed_envelope(&f, kind, buf);
+        int kind = kv_fuzz_kinds[below(&f, KV_FUZZ_N_KINDS)];
+        size_t len = kv_fuzz_envelope(&f.r, &f.cl, kind, buf);
         if (below(&f, 2))
             len = kv_fuzz_mutate(&f.r, buf, len);
         send_message(&f, target_of(&f, kind), buf, len);
@@ -399,7 +200,7 @@ void scenario_fuzz(const char *model, const char *models)
     }
     /* The router answers a client's messages in order: its reply to this Status says it has
      * read the whole flood from the fuzz client (the other sockets get a moment more). */
-    size_t len = seed_envelope(&f, KVSERVE__ENVELOPE__BODY_STATUS, buf);
+    size_t len = kv_fuzz_envelope(&f.r, &f.cl, KVSERVE__ENVELOPE__BODY_STATUS, buf);
     int synced = zmq_send(f.sock[TO_CLIENT], buf, len, 0) >= 0 && wait_status_reply(f.sock[TO_CLIENT], 20000) == 0;
     CHECK_MSG(synced, "fuzz: the router did not answer a Status after the flood");
     sleep_ms(500);

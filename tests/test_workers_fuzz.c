@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "kv_fuzz.h"
+#include "kv_fuzz_envelope.h"
 #include "kv_test.h"
 #include "test_workers_harness.h"
 

@@ -87,6 +87,21 @@ static int has_more(void *sock)
     return more;
 }
 
+int kv_wire_decode(const void *data, size_t len, Kvserve__Envelope **out, kv_err *err)
+{
+    *out = kvserve__envelope__unpack(NULL, len, data);
+    if (!*out)
+        return kv_err_set(err, KV_EFORMAT, "malformed message: not a kvserve envelope");
+    if ((*out)->version != KV_WIRE_VERSION) {
+        unsigned v = (*out)->version;
+        kvserve__envelope__free_unpacked(*out, NULL);
+        *out = NULL;
+        return kv_err_set(err, KV_EUNSUPPORTED, "protocol version mismatch: peer speaks %u, this process %u", v,
+                          (unsigned)KV_WIRE_VERSION);
+    }
+    return KV_OK;
+}
+
 int kv_wire_recv(void *sock, int with_route, int timeout_ms, kv_wire_msg *out, kv_err *err)
 {
     memset(out, 0, sizeof *out);
@@ -113,19 +128,11 @@ int kv_wire_recv(void *sock, int with_route, int timeout_ms, kv_wire_msg *out, k
     }
     const char *peer = zmq_msg_gets(&frame, "Peer-Address");
     snprintf(out->route.peer, sizeof out->route.peer, "%s", peer ? peer : "");
-    out->env = kvserve__envelope__unpack(NULL, zmq_msg_size(&frame), zmq_msg_data(&frame));
+    int rc = kv_wire_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &out->env, err);
     zmq_msg_close(&frame);
-    if (!out->env) {
+    if (rc) {
         drain(sock);
-        return kv_err_set(err, KV_EFORMAT, "malformed message: not a kvserve envelope");
-    }
-    if (out->env->version != KV_WIRE_VERSION) {
-        unsigned v = out->env->version;
-        kvserve__envelope__free_unpacked(out->env, NULL);
-        out->env = NULL;
-        drain(sock);
-        return kv_err_set(err, KV_EUNSUPPORTED, "protocol version mismatch: peer speaks %u, this process %u", v,
-                          (unsigned)KV_WIRE_VERSION);
+        return rc;
     }
     size_t cap = 0;
     while (has_more(sock)) {

@@ -52,6 +52,9 @@ int kv_wire_send(void *sock, const kv_wire_route *route, const Kvserve__Envelope
  * or KV_EUNSUPPORTED (protocol version mismatch; same). with_route: expect a routing frame. */
 int kv_wire_recv(void *sock, int with_route, int timeout_ms, kv_wire_msg *out, kv_err *err);
 void kv_wire_msg_close(kv_wire_msg *m);
+/* The envelope check of kv_wire_recv on one frame's bytes: KV_OK (*out to free with
+ * kvserve__envelope__free_unpacked), KV_EFORMAT or KV_EUNSUPPORTED, *out NULL then. */
+int kv_wire_decode(const void *data, size_t len, Kvserve__Envelope **out, kv_err *err);
 
 /* Convenience: an Error envelope to `route`. */
 int kv_wire_send_error(void *sock, const kv_wire_route *route, Kvserve__ErrorCode code, const char *request_id,

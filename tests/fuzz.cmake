@@ -1,0 +1,30 @@
+# In-process fuzz targets (kv_fuzz_target.h). Every build runs each through fuzz_driver.c
+# as the ctest test fuzz_NAME_run (label fuzz); a clang build with -DKVSERVE_FUZZ=ON also
+# links each with libFuzzer as fuzz_NAME, for coverage-guided campaigns (README).
+# kv_add_fuzz(NAME SOURCES ... LIBS ... [RUNS n]): RUNS inputs in the suite (default 2000).
+function(kv_add_fuzz name)
+  cmake_parse_arguments(F "" "RUNS" "SOURCES;LIBS" ${ARGN})
+  if(NOT F_RUNS)
+    set(F_RUNS 2000)
+  endif()
+  kv_add_test(${name}_run SOURCES fuzz_driver.c ${F_SOURCES} LIBS ${F_LIBS} ARGS --runs ${F_RUNS})
+  set_tests_properties(${name}_run PROPERTIES LABELS fuzz)
+  if(KVSERVE_FUZZ)
+    add_executable(${name} ${F_SOURCES})
+    target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+    target_compile_definitions(${name} PRIVATE KV_DEFAULT_MODELS="${KV_DEFAULT_MODELS}")
+    target_link_options(${name} PRIVATE -fsanitize=fuzzer)
+    target_link_libraries(${name} PRIVATE ${F_LIBS})
+  endif()
+endfunction()
+
+if(TARGET kv_router)
+  kv_add_fuzz(fuzz_router SOURCES fuzz_router.c kv_fuzz_envelope.c LIBS kv_router RUNS 20000)
+endif()
+kv_add_fuzz(fuzz_json SOURCES fuzz_json.c LIBS kv_json)
+if(TARGET kv_tokenizer)
+  kv_add_fuzz(fuzz_tokenizer SOURCES fuzz_tokenizer.c LIBS kv_tokenizer)
+endif()
+if(TARGET kv_decode)
+  kv_add_fuzz(fuzz_decode SOURCES fuzz_decode.c kv_fuzz_envelope.c LIBS kv_decode)
+endif()
