@@ -30,6 +30,7 @@
 #include "decode.h"
 #include "kv_fuzz_envelope.h"
 #include "kv_fuzz_target.h"
+#include "kv_test.h"
 #include "model_config.h"
 #include "worker_loop.h"
 
@@ -59,8 +60,10 @@ static harness *harness_get(void)
     if (ready)
         return &h;
     setenv("KVSERVE_LOG", "error", 0); /* a line per refused message would be most of the time */
-    const char *models = getenv("KVSERVE_TEST_MODELS");
-    snprintf(dir, sizeof dir, "%s/stories260K", models && *models ? models : KV_DEFAULT_MODELS);
+    const char *models = kv_test_models_dir();
+    if (!models)
+        KV_TEST_SKIP("shared test models not found (set KVSERVE_TEST_MODELS): fuzz_decode skipped");
+    snprintf(dir, sizeof dir, "%s/stories260K", models);
     kv_model_config cfg;
     kv_err err;
     if (kv_model_config_load(dir, &cfg, &err)) {

@@ -19,7 +19,7 @@
 
 #include "kv_fuzz_envelope.h"
 #include "kv_fuzz_target.h"
-#include "kv_log.h"
+#include "kv_test.h"
 #include "model_config.h"
 #include "router.h"
 
@@ -44,9 +44,11 @@ static harness *harness_get(void)
     if (ready)
         return &h;
     setenv("KVSERVE_LOG", "error", 0); /* a line per refused message would be most of the time */
-    const char *models = getenv("KVSERVE_TEST_MODELS");
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s/stories260K", models && *models ? models : KV_DEFAULT_MODELS);
+    const char *models = kv_test_models_dir();
+    if (!models)
+        KV_TEST_SKIP("shared test models not found (set KVSERVE_TEST_MODELS): fuzz_router skipped");
+    static char dir[4096]; /* router_opts keeps the pointer */
+    snprintf(dir, sizeof dir, "%s/stories260K", models);
     kv_model_config cfg;
     kv_err err;
     if (kv_model_config_load(dir, &cfg, &err) || kv_model_fingerprint(dir, h.cl.fingerprint, &err)) {
