@@ -120,7 +120,7 @@ static char *stream(const int32_t *ids, size_t n, const uint8_t *data, size_t si
             break;
     }
     *len = l;
-    KV_FUZZ_REQUIRE(tok_utf8_invalid_at(s, l) == l, "streamed text is not UTF-8");
+    KV_FUZZ_REQUIRE(kv_utf8_invalid_at(s, l) == l, "streamed text is not UTF-8");
     return s;
 }
 
@@ -149,7 +149,7 @@ static void check_encode(const char *text, size_t size, const uint8_t *data)
     size_t n = 1, pn = 0, at = 0, pos = 0;
     kv_err err = {0};
     int rc = kv_tokenizer_encode(tok, text, size, &ids, &n, &err);
-    if (tok_utf8_invalid_at(text, size) != size) {
+    if (kv_utf8_invalid_at(text, size) != size) {
         KV_FUZZ_REQUIRE(rc == KV_EINVAL && err.msg[0] && !ids && !n, "invalid UTF-8 encoded: rc %d", rc);
         return;
     }

@@ -29,13 +29,20 @@ static void test_values(void)
 static void test_errors(void)
 {
     const char *bad[] = {"", "{", "[1,]", "{\"a\" 1}", "\"abc", "01", "1.", "-", "tru", "[1] x",
-                         "\"\\ud800\"", "\"\\q\"", "{\"a\":1,}", "\"a\x01\"", "[\"\\u12\"]"};
+                         "\"\\ud800\"", "\"\\q\"", "{\"a\":1,}", "\"a\x01\"", "[\"\\u12\"]",
+                         /* raw bytes that are not UTF-8: a lone continuation byte, an overlong
+                          * '/', a surrogate, a truncated sequence, in a value and in a key */
+                         "\"\x80\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "[\"\xe2\x96\"]", "{\"\xff\":1}"};
     for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
         kv_err err = {0};
         json_doc *d = parse(bad[k], &err);
         CHECK_MSG(d == NULL && err.code == KV_EFORMAT, "input %zu '%s' accepted", k, bad[k]);
         json_doc_free(d);
     }
+    kv_err ok;
+    json_doc *d = parse("{\"\xe2\x96\x81\": \"\xf0\x9f\xa6\x99\"}", &ok); /* raw UTF-8 is kept as it is */
+    CHECK(d && !strcmp(json_get_string(json_root(d), "\xe2\x96\x81"), "\xf0\x9f\xa6\x99"));
+    json_doc_free(d);
     /* Deep nesting must be refused, not overflow the stack. */
     char deep[4000];
     memset(deep, '[', sizeof deep - 1);

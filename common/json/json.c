@@ -132,6 +132,9 @@ static int parse_string(parser *ps, const char **out, size_t *out_len)
         }
     }
     ps->p++; /* closing quote */
+    /* Escapes decode to valid UTF-8 (surrogates are paired above); raw bytes may not be. */
+    if (kv_utf8_invalid_at(buf, n) != n)
+        return fail(ps, KV_EFORMAT, "string is not valid UTF-8");
     buf[n] = '\0';
     *out = buf;
     *out_len = n;

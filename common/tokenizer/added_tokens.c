@@ -39,7 +39,7 @@ int tok_added_load(kv_tokenizer *tok, const json_value *arr, char **pool_at, kv_
             return rc;
         if (len == 0)
             return kv_err_set(err, KV_EFORMAT, "%s.content: empty", where);
-        if (tok_utf8_invalid_at(content, len) != len)
+        if (kv_utf8_invalid_at(content, len) != len)
             return kv_err_set(err, KV_EFORMAT, "%s.content: not valid UTF-8", where);
         if ((int32_t)id >= tok->n_ids)
             return kv_err_set(err, KV_EFORMAT, "%s.id: %lld out of range", where, (long long)id);
@@ -199,7 +199,7 @@ static size_t space_before(const char *s, size_t from, size_t end)
         while (k > from && ((unsigned char)s[k] & 0xC0) == 0x80)
             k--;
         uint32_t cp;
-        if (tok_utf8_next(s + k, i - k, &cp) != i - k || !tok_is_space(cp))
+        if (kv_utf8_next(s + k, i - k, &cp) != i - k || !tok_is_space(cp))
             break;
         i = k;
     }
@@ -211,7 +211,7 @@ static size_t space_after(const char *s, size_t n, size_t start)
     size_t i = start;
     while (i < n) {
         uint32_t cp;
-        size_t k = tok_utf8_next(s + i, n - i, &cp);
+        size_t k = kv_utf8_next(s + i, n - i, &cp);
         if (!tok_is_space(cp))
             break;
         i += k;

@@ -91,7 +91,7 @@ static size_t initial_symbols(const kv_tokenizer *tok, tok_bpe_scratch *sc, cons
     int unk_pending = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
-        size_t len = tok_utf8_next(w + i, n - i, &cp);
+        size_t len = kv_utf8_next(w + i, n - i, &cp);
         int32_t id = tok_str_map_get(&tok->vocab, w + i, len);
         if (id >= 0) {
             if (unk_pending)

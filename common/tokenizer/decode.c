@@ -37,7 +37,7 @@ static int load_strip(kv_tokenizer *tok, dec_plan *plan, const json_value *v, co
     if (rc)
         return rc;
     uint32_t cp;
-    if (len == 0 || tok_utf8_next(ch, len, &cp) != len)
+    if (len == 0 || kv_utf8_next(ch, len, &cp) != len)
         return kv_err_set(err, KV_EFORMAT, "%s.content: expected one character", where);
     if (!json_get_int(v, "start", &start) || !json_get_int(v, "stop", &stop) || start < 0 || stop < 0)
         return kv_err_set(err, KV_EFORMAT, "%s: start/stop must be non-negative integers", where);
@@ -162,7 +162,7 @@ static int apply_step(const kv_tokenizer *tok, const dec_step *st, const tok_buf
         /* HF: a token with any character outside the byte table passes through unchanged. */
         for (size_t i = 0; i < n;) {
             uint32_t cp;
-            size_t k = tok_utf8_next(s + i, n - i, &cp);
+            size_t k = kv_utf8_next(s + i, n - i, &cp);
             int b = cp < 324 ? tok->byte_level.byte_of[cp] : -1;
             if (b < 0) {
                 out->len = 0;
@@ -260,25 +260,25 @@ static void feed(kv_detok *d, writer *w, const char *s, size_t n)
         unsigned char c = (unsigned char)s[i];
         if (d->n_pending) {
             unsigned char lead = d->pending[0];
-            int ok = d->n_pending == 1 ? tok_utf8_second_ok(lead, c) : (c & 0xC0) == 0x80;
+            int ok = d->n_pending == 1 ? kv_utf8_second_ok(lead, c) : (c & 0xC0) == 0x80;
             if (ok) {
                 d->pending[d->n_pending++] = c;
-                if (d->n_pending == tok_utf8_lead_len(lead)) {
+                if (d->n_pending == kv_utf8_lead_len(lead)) {
                     emit_char(d, w, (const char *)d->pending, (size_t)d->n_pending);
                     d->n_pending = 0;
                 }
                 continue;
             }
             /* The held bytes can never complete: one U+FFFD, then c starts afresh. */
-            emit_char(d, w, TOK_UTF8_REPLACEMENT, 3);
+            emit_char(d, w, KV_UTF8_REPLACEMENT, 3);
             d->n_pending = 0;
         }
         if (c < 0x80)
             emit_char(d, w, (const char *)&c, 1);
-        else if (tok_utf8_lead_len(c))
+        else if (kv_utf8_lead_len(c))
             d->pending[d->n_pending++] = c;
         else
-            emit_char(d, w, TOK_UTF8_REPLACEMENT, 3);
+            emit_char(d, w, KV_UTF8_REPLACEMENT, 3);
     }
 }
 
@@ -328,7 +328,7 @@ int kv_detok_flush(kv_detok *d, char *out, size_t cap)
     kv_detok next = *d;
     writer w = {out, cap, 0, 0};
     if (next.n_pending) {
-        emit_char(&next, &w, TOK_UTF8_REPLACEMENT, 3);
+        emit_char(&next, &w, KV_UTF8_REPLACEMENT, 3);
         next.n_pending = 0;
     }
     if (w.overflow)
@@ -363,7 +363,7 @@ int kv_tokenizer_decode(const kv_tokenizer *tok, const int32_t *ids, size_t n, c
     for (size_t i = 0; i < n; i++)
         push_id(&d, &w, ids[i]);
     if (d.n_pending)
-        emit_char(&d, &w, TOK_UTF8_REPLACEMENT, 3);
+        emit_char(&d, &w, KV_UTF8_REPLACEMENT, 3);
     if (w.overflow) { /* cannot happen given the bound; fail cleanly rather than truncate */
         free(buf);
         return kv_err_set(err, KV_ENOMEM, "decode size bound exceeded");

@@ -56,7 +56,7 @@ int kv_tokenizer_encode(const kv_tokenizer *tok, const char *text, size_t len, i
         return kv_err_set(err, KV_EINVAL, "kv_tokenizer_encode: null argument");
     *ids = NULL;
     *n_ids = 0;
-    size_t bad = tok_utf8_invalid_at(text, len);
+    size_t bad = kv_utf8_invalid_at(text, len);
     if (bad != len)
         return kv_err_set(err, KV_EINVAL, "text to encode is not valid UTF-8 (byte %zu)", bad);
     enc_ctx c = {0};

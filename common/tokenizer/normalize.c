@@ -11,7 +11,7 @@ static int add_step(kv_tokenizer *tok, tok_norm_kind kind, const char *from, siz
                     const char *to, size_t to_len, kv_err *err)
 {
     /* Normalized text must stay valid UTF-8: the regexes and added-token matching rely on it. */
-    if ((from && tok_utf8_invalid_at(from, from_len) != from_len) || tok_utf8_invalid_at(to, to_len) != to_len)
+    if ((from && kv_utf8_invalid_at(from, from_len) != from_len) || kv_utf8_invalid_at(to, to_len) != to_len)
         return kv_err_set(err, KV_EFORMAT, "normalizer: string is not valid UTF-8");
     tok_norm_step *steps = realloc(tok->norm, (tok->n_norm + 1) * sizeof *steps);
     if (!steps)

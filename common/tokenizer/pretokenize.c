@@ -158,7 +158,7 @@ static int regex_error(int rc, kv_err *err)
 static int split_piece(const pcre2_code *re, pcre2_match_data *md, const char *s, size_t n, size_t base,
                        tok_spans *out, kv_err *err)
 {
-    size_t bad = tok_utf8_invalid_at(s, n);
+    size_t bad = kv_utf8_invalid_at(s, n);
     if (bad != n)
         return kv_err_set(err, KV_EINVAL, "pre-tokenizer input is not valid UTF-8 (byte %zu)", bad);
     size_t pos = 0, last = 0;
@@ -184,7 +184,7 @@ static int split_piece(const pcre2_code *re, pcre2_match_data *md, const char *s
             if (m0 >= n)
                 break;
             uint32_t cp;
-            pos = m0 + tok_utf8_next(s + m0, n - m0, &cp);
+            pos = m0 + kv_utf8_next(s + m0, n - m0, &cp);
         }
     }
     if (last < n && tok_spans_push(out, base + last, n - last))
