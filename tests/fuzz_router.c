@@ -6,11 +6,12 @@
  *             the envelope goes through kv_wire_decode and router_handle, as a received
  *             message does;
  *   op 2 / 3  the clock moves on (1 byte) x 10 ms / x 1 s, and the router ticks.
- * Replies go to peers that are not there (ZeroMQ drops them). Properties, besides the
- * sanitizers': after every record the router's books agree with its requests (each
- * worker's active count and promised blocks, the FIFO); at the end, with every peer silent
- * and the clock an hour on, no request and no worker is left: every request ended by its
- * deadline or its worker's death, and every worker that fell silent is forgotten. */
+ * Properties, besides the sanitizers': after every record the router's books agree with
+ * its requests (each worker's active count and promised blocks, the FIFO); at the end, with
+ * every peer silent and the clock an hour on, no request and no worker is left (every
+ * request ended by its deadline or its worker's death, every silent worker is forgotten),
+ * and each client got exactly one final reply per Generate it sent. The clients are real
+ * sockets; what goes to workers goes to peers that are not there (ZeroMQ drops it). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,10 @@ typedef struct harness {
     router_state st;
     kv_fuzz_cluster cl;
     double clock;
+    /* The clients, there to read their replies: per peer, the Generates it sent this input
+     * and the final GenerateReplies it got. */
+    void *client[N_PEERS];
+    long generates[N_PEERS], finals[N_PEERS];
 } harness;
 
 static harness *harness_get(void)
@@ -68,6 +73,17 @@ static harness *harness_get(void)
     if (!h.zctx || router_state_init(&h.st, &o, h.zctx, &err)) {
         fprintf(stderr, "fuzz_router: router_state_init: %s\n", err.msg);
         exit(1);
+    }
+    for (unsigned i = 0; i < N_PEERS; i++) {
+        char id[16];
+        int zero = 0;
+        snprintf(id, sizeof id, "client-%u", i);
+        h.client[i] = zmq_socket(h.zctx, ZMQ_DEALER);
+        if (!h.client[i] || zmq_setsockopt(h.client[i], ZMQ_ROUTING_ID, id, strlen(id)) ||
+            zmq_setsockopt(h.client[i], ZMQ_RCVHWM, &zero, sizeof zero) || zmq_connect(h.client[i], o.listen)) {
+            fprintf(stderr, "fuzz_router: client socket: %s\n", zmq_strerror(zmq_errno()));
+            exit(1);
+        }
     }
     h.clock = 1000.0;
     ready = 1;
@@ -111,6 +127,23 @@ static void check_books(const router_state *st)
     }
 }
 
+/* Reads what the clients got, counting the final replies. */
+static void read_replies(harness *h)
+{
+    for (int i = 0; i < N_PEERS; i++) {
+        kv_wire_msg m;
+        kv_err err;
+        int rc;
+        while ((rc = kv_wire_recv(h->client[i], 0, 0, &m, &err)) != KV_ETIMEOUT) {
+            KV_FUZZ_REQUIRE(rc == KV_OK, "client-%d got a message it cannot read: %s", i, err.msg);
+            if (m.env->body_case == KVSERVE__ENVELOPE__BODY_REPLY &&
+                m.env->reply->finish_reason != KVSERVE__FINISH_REASON__FINISH_NONE)
+                h->finals[i]++;
+            kv_wire_msg_close(&m);
+        }
+    }
+}
+
 /* ---- the input -------------------------------------------------------------------- */
 
 /* One message record (after its op byte). -1 when the input ends inside it. */
@@ -129,6 +162,8 @@ static int deliver(harness *h, int control, kv_fuzz_reader *rd)
     kv_err err;
     int rc = kv_wire_decode(rd->p, len, &m.env, &err);
     rd->p += len, rd->left -= len;
+    if (!control && rc == KV_OK && m.env->body_case == KVSERVE__ENVELOPE__BODY_GENERATE)
+        h->generates[peer % N_PEERS]++;
     /* Owned as kv_wire_recv's are: kv_wire_msg_close frees them. */
     m.payloads = malloc(MAX_FRAMES * sizeof *m.payloads);
     for (int i = 0; m.payloads && i < frames % MAX_FRAMES; i++) {
@@ -151,6 +186,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     harness *h = harness_get();
     router_state *st = &h->st;
     st->reqs.next_seq = 1; /* the table is empty: wire ids restart, so inputs replay alike */
+    memset(h->generates, 0, sizeof h->generates);
+    memset(h->finals, 0, sizeof h->finals);
     kv_fuzz_reader rd = {data, size};
     uint8_t op, dt;
     while (kv_fuzz_take(&rd, &op, 1) == 0) {
@@ -164,6 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             router_tick(st, h->clock);
         }
         check_books(st);
+        read_replies(h);
     }
     for (int i = 0; i < END_STEPS && (st->reqs.n || st->workers.n); i++) {
         h->clock += END_STEP_S;
@@ -173,6 +211,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     KV_FUZZ_REQUIRE(st->reqs.n == 0 && st->workers.n == 0,
                     "an hour after every peer fell silent: %zu requests and %zu workers left", st->reqs.n,
                     st->workers.n);
+    read_replies(h);
+    for (int i = 0; i < N_PEERS; i++)
+        KV_FUZZ_REQUIRE(h->finals[i] == h->generates[i], "client-%d sent %ld Generates and got %ld final replies", i,
+                        h->generates[i], h->finals[i]);
     return 0;
 }
 
