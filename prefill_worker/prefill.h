@@ -52,7 +52,14 @@ typedef struct prefill_worker {
     double next_idle_check;          /* of the decode worker connections (monotonic s) */
 } prefill_worker;
 
-/* prefill_task.c: the queue and what a task must satisfy. */
+/* prefill_task.c: the worker's set-up, the control channel, the queue and what a task
+ * must satisfy. */
+/* Zeroes pw and sets it up on f, we, ctl and zctx (the decode workers' DEALERs live in
+ * zctx): KV_OK or KV_ENOMEM (pw->logits, freed by the caller). */
+int prefill_worker_init(prefill_worker *pw, const worker_flags *f, worker_engine *we, worker_control *ctl, void *zctx);
+/* A message on the control channel (a worker_msg_fn, ctx the worker): PrefillTask, Abort,
+ * Error, and what worker_control_handle takes. */
+void prefill_on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err);
 prefill_task *prefill_task_new(Kvserve__Envelope *env);
 /* Ends a task: its blocks return to the pool at once, or, while ZeroMQ still holds frames
  * or NCCL sends that read them are under way, once prefill_reap sees those end. */
@@ -81,5 +88,13 @@ void prefill_abort(prefill_worker *pw, const char *id, Kvserve__ErrorCode reason
 int prefill_has_work(const prefill_worker *pw);     /* something to compute right now */
 double prefill_wake(const prefill_worker *pw);      /* the current task's deadline, or far away */
 void prefill_fail_all(prefill_worker *pw);          /* shutdown: drop every task */
+
+/* A message on one decode worker's KV socket (a worker_msg_fn, ctx a prefill_kv_from):
+ * KvAck, KvHelloReply, Error. */
+typedef struct prefill_kv_from {
+    prefill_worker *pw;
+    kv_peer *peer;
+} prefill_kv_from;
+void prefill_on_kv(void *ctx, kv_wire_msg *m, int rc, const kv_err *err);
 
 #endif

@@ -8,85 +8,10 @@
 #include "kv_time.h"
 #include "prefill.h"
 #include "worker_loop.h"
-#include "worker_proto.h"
 #include "kv_signal.h"
 
 #define COMP "kv-prefill"
 #define DRAIN_MAX 256
-
-static void on_task(prefill_worker *pw, kv_wire_msg *m)
-{
-    const char *id = m->env->prefill->request_id;
-    if (!id[0]) {
-        KV_WARN(COMP, "msg=\"PrefillTask without a request id dropped\"");
-        return;
-    }
-    if (prefill_known(pw, id)) {
-        KV_WARN(COMP, "msg=\"duplicate PrefillTask dropped\" request=%s", id);
-        return;
-    }
-    prefill_task *t = prefill_task_new(m->env);
-    if (!t) {
-        KV_ERROR(COMP, "msg=\"out of memory queueing a task\" request=%s", id);
-        return;
-    }
-    m->env = NULL; /* the task owns the message now */
-    prefill_queue_push(pw, t);
-    KV_DEBUG(COMP, "msg=\"task queued\" request=%s queued=%d", t->id, pw->n_queued);
-}
-
-static void on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
-{
-    prefill_worker *pw = ctx;
-    if (rc) {
-        KV_WARN(COMP, "msg=\"bad control message\" err=\"%s\"", err->msg);
-        return;
-    }
-    if (worker_control_handle(pw->ctl, m))
-        return;
-    const Kvserve__Envelope *env = m->env;
-    switch (env->body_case) {
-    case KVSERVE__ENVELOPE__BODY_PREFILL:
-        on_task(pw, m);
-        break;
-    case KVSERVE__ENVELOPE__BODY_ABORT:
-        prefill_abort(pw, env->abort->request_id, env->abort->reason);
-        break;
-    case KVSERVE__ENVELOPE__BODY_ERROR:
-        KV_WARN(COMP, "msg=\"router error\" code=%s request=%s message=\"%s\"", worker_error_name(env->error->code),
-                env->error->request_id, env->error->message);
-        break;
-    default:
-        KV_WARN(COMP, "msg=\"unexpected control message ignored\" body=%d", (int)env->body_case);
-    }
-}
-
-/* A message on one decode worker's KV socket. */
-typedef struct kv_from {
-    prefill_worker *pw;
-    kv_peer *peer;
-} kv_from;
-
-static void on_kv(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
-{
-    const kv_from *from = ctx;
-    prefill_worker *pw = from->pw;
-    if (rc) {
-        KV_WARN(COMP, "msg=\"bad message from a decode worker\" endpoint=%s err=\"%s\"", from->peer->endpoint,
-                err->msg);
-        return;
-    }
-    const Kvserve__Envelope *env = m->env;
-    if (env->body_case == KVSERVE__ENVELOPE__BODY_KV_ACK)
-        prefill_on_ack(pw, from->peer, env->kv_ack);
-    else if (env->body_case == KVSERVE__ENVELOPE__BODY_KV_HELLO_REPLY)
-        kv_sender_on_hello_reply(&pw->sender, from->peer, env->kv_hello_reply);
-    else if (env->body_case == KVSERVE__ENVELOPE__BODY_ERROR)
-        KV_WARN(COMP, "msg=\"decode worker error\" code=%s request=%s message=\"%s\"",
-                worker_error_name(env->error->code), env->error->request_id, env->error->message);
-    else
-        KV_WARN(COMP, "msg=\"unexpected message from a decode worker ignored\" body=%d", (int)env->body_case);
-}
 
 static int run_loop(void *ctx)
 {
@@ -118,11 +43,11 @@ static int run_loop(void *ctx)
         int timeout = prefill_has_work(pw) ? 0 : worker_timeout_ms(kv_now_s(), wake);
         worker_poll(items, n, timeout);
         if (items[0].revents & ZMQ_POLLIN)
-            worker_drain(pw->ctl->sock, 0, DRAIN_MAX, on_control, pw);
+            worker_drain(pw->ctl->sock, 0, DRAIN_MAX, prefill_on_control, pw);
         for (int i = 1; i < n; i++)
             if (items[i].revents & ZMQ_POLLIN) {
-                kv_from from = {pw, pw->sender.peers[i - 1]};
-                worker_drain(items[i].socket, 0, DRAIN_MAX, on_kv, &from);
+                prefill_kv_from from = {pw, pw->sender.peers[i - 1]};
+                worker_drain(items[i].socket, 0, DRAIN_MAX, prefill_on_kv, &from);
             }
         worker_load load = {pw->cur ? 1u : 0u, (uint32_t)pw->n_queued, (uint32_t)kv_pool_n_free(pw->we->pool),
                             (uint32_t)pw->we->pool->n_blocks};
@@ -152,14 +77,8 @@ int main(int argc, char **argv)
     worker_control ctl;
     int status = 1;
     prefill_worker pw;
-    memset(&pw, 0, sizeof pw);
-    pw.f = &f;
-    pw.we = &we;
-    pw.ctl = &ctl;
-    kv_sender_init(&pw.sender, zctx, f.id, &we.xfer);
-    pw.sender.fault_exit_mid_transfer = f.fault_exit_mid_transfer;
-    pw.logits = malloc((size_t)we.model->cfg.vocab_size * sizeof *pw.logits);
-    if (!zctx || !pw.logits) {
+    int oom = prefill_worker_init(&pw, &f, &we, &ctl, zctx);
+    if (!zctx || oom) {
         fprintf(stderr, "%s: out of memory\n", f.prog);
     } else if (worker_control_open(&ctl, zctx, &f, &we, "", &err)) {
         fprintf(stderr, "%s: %s\n", f.prog, err.msg);

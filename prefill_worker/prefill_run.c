@@ -308,3 +308,24 @@ void prefill_fail_all(prefill_worker *pw)
     while ((t = prefill_queue_pop(pw)))
         prefill_task_retire(pw, t);
 }
+
+void prefill_on_kv(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
+{
+    const prefill_kv_from *from = ctx;
+    prefill_worker *pw = from->pw;
+    if (rc) {
+        KV_WARN(COMP, "msg=\"bad message from a decode worker\" endpoint=%s err=\"%s\"", from->peer->endpoint,
+                err->msg);
+        return;
+    }
+    const Kvserve__Envelope *env = m->env;
+    if (env->body_case == KVSERVE__ENVELOPE__BODY_KV_ACK)
+        prefill_on_ack(pw, from->peer, env->kv_ack);
+    else if (env->body_case == KVSERVE__ENVELOPE__BODY_KV_HELLO_REPLY)
+        kv_sender_on_hello_reply(&pw->sender, from->peer, env->kv_hello_reply);
+    else if (env->body_case == KVSERVE__ENVELOPE__BODY_ERROR)
+        KV_WARN(COMP, "msg=\"decode worker error\" code=%s request=%s message=\"%s\"",
+                worker_error_name(env->error->code), env->error->request_id, env->error->message);
+    else
+        KV_WARN(COMP, "msg=\"unexpected message from a decode worker ignored\" body=%d", (int)env->body_case);
+}

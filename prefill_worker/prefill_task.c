@@ -7,6 +7,18 @@
 #include "kv_time.h"
 #include "worker_proto.h"
 
+int prefill_worker_init(prefill_worker *pw, const worker_flags *f, worker_engine *we, worker_control *ctl, void *zctx)
+{
+    memset(pw, 0, sizeof *pw);
+    pw->f = f;
+    pw->we = we;
+    pw->ctl = ctl;
+    kv_sender_init(&pw->sender, zctx, f->id, &we->xfer);
+    pw->sender.fault_exit_mid_transfer = f->fault_exit_mid_transfer;
+    pw->logits = malloc((size_t)we->model->cfg.vocab_size * sizeof *pw->logits);
+    return pw->logits ? KV_OK : KV_ENOMEM;
+}
+
 prefill_task *prefill_task_new(Kvserve__Envelope *env)
 {
     prefill_task *t = calloc(1, sizeof *t);
@@ -222,4 +234,51 @@ int prefill_task_validate(const prefill_worker *pw, prefill_task *t, Kvserve__Er
                           pw->we->pool->n_blocks);
     }
     return KV_OK;
+}
+
+static void on_task(prefill_worker *pw, kv_wire_msg *m)
+{
+    const char *id = m->env->prefill->request_id;
+    if (!id[0]) {
+        KV_WARN("kv-prefill", "msg=\"PrefillTask without a request id dropped\"");
+        return;
+    }
+    if (prefill_known(pw, id)) {
+        KV_WARN("kv-prefill", "msg=\"duplicate PrefillTask dropped\" request=%s", id);
+        return;
+    }
+    prefill_task *t = prefill_task_new(m->env);
+    if (!t) {
+        KV_ERROR("kv-prefill", "msg=\"out of memory queueing a task\" request=%s", id);
+        return;
+    }
+    m->env = NULL; /* the task owns the message now */
+    prefill_queue_push(pw, t);
+    KV_DEBUG("kv-prefill", "msg=\"task queued\" request=%s queued=%d", t->id, pw->n_queued);
+}
+
+void prefill_on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
+{
+    prefill_worker *pw = ctx;
+    if (rc) {
+        KV_WARN("kv-prefill", "msg=\"bad control message\" err=\"%s\"", err->msg);
+        return;
+    }
+    if (worker_control_handle(pw->ctl, m))
+        return;
+    const Kvserve__Envelope *env = m->env;
+    switch (env->body_case) {
+    case KVSERVE__ENVELOPE__BODY_PREFILL:
+        on_task(pw, m);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ABORT:
+        prefill_abort(pw, env->abort->request_id, env->abort->reason);
+        break;
+    case KVSERVE__ENVELOPE__BODY_ERROR:
+        KV_WARN("kv-prefill", "msg=\"router error\" code=%s request=%s message=\"%s\"", worker_error_name(env->error->code),
+                env->error->request_id, env->error->message);
+        break;
+    default:
+        KV_WARN("kv-prefill", "msg=\"unexpected control message ignored\" body=%d", (int)env->body_case);
+    }
 }
