@@ -29,6 +29,7 @@
 
 #include "decode.h"
 #include "kv_fuzz_envelope.h"
+#include "kv_fuzz_pool.h"
 #include "kv_fuzz_target.h"
 #include "kv_test.h"
 #include "model_config.h"
@@ -49,27 +50,17 @@ typedef struct harness {
     worker_control ctl;
     decode_worker dw;
     kv_fuzz_cluster cl;
-    uint8_t *held; /* per block, by check_books */
+    uint8_t *held; /* per block: check_books's ledger */
 } harness;
 
 static harness *harness_get(void)
 {
     static harness h;
     static int ready;
-    static char dir[4096];
     if (ready)
         return &h;
-    setenv("KVSERVE_LOG", "error", 0); /* a line per refused message would be most of the time */
-    const char *models = kv_test_models_dir();
-    if (!models)
-        KV_TEST_SKIP("shared test models not found (set KVSERVE_TEST_MODELS): fuzz_decode skipped");
-    snprintf(dir, sizeof dir, "%s/stories260K", models);
-    kv_model_config cfg;
+    char *dir = (char *)kv_fuzz_stories260k("fuzz_decode");
     kv_err err;
-    if (kv_model_config_load(dir, &cfg, &err)) {
-        fprintf(stderr, "SKIP: fuzz_decode needs the stories260K model: %s\n", err.msg);
-        exit(77);
-    }
     /* One thread: the model is tiny, and a libFuzzer process is one core. */
     char *argv[] = {"fuzz_decode", "--model", dir, "--device", "cpu", "--threads", "1", "--kv-blocks", "64",
                     "--max-batch", "8", "--kv-listen", "inproc://fuzz-decode-kv", "--router", CONTROL_EP,
@@ -99,29 +90,11 @@ static harness *harness_get(void)
 
 /* ---- properties ------------------------------------------------------------------- */
 
-static void hold(harness *h, const decode_req *r, const int32_t *ids, int32_t n)
-{
-    const kv_pool *pool = h->we.pool;
-    for (int32_t i = 0; i < n; i++) {
-        int32_t b = ids[i];
-        /* The decode worker never shares a block: one reference, its holder's. */
-        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !h->held[b] && pool->refcount[b] == 1,
-                        "request %s holds block %d (of %d) twice, or with another", r->id, b, pool->n_blocks);
-        h->held[b] = 1;
-    }
-}
-
 static void check_books(harness *h)
 {
     const decode_worker *dw = &h->dw;
-    const kv_pool *pool = h->we.pool;
-    memset(h->held, 0, (size_t)pool->n_blocks);
-    for (int32_t i = 0; i < pool->n_free; i++) {
-        int32_t b = pool->free_ids[i];
-        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !h->held[b] && pool->refcount[b] == 0,
-                        "free list entry %d: block %d", i, b);
-        h->held[b] = 1;
-    }
+    kv_fuzz_ledger ledger = {h->we.pool, h->held};
+    kv_fuzz_ledger_open(&ledger);
     for (int k = 0; k < 2; k++) {
         const decode_list *l = k ? &dw->running : &dw->waiting;
         for (int i = 0; i < l->n; i++) {
@@ -133,16 +106,15 @@ static void check_books(harness *h)
                                     r->blocks_received <= r->n_prompt_blocks && r->n_prompt_blocks <= r->n_blocks,
                                 "waiting request %s: state %d, %d blocks, %d of %d prompt blocks received", r->id,
                                 (int)r->state, r->n_blocks, r->blocks_received, r->n_prompt_blocks);
-                hold(h, r, r->blocks, r->n_blocks);
+                kv_fuzz_ledger_hold(&ledger, r->id, r->blocks, r->n_blocks);
             } else {
                 KV_FUZZ_REQUIRE(r->state == DR_RUNNING && !r->blocks, "running request %s in state %d", r->id,
                                 (int)r->state);
-                hold(h, r, r->seq.blocks, r->seq.n_blocks);
+                kv_fuzz_ledger_hold(&ledger, r->id, r->seq.blocks, r->seq.n_blocks);
             }
         }
     }
-    for (int32_t b = 0; b < pool->n_blocks; b++)
-        KV_FUZZ_REQUIRE(h->held[b], "block %d neither free nor held (%d free)", b, pool->n_free);
+    kv_fuzz_ledger_close(&ledger);
     KV_FUZZ_REQUIRE(!dw->links, "a CPU worker holds a GPU session with %s", dw->links->prefill_id);
 }
 

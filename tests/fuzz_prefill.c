@@ -34,6 +34,7 @@
 #include <zmq.h>
 
 #include "kv_fuzz_envelope.h"
+#include "kv_fuzz_pool.h"
 #include "kv_fuzz_target.h"
 #include "kv_test.h"
 #include "kv_time.h"
@@ -68,7 +69,7 @@ typedef struct harness {
     prefill_worker pw;
     kv_fuzz_cluster cl;
     int bs;
-    uint8_t *held;        /* per block, by check_books */
+    uint8_t *held;        /* per block: check_books's ledger */
     track tr;
     zmq_msg_t frames[MAX_HELD];
     uint32_t sums[MAX_HELD];
@@ -81,20 +82,10 @@ static harness *harness_get(void)
 {
     static harness h;
     static int ready;
-    static char dir[4096];
     if (ready)
         return &h;
-    setenv("KVSERVE_LOG", "error", 0); /* a line per refused message would be most of the time */
-    const char *models = kv_test_models_dir();
-    if (!models)
-        KV_TEST_SKIP("shared test models not found (set KVSERVE_TEST_MODELS): fuzz_prefill skipped");
-    snprintf(dir, sizeof dir, "%s/stories260K", models);
-    kv_model_config cfg;
+    char *dir = (char *)kv_fuzz_stories260k("fuzz_prefill");
     kv_err err;
-    if (kv_model_config_load(dir, &cfg, &err)) {
-        fprintf(stderr, "SKIP: fuzz_prefill needs the stories260K model: %s\n", err.msg);
-        exit(77);
-    }
     /* One thread: the model is tiny, and a libFuzzer process is one core. A chunk of 3
      * blocks ships as 2 KvChunks; idle peers are never closed by the clock. */
     char *argv[] = {"fuzz_prefill", "--model", dir, "--device", "cpu", "--threads", "1", "--kv-blocks", "48",
@@ -130,28 +121,11 @@ static harness *harness_get(void)
 
 /* ---- properties ------------------------------------------------------------------- */
 
-static void hold(harness *h, const prefill_task *t, const kv_seq *s)
-{
-    const kv_pool *pool = h->we.pool;
-    for (int32_t i = 0; i < s->n_blocks; i++) {
-        int32_t b = s->blocks[i];
-        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !h->held[b] && pool->refcount[b] == 1,
-                        "task %s holds block %d (of %d) twice, or with another", t->id, b, pool->n_blocks);
-        h->held[b] = 1;
-    }
-}
-
 static void check_books(harness *h)
 {
     const prefill_worker *pw = &h->pw;
-    const kv_pool *pool = h->we.pool;
-    memset(h->held, 0, (size_t)pool->n_blocks);
-    for (int32_t i = 0; i < pool->n_free; i++) {
-        int32_t b = pool->free_ids[i];
-        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !h->held[b] && pool->refcount[b] == 0,
-                        "free list entry %d: block %d", i, b);
-        h->held[b] = 1;
-    }
+    kv_fuzz_ledger ledger = {h->we.pool, h->held};
+    kv_fuzz_ledger_open(&ledger);
     int n = 0;
     const prefill_task *last = NULL;
     for (const prefill_task *t = pw->head; t; last = t, t = t->next, n++) {
@@ -171,18 +145,17 @@ static void check_books(harness *h)
                             (t->state == PT_PREFILLING || (t->last_sent && t->done == np && t->sent_blocks == all)),
                         "current task %s: state %d, %d of %d tokens, %d in the cache, %d blocks sent, last %d", t->id,
                         (int)t->state, t->done, np, t->seq.n_tokens, t->sent_blocks, t->last_sent);
-        hold(h, t, &t->seq);
+        kv_fuzz_ledger_hold(&ledger, t->id, t->seq.blocks, t->seq.n_blocks);
         in_flight += atomic_load(&t->frames_in_flight);
     }
     for (const prefill_task *t = pw->draining; t; t = t->next) {
         KV_FUZZ_REQUIRE(t != pw->cur && !t->n_gpu_ops && atomic_load(&t->frames_in_flight) >= 0,
                         "draining task %s: %d GPU sends, %d frames", t->id, t->n_gpu_ops,
                         atomic_load(&t->frames_in_flight));
-        hold(h, t, &t->seq);
+        kv_fuzz_ledger_hold(&ledger, t->id, t->seq.blocks, t->seq.n_blocks);
         in_flight += atomic_load(&t->frames_in_flight);
     }
-    for (int32_t b = 0; b < pool->n_blocks; b++)
-        KV_FUZZ_REQUIRE(h->held[b], "block %d neither free nor held (%d free)", b, pool->n_free);
+    kv_fuzz_ledger_close(&ledger);
     KV_FUZZ_REQUIRE(in_flight == h->n_held, "tasks count %ld frames in flight; the decode side holds %d", in_flight,
                     h->n_held);
 }

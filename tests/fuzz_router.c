@@ -48,17 +48,12 @@ static harness *harness_get(void)
     static int ready;
     if (ready)
         return &h;
-    setenv("KVSERVE_LOG", "error", 0); /* a line per refused message would be most of the time */
-    const char *models = kv_test_models_dir();
-    if (!models)
-        KV_TEST_SKIP("shared test models not found (set KVSERVE_TEST_MODELS): fuzz_router skipped");
-    static char dir[4096]; /* router_opts keeps the pointer */
-    snprintf(dir, sizeof dir, "%s/stories260K", models);
+    const char *dir = kv_fuzz_stories260k("fuzz_router");
     kv_model_config cfg;
     kv_err err;
     if (kv_model_config_load(dir, &cfg, &err) || kv_model_fingerprint(dir, h.cl.fingerprint, &err)) {
-        fprintf(stderr, "SKIP: fuzz_router needs the stories260K model: %s\n", err.msg);
-        exit(77);
+        fprintf(stderr, "fuzz_router: %s\n", err.msg);
+        exit(1);
     }
     h.cl.n_layers = (uint32_t)cfg.n_layers, h.cl.n_kv_heads = (uint32_t)cfg.n_kv_heads;
     h.cl.head_dim = (uint32_t)cfg.head_dim;

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 
 #include "kv_fuzz.h"
+#include "kv_test.h"
 
 /* One input: returns 0 (libFuzzer's convention; anything else is reserved). */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,5 +33,23 @@ size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap);
             abort();                                                                        \
         }                                                                                   \
     } while (0)
+
+/* The stories260K directory of the shared test models, for a target that needs a model (its
+ * name in the skip message): exits 77 (skipped) without them. Also quiets the logs
+ * (KVSERVE_LOG=error unless set): a line per refused message would be most of the time. */
+static inline const char *kv_fuzz_stories260k(const char *target)
+{
+    static char dir[4096];
+    setenv("KVSERVE_LOG", "error", 0);
+    const char *models = kv_test_models_dir();
+    char config[4200];
+    snprintf(dir, sizeof dir, "%s/stories260K", models ? models : "");
+    snprintf(config, sizeof config, "%s/config.json", dir);
+    FILE *f = models ? fopen(config, "r") : NULL;
+    if (!f)
+        KV_TEST_SKIP("%s needs the shared stories260K model (set KVSERVE_TEST_MODELS): skipped", target);
+    fclose(f);
+    return dir;
+}
 
 #endif

@@ -1,0 +1,51 @@
+/* Who holds which block of a worker's KV pool, for the workers' fuzz targets: after every
+ * record each block must be free (on the free list, no reference) or held by exactly one
+ * request or task (one reference: the workers never share a block), never both, never
+ * twice. Usage: kv_fuzz_ledger_open, kv_fuzz_ledger_hold for each holder, kv_fuzz_ledger_close. */
+#ifndef KV_FUZZ_POOL_H
+#define KV_FUZZ_POOL_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "kv_fuzz_target.h"
+#include "kv_pool.h"
+
+typedef struct kv_fuzz_ledger {
+    const kv_pool *pool;
+    uint8_t *seen; /* a byte per block: malloc'd by the caller, pool->n_blocks of them */
+} kv_fuzz_ledger;
+
+/* Starts a count with the free list. */
+static inline void kv_fuzz_ledger_open(kv_fuzz_ledger *l)
+{
+    const kv_pool *pool = l->pool;
+    memset(l->seen, 0, (size_t)pool->n_blocks);
+    for (int32_t i = 0; i < pool->n_free; i++) {
+        int32_t b = pool->free_ids[i];
+        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !l->seen[b] && pool->refcount[b] == 0,
+                        "free list entry %d: block %d", i, b);
+        l->seen[b] = 1;
+    }
+}
+
+/* who (a request or task id) holds ids[0..n). */
+static inline void kv_fuzz_ledger_hold(kv_fuzz_ledger *l, const char *who, const int32_t *ids, int32_t n)
+{
+    const kv_pool *pool = l->pool;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t b = ids[i];
+        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !l->seen[b] && pool->refcount[b] == 1,
+                        "%s holds block %d (of %d) twice, or with another", who, b, pool->n_blocks);
+        l->seen[b] = 1;
+    }
+}
+
+/* Every block was seen: none leaked. */
+static inline void kv_fuzz_ledger_close(const kv_fuzz_ledger *l)
+{
+    for (int32_t b = 0; b < l->pool->n_blocks; b++)
+        KV_FUZZ_REQUIRE(l->seen[b], "block %d neither free nor held (%d free)", b, l->pool->n_free);
+}
+
+#endif
