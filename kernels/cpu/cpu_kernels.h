@@ -87,9 +87,10 @@ typedef struct kc_prob_id {
     int32_t id;
 } kc_prob_id;
 int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands);
-/* kc_sample's candidates (when it is not the argmax): returns their count n; cands[0..n) holds them,
- * most likely first when top-k or top-p cut the vocabulary (else in id order), and *mass
- * their summed weight. */
+/* kc_sample's candidates (when it is not the argmax): returns their count n, 0 when the
+ * row's max is not finite (no weight is a number: kc_sample takes the argmax); cands[0..n)
+ * holds them, most likely first when top-k or top-p cut the vocabulary (else in id order),
+ * and *mass their summed weight. */
 int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params *sp, kc_prob_id *cands,
                          double *mass);
 /* 1 when the pick needs no sorted candidate list longer than cap: greedy, the whole

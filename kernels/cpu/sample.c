@@ -19,6 +19,10 @@ int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params 
 {
     int n = vocab;
     float maxl = logits[kc_argmax(logits, n)], inv_t = 1.0f / sp->temperature;
+    if (!isfinite(maxl)) { /* +-inf - itself, or all NaN: no weight would be a number */
+        *mass = 0.0;
+        return 0;
+    }
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
         cands[i].p = expf((logits[i] - maxl) * inv_t);
@@ -61,23 +65,22 @@ int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params 
     return n;
 }
 
-/* The cases where the weights exp((x - max) / t) are no distribution: t <= 0, t so small
- * that 1/t overflows (a subnormal t: 0 * inf is NaN at the top token), a max logit of
- * +-inf (inf - inf), or a single token. The argmax then, as on the device. */
-static int sample_greedy(const float *logits, int vocab, const kc_sample_params *sp)
+/* Parameters that make the weights exp((x - max) / t) no distribution: t <= 0, t so small
+ * that 1/t overflows (a subnormal t: 0 * inf is NaN at the top token), or a single token.
+ * The argmax then, as on the device; so too for a row whose max is not finite, which
+ * kc_sample_candidates finds while it computes the max anyway. */
+static int greedy_params(int vocab, const kc_sample_params *sp)
 {
-    if (!(sp->temperature > 0.0f) || !isfinite(1.0f / sp->temperature) || vocab <= 1)
-        return 1;
-    return !isfinite(logits[kc_argmax(logits, vocab)]);
+    return !(sp->temperature > 0.0f) || !isfinite(1.0f / sp->temperature) || vocab <= 1;
 }
 
 int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, float u, kc_prob_id *cands)
 {
-    if (sample_greedy(logits, vocab, sp))
+    if (greedy_params(vocab, sp))
         return kc_argmax(logits, vocab);
     double sum;
     int n = kc_sample_candidates(logits, vocab, sp, cands, &sum);
-    if (n == 0) /* no weight compares (NaN logits): nothing to draw from */
+    if (n == 0) /* a max that is not finite, or no weight compares (NaN): nothing to draw from */
         return kc_argmax(logits, vocab);
     double r = (double)u * sum, cum = 0.0;
     for (int i = 0; i < n; i++) {
@@ -90,7 +93,7 @@ int32_t kc_sample(const float *logits, int vocab, const kc_sample_params *sp, fl
 
 int kc_sample_fits(const float *logits, int vocab, const kc_sample_params *sp, int cap, kc_prob_id *cands)
 {
-    if (vocab <= cap || sample_greedy(logits, vocab, sp))
+    if (vocab <= cap || greedy_params(vocab, sp) || !isfinite(logits[kc_argmax(logits, vocab)]))
         return 1;
     int top_k = sp->top_k > 0 && sp->top_k < vocab ? sp->top_k : vocab;
     if (top_k < vocab)
