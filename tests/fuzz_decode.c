@@ -29,7 +29,7 @@
 
 #include "decode.h"
 #include "kv_fuzz_envelope.h"
-#include "kv_fuzz_pool.h"
+#include "kv_fuzz_worker.h"
 #include "kv_fuzz_target.h"
 #include "kv_test.h"
 #include "model_config.h"
@@ -79,11 +79,7 @@ static harness *harness_get(void)
         fprintf(stderr, "fuzz_decode: set-up: %s\n", err.msg);
         exit(1);
     }
-    const kv_model_config *c = &h.we.model->cfg;
-    h.cl.n_layers = (uint32_t)c->n_layers, h.cl.n_kv_heads = (uint32_t)c->n_kv_heads;
-    h.cl.head_dim = (uint32_t)c->head_dim, h.cl.block_bytes = h.we.block_bytes;
-    memcpy(h.cl.fingerprint, h.we.fingerprint, sizeof h.cl.fingerprint);
-    snprintf(h.cl.kv_endpoint, sizeof h.cl.kv_endpoint, "%s", dw->kv_endpoint);
+    kv_fuzz_cluster_of(&h.we, dw->kv_endpoint, &h.cl);
     ready = 1;
     return &h;
 }
@@ -218,10 +214,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     harness *h = harness_get();
     decode_worker *dw = &h->dw;
     kv_pool *pool = h->we.pool;
-    /* Every block is free (the end of the last input says so): the free stack goes back to
-     * a fresh pool's order, so the ids handed out (and a seed's chunks name) replay alike. */
-    for (int32_t i = 0; i < pool->n_blocks; i++)
-        pool->free_ids[i] = pool->n_blocks - 1 - i;
+    kv_fuzz_pool_restart(pool); /* every block is free: the end of the last input says so */
     kv_fuzz_reader rd = {data, size};
     uint8_t op;
     int steps = 0;

@@ -34,7 +34,7 @@
 #include <zmq.h>
 
 #include "kv_fuzz_envelope.h"
-#include "kv_fuzz_pool.h"
+#include "kv_fuzz_worker.h"
 #include "kv_fuzz_target.h"
 #include "kv_test.h"
 #include "kv_time.h"
@@ -109,11 +109,7 @@ static harness *harness_get(void)
         fprintf(stderr, "fuzz_prefill: set-up: %s\n", err.msg);
         exit(1);
     }
-    const kv_model_config *c = &h.we.model->cfg;
-    h.cl.n_layers = (uint32_t)c->n_layers, h.cl.n_kv_heads = (uint32_t)c->n_kv_heads;
-    h.cl.head_dim = (uint32_t)c->head_dim, h.cl.block_bytes = h.we.block_bytes;
-    memcpy(h.cl.fingerprint, h.we.fingerprint, sizeof h.cl.fingerprint);
-    snprintf(h.cl.kv_endpoint, sizeof h.cl.kv_endpoint, "%s", fake_ep[0]);
+    kv_fuzz_cluster_of(&h.we, fake_ep[0], &h.cl);
     h.bs = h.we.pool->shape.block_size;
     ready = 1;
     return &h;
@@ -367,11 +363,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     harness *h = harness_get();
     prefill_worker *pw = &h->pw;
     kv_pool *pool = h->we.pool;
-    /* Every block is free (the end of the last input says so): the free stack goes back to
-     * a fresh pool's order, so an input replays alike. A refusal would have ended the
-     * worker; here the next input starts unregistered again. */
-    for (int32_t i = 0; i < pool->n_blocks; i++)
-        pool->free_ids[i] = pool->n_blocks - 1 - i;
+    kv_fuzz_pool_restart(pool); /* every block is free: the end of the last input says so */
+    /* A refusal would have ended the worker; here the next input starts unregistered again. */
     h->ctl.registered = h->ctl.refused = 0, h->ctl.register_at_s = 0;
     kv_fuzz_reader rd = {data, size};
     uint8_t op, len2[2];
