@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git python3
   libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
-  libopenblas-dev libopenblas-openmp-dev libpcre2-dev
+  libopenblas-dev libopenblas-openmp-dev libpcre2-dev libutf8proc-dev
 )
 
 missing=()

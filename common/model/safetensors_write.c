@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "synth_textbuf.h"
+#include "kv_textbuf.h"
 
 struct kv_st_writer {
     FILE *f;

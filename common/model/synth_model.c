@@ -13,7 +13,7 @@
 #include "kv_time.h"
 #include "model_shapes.h"
 #include "safetensors_write.h"
-#include "synth_textbuf.h"
+#include "kv_textbuf.h"
 #include "synth_tokenizer.h"
 #include "synth_weights.h"
 

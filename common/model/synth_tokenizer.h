@@ -10,7 +10,7 @@
 #define KV_SYNTH_TOKENIZER_H
 
 #include "kv_err.h"
-#include "synth_textbuf.h"
+#include "kv_textbuf.h"
 
 #define KV_SYNTH_MIN_VOCAB 258 /* 256 byte tokens + 2 specials */
 #define KV_SYNTH_BOS_TEXT "<|begin_of_text|>"

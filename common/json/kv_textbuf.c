@@ -1,4 +1,4 @@
-#include "synth_textbuf.h"
+#include "kv_textbuf.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -93,6 +93,8 @@ void kv_textbuf_json_string(kv_textbuf *b, const char *s, size_t len)
         case '\n': kv_textbuf_append(b, "\\n", 2); break;
         case '\r': kv_textbuf_append(b, "\\r", 2); break;
         case '\t': kv_textbuf_append(b, "\\t", 2); break;
+        case '\b': kv_textbuf_append(b, "\\b", 2); break;
+        case '\f': kv_textbuf_append(b, "\\f", 2); break;
         default: kv_textbuf_printf(b, "\\u%04x", c); break;
         }
     }

@@ -1,8 +1,9 @@
-/* A growable text buffer for writing JSON (config.json, safetensors headers, tokenizer.json).
+/* A growable text buffer: the one JSON writer (config.json, safetensors headers, tokenizer.json,
+ * status replies, chat-template tojson).
  * Allocation failure is sticky: appends after it do nothing and kv_textbuf_failed() says so,
  * so a writer can build a whole document and check once. */
-#ifndef KV_SYNTH_TEXTBUF_H
-#define KV_SYNTH_TEXTBUF_H
+#ifndef KV_TEXTBUF_H
+#define KV_TEXTBUF_H
 
 #include <stddef.h>
 
@@ -17,8 +18,9 @@ void kv_textbuf_free(kv_textbuf *b);
 void kv_textbuf_append(kv_textbuf *b, const char *s, size_t len);
 void kv_textbuf_puts(kv_textbuf *b, const char *s);
 void kv_textbuf_printf(kv_textbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s[0..len) as a quoted JSON string (escapes quotes, backslashes, control bytes;
- * other UTF-8 passes through unchanged). */
+/* Appends s[0..len) as a quoted JSON string escaped exactly as Python's
+ * json.dumps(ensure_ascii=False) does (\" \\ \n \r \t \b \f, other control bytes as \u00xx);
+ * other UTF-8 passes through unchanged. */
 void kv_textbuf_json_string(kv_textbuf *b, const char *s, size_t len);
 static inline int kv_textbuf_failed(const kv_textbuf *b) { return b->failed; }
 
