@@ -1,4 +1,7 @@
 /* kv-bench-engine: CPU engine speed against this machine's measured floors.
+ * The model is a directory or a .gguf file, its weights served as stored (or converted by
+ * --weights-dtype); the header names the weight formats and the kernels' instruction set,
+ * and resident memory (VmRSS / VmHWM) is reported against the weights' bytes.
  *   decode  tok/s vs the memory-bandwidth floor: bytes a decode step must read (weights +
  *           the KV cache so far) over the measured copy bandwidth;
  *   prefill tok/s vs the measured sgemm peak: 2 x matmul params FLOPs per token (+ attention);
@@ -12,6 +15,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "kv_type.h"
 #include "generate.h"
 #include "kv_blas.h"
 #include "kv_time.h"
@@ -133,9 +137,29 @@ static int run_generate(kv_engine *e, int prompt_len, int n_gen, int no_kv, run_
     return 0;
 }
 
+/* VmRSS and VmHWM of this process in MiB (-1 when /proc cannot say). */
+static void resident_mib(double *rss, double *hwm)
+{
+    *rss = *hwm = -1;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return;
+    char line[256];
+    while (fgets(line, sizeof line, f)) {
+        long kb;
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            *rss = kb / 1024.0;
+        else if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            *hwm = kb / 1024.0;
+    }
+    fclose(f);
+}
+
 static void usage(void)
 {
-    fprintf(stderr, "usage: kv-bench-engine --model DIR [--prompt-len N] [--tokens N] [--no-kv-tokens N] [--threads N]\n"
+    fprintf(stderr, "usage: kv-bench-engine --model DIR|FILE.gguf [--weights-dtype T] [--prompt-len N] [--tokens N]\n"
+                    "                       [--no-kv-tokens N] [--threads N]\n"
+                    "  --weights-dtype T converts the weights at load: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
                     "  --tokens N        tokens to generate with KV cache (default 1000)\n"
                     "  --no-kv-tokens N  tokens to generate without KV cache (default = --tokens; 0 skips)\n");
 }
@@ -144,7 +168,11 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"prompt-len", required_argument, 0, 'p'},
                                          {"tokens", required_argument, 0, 't'}, {"no-kv-tokens", required_argument, 0, 'n'},
-                                         {"threads", required_argument, 0, 'j'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"threads", required_argument, 0, 'j'}, {"weights-dtype", required_argument, 0, 'w'},
+                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    kv_model_load_options lo;
+    kv_model_load_options_default(&lo);
+    kv_err err;
     const char *dir = NULL;
     int prompt_len = 512, n_tok = 1000, n_nokv = -1, threads = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -154,6 +182,12 @@ int main(int argc, char **argv)
         case 't': n_tok = atoi(optarg); break;
         case 'n': n_nokv = atoi(optarg); break;
         case 'j': threads = atoi(optarg); break;
+        case 'w':
+            if (kv_weights_type_parse(optarg, &lo.weights_type, &err)) {
+                fprintf(stderr, "kv-bench-engine: %s\n", err.msg);
+                return 2;
+            }
+            break;
         default: usage(); return 2;
         }
     }
@@ -163,8 +197,8 @@ int main(int argc, char **argv)
     }
     if (n_nokv < 0) n_nokv = n_tok;
     kv_model *m;
-    kv_err err;
-    if (kv_model_load(dir, &m, &err)) {
+    double t_load = kv_now_s();
+    if (kv_model_load_opts(dir, &lo, &m, &err)) {
         fprintf(stderr, "kv-bench-engine: %s\n", err.msg);
         return 1;
     }
@@ -176,13 +210,35 @@ int main(int argc, char **argv)
         fprintf(stderr, "kv-bench-engine: %s\n", err.msg);
         return 1;
     }
+    t_load = kv_now_s() - t_load;
     const kv_model_config *cfg = &m->cfg;
-    /* Warm-up: page in the weights. */
+    /* Warm-up: page in the weights. Resident memory is read before the floor measurements,
+     * whose buffers would set the high-water mark. */
     run_result warm, kv, nokv = {0}, pf;
     run_generate(e, 8, 2, 0, &warm);
+    double rss_warm, hwm_warm, rss_end, hwm_end;
+    resident_mib(&rss_warm, &hwm_warm);
+    size_t resident_weights = 0;
+    char by_type[256] = "";
+    for (int t = 0; t < KV_TYPE_COUNT; t++)
+        if (m->type_bytes[t]) {
+            resident_weights += m->type_bytes[t];
+            snprintf(by_type + strlen(by_type), sizeof by_type - strlen(by_type), "%s%s %.1f MiB", by_type[0] ? ", " : "",
+                     kv_type_name((kv_type)t), (double)m->type_bytes[t] / (1 << 20));
+        }
+    printf("weights: %s (%s) = %.1f MiB, loaded in %.2f s; kernels: %s\n", m->weight_types, by_type,
+           (double)resident_weights / (1 << 20), t_load, kv_engine_cpu_isa(e) ? kv_engine_cpu_isa(e) : "gpu");
+    printf("resident after warm-up: VmRSS %.1f MiB, VmHWM %.1f MiB (KV pool %.1f MiB allocated, touched as used)\n",
+           rss_warm, hwm_warm,
+           (double)kv_engine_pool(e)->n_blocks * (double)kv_engine_block_bytes(e) / (1 << 20));
+    fflush(stdout);
     floors f1 = {0}, f2 = {0}, g1 = {0}, g2 = {0};
     measure_sgemm(&g1);
     if (run_generate(e, prompt_len, 1, 0, &pf)) return 1;
+    resident_mib(&rss_end, &hwm_end);
+    printf("resident after a %d-token prefill: VmRSS %.1f MiB (VmHWM %.1f MiB counts a 48 MiB sgemm probe)\n",
+           prompt_len, rss_end, hwm_end);
+    fflush(stdout);
     measure_sgemm(&g2);
     measure_bandwidth(&f1);
     if (run_generate(e, 16, n_tok, 0, &kv)) return 1;
@@ -197,7 +253,9 @@ int main(int argc, char **argv)
     double floor_tps = f.copy_gbs * 1e9 / step_bytes;
     double decode_tps = (kv.n_gen - 1) / kv.decode_s;
     /* lm_head runs for the last token only during prefill. */
-    double matmul_params = (double)m->weight_bytes / sizeof(float) - (double)cfg->vocab_size * cfg->hidden_size;
+    double hd = cfg->head_dim, h = cfg->hidden_size;
+    double matmul_params = (double)cfg->n_layers * (2 * h * cfg->n_heads * hd + 2 * h * cfg->n_kv_heads * hd +
+                                                    3 * h * cfg->intermediate_size);
     double attn_flops = 4.0 * cfg->n_layers * cfg->n_heads * cfg->head_dim * (prompt_len + 1) / 2.0;
     double prefill_flops_tok = 2.0 * matmul_params + attn_flops;
     double prefill_tps = prompt_len / pf.prefill_s;

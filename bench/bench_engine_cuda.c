@@ -182,10 +182,12 @@ static shape_info shape_of(const kv_model *m, kv_precision p)
     const kv_model_config *c = &m->cfg;
     shape_info s;
     s.es = p == KV_PRECISION_BF16 ? 2.0 : 4.0;
-    s.weight_bytes = (double)m->weight_bytes / 4.0 * s.es; /* weight_bytes counts f32 bytes */
+    /* The GPU holds f32 or bf16 copies whatever the host format: count parameters. */
+    double h = c->hidden_size, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
     s.kv_per_token = 2.0 * c->n_layers * c->n_kv_heads * c->head_dim * s.es;
     s.head_params = (double)c->vocab_size * c->hidden_size;
-    s.layer_params = (double)m->weight_bytes / 4.0 - s.head_params;
+    s.layer_params = c->n_layers * (2 * h * q + 2 * h * kv + 3 * h * c->intermediate_size + 2 * h);
+    s.weight_bytes = (s.layer_params + s.head_params + h) * s.es;
     return s;
 }
 

@@ -6,6 +6,7 @@
 #include "kv_client_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,6 +43,9 @@ struct kv_client {
     kvc_item *q; /* FIFO: q[0..n_q) */
     size_t n_q, cap_q;
     kvc_item cur; /* the event last returned by next_event (owns its envelope) */
+    /* The last event's logprobs, converted from its reply (valid until the next call). */
+    kv_client_logprobs *ev_lp, *ev_plp;
+    size_t cap_ev_lp, cap_ev_plp;
     uint64_t id_prefix, id_counter;
     unsigned status_pending; /* status requests sent and not yet answered */
     /* The router went away and no connection has finished its handshake since. ZeroMQ
@@ -202,6 +206,8 @@ void kv_client_close(kv_client *c)
         item_free(&c->q[i]);
     free(c->q);
     free(c->track);
+    free(c->ev_lp);
+    free(c->ev_plp);
     if (c->sock)
         zmq_socket_monitor(c->sock, NULL, 0);
     if (c->mon)
@@ -216,6 +222,21 @@ void kv_client_close(kv_client *c)
 const char *kv_client_last_error(const kv_client *c) { return c ? c->err : "no client"; }
 
 size_t kv_client_in_flight(const kv_client *c) { return c->n_track; }
+
+int kv_client_poll_fds(kv_client *c, int fds[KV_CLIENT_MAX_FDS])
+{
+    /* The request socket and the monitor (a lost connection fails the requests in flight). */
+    void *socks[KV_CLIENT_MAX_FDS] = {c->sock, c->mon};
+    int n = 0;
+    for (int i = 0; i < KV_CLIENT_MAX_FDS; i++) {
+        int fd;
+        size_t len = sizeof fd;
+        if (zmq_getsockopt(socks[i], ZMQ_FD, &fd, &len))
+            return fail(c, KVC_EIO, "zmq_getsockopt(ZMQ_FD): %s", zmq_strerror(zmq_errno()));
+        fds[n++] = fd;
+    }
+    return n;
+}
 
 /* ---- request table --------------------------------------------------------------- */
 
@@ -408,6 +429,33 @@ static void fill_timings(kv_client_timings *t, const Kvserve__Timings *p)
     snprintf(t->kv_transport, sizeof t->kv_transport, "%s", p->kv_transport ? p->kv_transport : "");
 }
 
+/* n TokenLogprobs into *buf (grown to *cap): the array, or NULL when out of memory. Top
+ * lists are cut to what both arrays hold and to KV_CLIENT_LOGPROBS_TOP_MAX. */
+static const kv_client_logprobs *convert_logprobs(Kvserve__TokenLogprobs *const *m, size_t n, kv_client_logprobs **buf,
+                                                  size_t *cap)
+{
+    if (n > *cap) {
+        kv_client_logprobs *p = realloc(*buf, n * sizeof *p);
+        if (!p)
+            return NULL;
+        *buf = p;
+        *cap = n;
+    }
+    for (size_t i = 0; i < n; i++) {
+        kv_client_logprobs *o = &(*buf)[i];
+        size_t k = m[i]->n_top_ids < m[i]->n_top_logprobs ? m[i]->n_top_ids : m[i]->n_top_logprobs;
+        if (k > KV_CLIENT_LOGPROBS_TOP_MAX)
+            k = KV_CLIENT_LOGPROBS_TOP_MAX;
+        o->logprob = m[i]->logprob;
+        o->n_top = (uint32_t)k;
+        if (k) {
+            memcpy(o->top_ids, m[i]->top_ids, k * sizeof *o->top_ids);
+            memcpy(o->top_logprobs, m[i]->top_logprobs, k * sizeof *o->top_logprobs);
+        }
+    }
+    return *buf;
+}
+
 /* Fills ev from an item (kept alive in the caller's storage). Returns 0 when the item
  * is not an event for the caller (a reply of a request not in flight here). */
 static int item_to_event(kv_client *c, const kvc_item *it, kv_client_event *ev)
@@ -452,6 +500,15 @@ static int item_to_event(kv_client *c, const kvc_item *it, kv_client_event *ev)
             ev->has_timings = 1;
             fill_timings(&ev->timings, r->timings);
         }
+        ev->prompt_tokens = r->prompt_tokens;
+        ev->n_prompt_tokens = r->n_prompt_tokens;
+        /* Logprobs only when they match the tokens one to one (the router sends them so). */
+        if (r->n_tokens && r->n_logprobs == r->n_tokens)
+            ev->logprobs = convert_logprobs(r->logprobs, r->n_logprobs, &c->ev_lp, &c->cap_ev_lp);
+        if (r->n_prompt_logprobs &&
+            (ev->prompt_logprobs = convert_logprobs(r->prompt_logprobs, r->n_prompt_logprobs, &c->ev_plp,
+                                                    &c->cap_ev_plp)))
+            ev->n_prompt_logprobs = r->n_prompt_logprobs;
         if (ev->finished)
             track_remove(c, id);
         return 1;
@@ -581,6 +638,10 @@ int kv_client_submit(kv_client *c, const kv_client_request *r, char id_out[KV_CL
     g.ignore_eos = r->ignore_eos != 0;
     g.model = (char *)(r->model ? r->model : "");
     g.deadline_ms = r->deadline_ms;
+    g.chat_messages = (char *)(r->chat_messages ? r->chat_messages : "");
+    g.return_prompt_tokens = r->return_prompt_tokens != 0;
+    g.logprobs = r->logprobs;
+    g.prompt_logprobs = r->prompt_logprobs != 0;
     env.body_case = KVSERVE__ENVELOPE__BODY_GENERATE;
     env.generate = &g;
     double deadline = deadline_after(timeout_ms);
@@ -602,6 +663,11 @@ int kv_client_submit(kv_client *c, const kv_client_request *r, char id_out[KV_CL
 
 int kv_client_cancel(kv_client *c, const char *request_id, int timeout_ms)
 {
+    return kv_client_cancel_stop(c, request_id, 0, timeout_ms);
+}
+
+int kv_client_cancel_stop(kv_client *c, const char *request_id, int stop_matched, int timeout_ms)
+{
     if (!request_id || strlen(request_id) > KV_CLIENT_ID_MAX)
         return fail(c, KVC_EINVAL, "invalid request id");
     Kvserve__Envelope env;
@@ -609,6 +675,7 @@ int kv_client_cancel(kv_client *c, const char *request_id, int timeout_ms)
     kv_wire_envelope_init(&env);
     kvserve__cancel_request__init(&cr);
     cr.request_id = (char *)request_id;
+    cr.stop_matched = stop_matched != 0;
     env.body_case = KVSERVE__ENVELOPE__BODY_CANCEL;
     env.cancel = &cr;
     double deadline = deadline_after(timeout_ms);
@@ -623,7 +690,7 @@ int kv_client_cancel(kv_client *c, const char *request_id, int timeout_ms)
 
 /* ---- blocking generate ----------------------------------------------------------- */
 
-static int append(kv_client_result *res, const kv_client_event *ev, size_t *tok_cap, size_t *text_cap)
+static int append(kv_client_result *res, const kv_client_event *ev, int want_lp, size_t *tok_cap, size_t *text_cap)
 {
     if (res->n_tokens + ev->n_tokens > *tok_cap) {
         size_t cap = *tok_cap ? *tok_cap : 64;
@@ -633,10 +700,26 @@ static int append(kv_client_result *res, const kv_client_event *ev, size_t *tok_
         if (!t)
             return KVC_ENOMEM;
         res->tokens = t;
+        if (want_lp) {
+            kv_client_logprobs *l = realloc(res->logprobs, cap * sizeof *l);
+            if (!l)
+                return KVC_ENOMEM;
+            res->logprobs = l;
+        }
         *tok_cap = cap;
     }
     if (ev->n_tokens)
         memcpy(res->tokens + res->n_tokens, ev->tokens, ev->n_tokens * sizeof *ev->tokens);
+    if (ev->n_tokens && want_lp) { /* a token without logprobs gets NaN (the router always sends them) */
+        for (size_t i = 0; i < ev->n_tokens; i++)
+            res->logprobs[res->n_tokens + i] = ev->logprobs ? ev->logprobs[i] : (kv_client_logprobs){.logprob = NAN};
+    }
+    if (ev->n_prompt_logprobs && !res->prompt_logprobs) {
+        if (!(res->prompt_logprobs = malloc(ev->n_prompt_logprobs * sizeof *res->prompt_logprobs)))
+            return KVC_ENOMEM;
+        memcpy(res->prompt_logprobs, ev->prompt_logprobs, ev->n_prompt_logprobs * sizeof *res->prompt_logprobs);
+        res->n_prompt_logprobs = ev->n_prompt_logprobs;
+    }
     res->n_tokens += ev->n_tokens;
     if (res->text_len + ev->text_len + 1 > *text_cap) {
         size_t cap = *text_cap ? *text_cap : 256;
@@ -723,7 +806,7 @@ int kv_client_generate(kv_client *c, const kv_client_request *r, kv_client_chunk
         }
         if (ev.n_tokens && res->n_tokens == 0)
             res->client_ttft_ms = (kv_now_s() - t0) * 1e3;
-        if ((rc = append(res, &ev, &tok_cap, &text_cap)) != 0) {
+        if ((rc = append(res, &ev, r->logprobs != 0, &tok_cap, &text_cap)) != 0) {
             fail(c, rc, "out of memory");
             kv_client_cancel(c, id, 100);
             track_remove(c, id);
@@ -737,6 +820,16 @@ int kv_client_generate(kv_client *c, const kv_client_request *r, kv_client_chunk
         if (ev.has_timings) {
             res->has_timings = 1;
             res->timings = ev.timings;
+        }
+        if (ev.finished && ev.n_prompt_tokens && !res->prompt_tokens) {
+            res->prompt_tokens = malloc(ev.n_prompt_tokens * sizeof *res->prompt_tokens);
+            if (!res->prompt_tokens) {
+                rc = fail(c, KVC_ENOMEM, "out of memory");
+                item_free(&it);
+                return rc;
+            }
+            memcpy(res->prompt_tokens, ev.prompt_tokens, ev.n_prompt_tokens * sizeof *res->prompt_tokens);
+            res->n_prompt_tokens = ev.n_prompt_tokens;
         }
         if (ev.finished) {
             res->client_total_ms = (kv_now_s() - t0) * 1e3;
@@ -771,9 +864,14 @@ void kv_client_result_free(kv_client_result *res)
         return;
     free(res->tokens);
     free(res->text);
-    res->tokens = NULL;
+    free(res->prompt_tokens);
+    free(res->logprobs);
+    free(res->prompt_logprobs);
+    res->logprobs = res->prompt_logprobs = NULL;
+    res->n_prompt_logprobs = 0;
+    res->tokens = res->prompt_tokens = NULL;
     res->text = NULL;
-    res->n_tokens = res->text_len = 0;
+    res->n_tokens = res->text_len = res->n_prompt_tokens = 0;
 }
 
 /* ---- status ---------------------------------------------------------------------- */
@@ -818,7 +916,7 @@ int kv_client_status(kv_client *c, int timeout_ms, kv_status **out)
         rc = kvc_status_from_proto(it.env->status_reply, out);
         item_free(&it);
         if (rc)
-            return fail(c, rc, "out of memory");
+            return fail(c, rc, rc == KVC_EPROTO ? "the router's status has malformed metrics" : "out of memory");
         return KVC_OK;
     }
 }

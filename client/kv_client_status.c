@@ -15,6 +15,89 @@ static char *dup_str(const char *s, int *oom)
     return d;
 }
 
+/* A histogram from the router, checked: bounds finite and strictly increasing, one count
+ * per bucket plus the one above them all. */
+static int hist_from_proto(const Kvserve__Histogram *p, kv_status_histogram *h)
+{
+    memset(h, 0, sizeof *h);
+    if (!p)
+        return KVC_OK; /* an empty histogram */
+    if (p->n_bounds > KV_STATUS_HIST_MAX_BOUNDS || p->n_counts != p->n_bounds + 1 || !isfinite(p->sum))
+        return KVC_EPROTO;
+    for (size_t i = 0; i < p->n_bounds; i++) {
+        if (!isfinite(p->bounds[i]) || (i && !(p->bounds[i] > p->bounds[i - 1])))
+            return KVC_EPROTO;
+        h->bounds[i] = p->bounds[i];
+    }
+    h->n_bounds = p->n_bounds;
+    for (size_t i = 0; i < p->n_counts; i++) {
+        if (p->counts[i] > UINT64_MAX - h->count)
+            return KVC_EPROTO;
+        h->counts[i] = p->counts[i];
+        h->count += p->counts[i];
+    }
+    h->sum = p->sum;
+    return KVC_OK;
+}
+
+static int metrics_from_proto(const Kvserve__ClusterMetrics *p, kv_status_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    if (!p)
+        return KVC_OK;
+    m->present = 1;
+    m->num_requests_running = p->num_requests_running;
+    m->num_requests_waiting = p->num_requests_waiting;
+    m->prompt_tokens = p->prompt_tokens;
+    m->generation_tokens = p->generation_tokens;
+    m->finished_stop = p->finished_stop;
+    m->finished_length = p->finished_length;
+    m->finished_abort = p->finished_abort;
+    m->finished_error = p->finished_error;
+    for (size_t i = 0; i < p->n_failures; i++) {
+        int code = (int)p->failures[i]->code;
+        if (code < 0 || code > KV_STATUS_MAX_ERROR_CODE)
+            code = KVC_ERR_INTERNAL;
+        m->failures[code] += p->failures[i]->count;
+    }
+    const Kvserve__Histogram *src[6] = {p->time_to_first_token, p->inter_token_latency, p->e2e_request_latency,
+                                        p->request_queue_time,  p->request_prefill_time, p->request_decode_time};
+    kv_status_histogram *dst[6] = {&m->ttft, &m->itl, &m->e2e, &m->queue, &m->prefill, &m->decode};
+    for (int i = 0; i < 6; i++)
+        if (hist_from_proto(src[i], dst[i]))
+            return KVC_EPROTO;
+    if (p->n_kv_transfers > KV_STATUS_MAX_TRANSPORTS)
+        return KVC_EPROTO;
+    for (size_t i = 0; i < p->n_kv_transfers; i++) {
+        const Kvserve__KvTransferMetrics *x = p->kv_transfers[i];
+        kv_status_transfer *t = &m->transfers[i];
+        if (!x->transport || strlen(x->transport) >= sizeof t->transport)
+            return KVC_EPROTO;
+        snprintf(t->transport, sizeof t->transport, "%s", x->transport);
+        t->bytes = x->bytes;
+        if (hist_from_proto(x->seconds, &t->seconds))
+            return KVC_EPROTO;
+    }
+    m->n_transfers = p->n_kv_transfers;
+    return KVC_OK;
+}
+
+double kv_status_histogram_quantile(const kv_status_histogram *h, double q)
+{
+    if (!h || !h->count || !(q >= 0 && q <= 1))
+        return NAN;
+    double rank = q * (double)h->count;
+    uint64_t below = 0;
+    for (size_t i = 0; i < h->n_bounds; i++) {
+        if ((double)(below + h->counts[i]) >= rank && h->counts[i]) {
+            double lo = i ? h->bounds[i - 1] : (h->bounds[0] > 0 ? 0 : h->bounds[0]);
+            return lo + (h->bounds[i] - lo) * ((rank - (double)below) / (double)h->counts[i]);
+        }
+        below += h->counts[i];
+    }
+    return h->n_bounds ? h->bounds[h->n_bounds - 1] : NAN;
+}
+
 int kvc_status_from_proto(const Kvserve__StatusReply *p, kv_status **out)
 {
     int oom = 0;
@@ -41,6 +124,7 @@ int kvc_status_from_proto(const Kvserve__StatusReply *p, kv_status **out)
         o->address = dup_str(w->address, &oom);
         o->device = dup_str(w->device, &oom);
         o->kv_transports = dup_str(w->kv_transports, &oom);
+        o->weights = dup_str(w->weights, &oom);
         o->healthy = w->healthy != 0;
         o->last_heartbeat_ms_ago = w->last_heartbeat_ms_ago;
         o->running = w->running;
@@ -79,6 +163,10 @@ int kvc_status_from_proto(const Kvserve__StatusReply *p, kv_status **out)
         kv_status_free(s);
         return KVC_ENOMEM;
     }
+    if (metrics_from_proto(p->metrics, &s->metrics)) {
+        kv_status_free(s);
+        return KVC_EPROTO;
+    }
     *out = s;
     return KVC_OK;
 }
@@ -92,6 +180,7 @@ void kv_status_free(kv_status *s)
         free(s->workers[i].address);
         free(s->workers[i].device);
         free(s->workers[i].kv_transports);
+        free(s->workers[i].weights);
     }
     for (size_t i = 0; i < s->n_requests; i++) {
         free(s->requests[i].request_id);
@@ -170,6 +259,65 @@ static void sb_str(sbuf *b, const char *s)
 
 static double finite_or_zero(double v) { return isfinite(v) ? v : 0.0; }
 
+/* A number, or null when it is not one (a quantile of an empty histogram). */
+static void sb_num(sbuf *b, double v)
+{
+    if (isfinite(v))
+        sb_printf(b, "%.6g", v);
+    else
+        sb_printf(b, "null");
+}
+
+static void hist_json(sbuf *b, const char *key, const kv_status_histogram *h)
+{
+    sb_printf(b, ",\"%s\":{\"count\":%llu,\"sum\":%.6f,\"p50\":", key, (unsigned long long)h->count,
+              finite_or_zero(h->sum));
+    sb_num(b, kv_status_histogram_quantile(h, 0.5));
+    sb_printf(b, ",\"p99\":");
+    sb_num(b, kv_status_histogram_quantile(h, 0.99));
+    sb_printf(b, "}");
+}
+
+static void metrics_json(sbuf *b, const kv_status_metrics *m)
+{
+    sb_printf(b,
+              ",\"metrics\":{\"num_requests_running\":%u,\"num_requests_waiting\":%u,\"prompt_tokens\":%llu,"
+              "\"generation_tokens\":%llu,\"finished\":{\"stop\":%llu,\"length\":%llu,\"abort\":%llu,\"error\":%llu},"
+              "\"failures\":{",
+              m->num_requests_running, m->num_requests_waiting, (unsigned long long)m->prompt_tokens,
+              (unsigned long long)m->generation_tokens, (unsigned long long)m->finished_stop,
+              (unsigned long long)m->finished_length, (unsigned long long)m->finished_abort,
+              (unsigned long long)m->finished_error);
+    int first = 1;
+    for (int code = 0; code <= KV_STATUS_MAX_ERROR_CODE; code++)
+        if (m->failures[code]) {
+            sb_printf(b, "%s", first ? "" : ",");
+            sb_str(b, kv_client_error_name(code));
+            sb_printf(b, ":%llu", (unsigned long long)m->failures[code]);
+            first = 0;
+        }
+    sb_printf(b, "}");
+    hist_json(b, "time_to_first_token_s", &m->ttft);
+    hist_json(b, "inter_token_latency_s", &m->itl);
+    hist_json(b, "e2e_request_latency_s", &m->e2e);
+    hist_json(b, "request_queue_time_s", &m->queue);
+    hist_json(b, "request_prefill_time_s", &m->prefill);
+    hist_json(b, "request_decode_time_s", &m->decode);
+    sb_printf(b, ",\"kv_transfers\":[");
+    for (size_t i = 0; i < m->n_transfers; i++) {
+        const kv_status_transfer *t = &m->transfers[i];
+        sb_printf(b, "%s{\"transport\":", i ? "," : "");
+        sb_str(b, t->transport);
+        sb_printf(b, ",\"bytes\":%llu,\"count\":%llu,\"sum_s\":%.6f,\"p50_s\":", (unsigned long long)t->bytes,
+                  (unsigned long long)t->seconds.count, finite_or_zero(t->seconds.sum));
+        sb_num(b, kv_status_histogram_quantile(&t->seconds, 0.5));
+        sb_printf(b, ",\"p99_s\":");
+        sb_num(b, kv_status_histogram_quantile(&t->seconds, 0.99));
+        sb_printf(b, "}");
+    }
+    sb_printf(b, "]}");
+}
+
 char *kv_status_to_json(const kv_status *s)
 {
     sbuf b = {0};
@@ -193,6 +341,8 @@ char *kv_status_to_json(const kv_status *s)
                   w->healthy ? "true" : "false", finite_or_zero(w->last_heartbeat_ms_ago), w->running, w->queued,
                   w->kv_blocks_used, w->kv_blocks_free, w->kv_blocks_total);
         sb_str(&b, w->kv_transports);
+        sb_printf(&b, ",\"weights\":");
+        sb_str(&b, w->weights);
         sb_printf(&b, "}");
     }
     sb_printf(&b, "],\"requests\":[");
@@ -211,7 +361,10 @@ char *kv_status_to_json(const kv_status *s)
             sb_printf(&b, "%s%d", j ? "," : "", (int)r->block_ids[j]);
         sb_printf(&b, "],\"generated_tokens\":%u,\"age_ms\":%.3f}", r->generated_tokens, finite_or_zero(r->age_ms));
     }
-    sb_printf(&b, "]}");
+    sb_printf(&b, "]");
+    if (s->metrics.present)
+        metrics_json(&b, &s->metrics);
+    sb_printf(&b, "}");
     if (b.oom) {
         free(b.s);
         return NULL;

@@ -7,6 +7,7 @@
 #include "kv_gpu_xfer.h"
 #include "kv_nccl.h"
 #include "kv_transport.h"
+#include "kv_wire_logprobs.h"
 #include "sampler.h"
 #include "worker_control.h"
 #include "worker_engine.h"
@@ -33,6 +34,10 @@ typedef struct decode_req {
     uint64_t bytes;
     int kv_last_seen;           /* the last chunk has arrived (its copies may still run) */
     int32_t first_token;        /* from the last chunk */
+    int lp_top;                 /* logprobs' alternatives per token; -1 = none asked */
+    kc_logprobs first_lp;       /* the first token's (from the last chunk), when asked */
+    kc_logprobs *prompt_lp;     /* the prompt's, when sent: to the router with the first token */
+    size_t n_prompt_lp;
     int xfer_pending;           /* GPU chunks whose copy / receive is under way (kv_links.c) */
     kv_transport transport;     /* of its chunks */
     kv_wire_route kv_from;      /* the prefill worker's KV socket route, for the KvAck */
@@ -91,6 +96,8 @@ typedef struct decode_worker {
     kv_seq **b_seqs;
     kv_sampler **b_samplers;
     int32_t *b_tokens, *b_next;
+    int *b_lp_top;               /* per row: logprobs' alternatives, -1 = none */
+    kc_logprobs *b_lp;
 } decode_worker;
 
 /* decode_reserve.c: the request table, reservations and their ends; the control channel. */
@@ -140,7 +147,9 @@ void decode_start(decode_worker *dw, decode_req *r, int32_t first_token);
 void decode_step(decode_worker *dw);
 /* The step's batch arrays, max_batch each: KV_OK or KV_ENOMEM (freed by the caller). */
 int decode_alloc_batch(decode_worker *dw);
-void decode_send_event(decode_worker *dw, const decode_req *r, const int32_t *token, Kvserve__FinishReason fin,
-                       Kvserve__ErrorCode code, const char *msg);
+/* token (may be NULL) with its logprobs lp (NULL when not asked); the request's prompt
+ * logprobs go with its first token. */
+void decode_send_event(decode_worker *dw, const decode_req *r, const int32_t *token, const kc_logprobs *lp,
+                       Kvserve__FinishReason fin, Kvserve__ErrorCode code, const char *msg);
 
 #endif

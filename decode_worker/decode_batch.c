@@ -24,17 +24,31 @@ static const char *finish_name(Kvserve__FinishReason f)
     }
 }
 
-void decode_send_event(decode_worker *dw, const decode_req *r, const int32_t *token, Kvserve__FinishReason fin,
-                       Kvserve__ErrorCode code, const char *msg)
+void decode_send_event(decode_worker *dw, const decode_req *r, const int32_t *token, const kc_logprobs *lp,
+                       Kvserve__FinishReason fin, Kvserve__ErrorCode code, const char *msg)
 {
     Kvserve__TokenEvent ev;
     Kvserve__Error e;
+    Kvserve__TokenLogprobs lp_m, *lp_p = &lp_m, *prompt_m = NULL, **prompt_p = NULL;
     kvserve__token_event__init(&ev);
     ev.request_id = r->id;
     if (token) {
         ev.n_tokens = 1;
         ev.tokens = (int32_t *)token;
         ev.index = r->n_generated - 1;
+        if (lp) {
+            kv_wire_logprobs_to_proto(lp, &lp_m);
+            ev.n_logprobs = 1;
+            ev.logprobs = &lp_p;
+        }
+        /* The prompt's go with the first token, once; without memory for them the event
+         * goes without (the router then has none to deliver: the client sees them missing). */
+        if (ev.index == 0 && r->n_prompt_lp && (prompt_m = malloc(r->n_prompt_lp * sizeof *prompt_m)) &&
+            (prompt_p = malloc(r->n_prompt_lp * sizeof *prompt_p))) {
+            kv_wire_logprobs_to_protos(r->prompt_lp, r->n_prompt_lp, prompt_m, prompt_p);
+            ev.n_prompt_logprobs = r->n_prompt_lp;
+            ev.prompt_logprobs = prompt_p;
+        }
     } else {
         ev.index = r->n_generated;
     }
@@ -51,6 +65,8 @@ void decode_send_event(decode_worker *dw, const decode_req *r, const int32_t *to
     env.tokens = &ev;
     /* No waiting: the queue is deep, and a router that is away gets these re-planned. */
     worker_send(dw->ctl->sock, NULL, &env, 0, COMP, "TokenEvent");
+    free(prompt_m);
+    free(prompt_p);
 }
 
 /* Takes a freshly sampled token: kv_generate's stop rules, in its order. */
@@ -77,11 +93,12 @@ static void log_finish(const decode_req *r, Kvserve__FinishReason fin)
             decode_ms > 0 && r->n_generated > 1 ? (r->n_generated - 1) / (decode_ms * 1e-3) : 0.0);
 }
 
-/* Streams tok; returns 1 when the request finished with it. */
-static int emit(decode_worker *dw, decode_req *r, int32_t tok)
+/* Streams tok (with its logprobs lp when the request asked); returns 1 when the request
+ * finished with it. */
+static int emit(decode_worker *dw, decode_req *r, int32_t tok, const kc_logprobs *lp)
 {
     Kvserve__FinishReason fin = accept_token(dw, r, tok);
-    decode_send_event(dw, r, &tok, fin, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
+    decode_send_event(dw, r, &tok, r->lp_top >= 0 ? lp : NULL, fin, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
     if (fin == KVSERVE__FINISH_REASON__FINISH_NONE)
         return 0;
     log_finish(r, fin);
@@ -107,7 +124,7 @@ void decode_start(decode_worker *dw, decode_req *r, int32_t first_token)
     r->state = DR_RUNNING;
     KV_INFO(COMP, "msg=\"request started\" request=%s prompt_tokens=%u first_token=%d running=%d", r->id,
             r->prompt_tokens, first_token, dw->running.n + 1);
-    if (emit(dw, r, first_token)) {
+    if (emit(dw, r, first_token, &r->first_lp)) {
         decode_req_free(dw, r);
         return;
     }
@@ -122,22 +139,27 @@ void decode_step(decode_worker *dw)
     int n = dw->running.n < dw->f->max_batch ? dw->running.n : dw->f->max_batch;
     if (n == 0)
         return;
+    int any_lp = 0;
     for (int i = 0; i < n; i++) {
         dw->b_seqs[i] = &dw->running.v[i]->seq;
         dw->b_samplers[i] = &dw->running.v[i]->sampler;
         dw->b_tokens[i] = dw->running.v[i]->last_token;
+        dw->b_lp_top[i] = dw->running.v[i]->lp_top;
+        any_lp |= dw->b_lp_top[i] >= 0;
     }
     kv_err err;
-    int rc = kv_engine_decode_sample(dw->we->engine, dw->b_seqs, dw->b_tokens, n, dw->b_samplers, dw->b_next, &err);
+    int rc = kv_engine_decode_sample_lp(dw->we->engine, dw->b_seqs, dw->b_tokens, n, dw->b_samplers,
+                                        any_lp ? dw->b_lp_top : NULL, dw->b_lp, dw->b_next, &err);
     for (int i = 0; i < n; i++) {
         decode_req *r = dw->running.v[i];
         int done;
         if (rc) {
-            decode_send_event(dw, r, NULL, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL, err.msg);
+            decode_send_event(dw, r, NULL, NULL, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL,
+                              err.msg);
             KV_ERROR(COMP, "msg=\"decode step failed\" request=%s err=\"%s\"", r->id, err.msg);
             done = 1;
         } else {
-            done = emit(dw, r, dw->b_next[i]);
+            done = emit(dw, r, dw->b_next[i], &dw->b_lp[i]);
         }
         if (done) {
             decode_req_free(dw, r);
@@ -159,5 +181,8 @@ int decode_alloc_batch(decode_worker *dw)
     dw->b_samplers = malloc(b * sizeof *dw->b_samplers);
     dw->b_tokens = malloc(b * sizeof *dw->b_tokens);
     dw->b_next = malloc(b * sizeof *dw->b_next);
-    return dw->b_seqs && dw->b_samplers && dw->b_tokens && dw->b_next ? KV_OK : KV_ENOMEM;
+    dw->b_lp_top = malloc(b * sizeof *dw->b_lp_top);
+    dw->b_lp = malloc(b * sizeof *dw->b_lp);
+    return dw->b_seqs && dw->b_samplers && dw->b_tokens && dw->b_next && dw->b_lp_top && dw->b_lp ? KV_OK
+                                                                                                    : KV_ENOMEM;
 }

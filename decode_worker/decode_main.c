@@ -88,6 +88,8 @@ int main(int argc, char **argv)
     free(dw.b_samplers);
     free(dw.b_tokens);
     free(dw.b_next);
+    free(dw.b_lp_top);
+    free(dw.b_lp);
     KV_INFO(COMP, "msg=\"stopped\" worker=%s status=%d blocks_free=%d/%d", f.id, status, kv_pool_n_free(we.pool),
             we.pool->n_blocks);
     worker_engine_close(&we);

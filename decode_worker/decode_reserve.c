@@ -49,6 +49,7 @@ void decode_req_free(decode_worker *dw, decode_req *r)
     if (r->blocks)
         kv_pool_release(pool, r->blocks, r->n_blocks);
     free(r->blocks);
+    free(r->prompt_lp);
     kv_seq_release(&r->seq, pool);
     kv_sampler_free(&r->sampler);
     free(r->id);
@@ -107,6 +108,11 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
         reply(dw, id, NULL, KVSERVE__ERROR_CODE__INVALID_ARGUMENT, err.msg);
         return;
     }
+    if (rr->logprobs > KV_WIRE_LOGPROBS_MAX) {
+        snprintf(msg, sizeof msg, "logprobs %u: at most %d", rr->logprobs, KV_WIRE_LOGPROBS_MAX);
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__INVALID_ARGUMENT, msg);
+        return;
+    }
     uint32_t max_tokens = rr->max_tokens ? rr->max_tokens : DECODE_DEFAULT_MAX_TOKENS;
     uint64_t tokens = (uint64_t)rr->prompt_tokens + max_tokens;
     if (tokens > (uint64_t)c->max_position)
@@ -137,6 +143,7 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
     r->max_tokens = max_tokens;
     r->ignore_eos = rr->ignore_eos ? 1 : 0;
     r->sampling_offset = rr->sampling_offset;
+    r->lp_top = (int)rr->logprobs - 1;
     r->sp = sp;
     r->t_reserved = kv_now_s();
     uint32_t dl = rr->transfer_deadline_ms ? rr->transfer_deadline_ms : DECODE_DEFAULT_TRANSFER_DEADLINE_MS;
@@ -155,7 +162,7 @@ void decode_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, cons
 {
     KV_WARN(COMP, "msg=\"request failed\" request=%s error=%s reason=\"%s\" tokens=%u", r->id, worker_error_name(code),
             msg, r->n_generated);
-    decode_send_event(dw, r, NULL, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
+    decode_send_event(dw, r, NULL, NULL, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
     decode_req_free(dw, r);
 }
 

@@ -26,6 +26,14 @@ static kv_link *find_link(decode_worker *dw, const kv_wire_route *from)
     return NULL;
 }
 
+static kv_link *find_link_of(decode_worker *dw, const char *prefill_id)
+{
+    for (kv_link *l = dw->links; l; l = l->next)
+        if (!strcmp(l->prefill_id, prefill_id))
+            return l;
+    return NULL;
+}
+
 static void pending_free(kv_pending *p)
 {
     kv_gpu_op_free(p->op);
@@ -123,6 +131,12 @@ void kv_links_on_hello(decode_worker *dw, const kv_wire_route *from, const Kvser
     kv_link *old = find_link(dw, from);
     if (old)
         link_destroy(dw, old, "the prefill worker opened a new KV session");
+    /* Each connection has its own route (kv_receiver_bind): a prefill worker that restarted
+     * or reconnected says hello from a new one, and its old link (a mapped pool, a lane, a
+     * communicator) would stay for good. Unauthenticated, a peer claiming its id can end its
+     * link too; the worker then says hello again (KV_SESSION_UNKNOWN). */
+    while ((old = find_link_of(dw, h->prefill_worker_id)))
+        link_destroy(dw, old, "the prefill worker said hello on a new connection");
     kv_transport_side self, peer;
     worker_transport_side(&dw->we->xfer, &self);
     memset(&peer, 0, sizeof peer);

@@ -37,8 +37,10 @@ static void advertised(const char *bound, const char *advertise, char *out, size
 
 int kv_receiver_bind(decode_worker *dw, kv_err *err)
 {
-    int one = 1;
-    zmq_setsockopt(dw->kv_sock, ZMQ_ROUTER_HANDOVER, &one, sizeof one); /* a restarted prefill worker takes over */
+    /* No ZMQ_ROUTER_HANDOVER: with it, any process connecting under a prefill worker's
+     * routing id took that worker's connection over, and its KvChunks went nowhere. Prefill
+     * workers set no routing id: this ROUTER gives each connection its own, so a restarted or
+     * reconnected worker never needs to take an old one over (and a claimed one is ignored). */
     /* A frame far larger than a block is not KV: refuse it at the transport. */
     int64_t max = (int64_t)dw->we->block_bytes + (4 << 20);
     zmq_setsockopt(dw->kv_sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
@@ -79,6 +81,27 @@ void kv_receiver_send_ack(decode_worker *dw, const kv_wire_route *to, const char
 }
 
 /* KV_OK, or the error code and message a bad chunk gets. */
+/* The last chunk's logprobs, when the request asked: the first token's, and the prompt's
+ * (none, or one per prompt position after the first). 0, or -1 with msg. */
+static int check_logprobs(const decode_worker *dw, const decode_req *r, const Kvserve__KvChunk *c, char *msg,
+                          size_t n)
+{
+    if (r->lp_top < 0)
+        return 0;
+    int vocab = dw->we->model->cfg.vocab_size;
+    kc_logprobs lp;
+    kv_err err;
+    if (kv_wire_logprobs_from_proto(c->first_logprobs, vocab, r->lp_top, &lp, &err))
+        return snprintf(msg, n, "first token: %.300s", err.msg), -1;
+    if (c->n_prompt_logprobs && c->n_prompt_logprobs + 1 != r->prompt_tokens)
+        return snprintf(msg, n, "%zu prompt logprobs for a prompt of %u tokens", c->n_prompt_logprobs,
+                        r->prompt_tokens), -1;
+    for (size_t i = 0; i < c->n_prompt_logprobs; i++)
+        if (kv_wire_logprobs_from_proto(c->prompt_logprobs[i], vocab, r->lp_top, &lp, &err))
+            return snprintf(msg, n, "prompt position %zu: %.300s", i + 1, err.msg), -1;
+    return 0;
+}
+
 static Kvserve__ErrorCode check_chunk(const decode_worker *dw, const decode_req *r, const Kvserve__KvChunk *c,
                                       const kv_wire_msg *m, char *msg, size_t n)
 {
@@ -118,6 +141,8 @@ static Kvserve__ErrorCode check_chunk(const decode_worker *dw, const decode_req 
                             (size_t)c->first_block + nb, r->n_prompt_blocks, c->n_tokens, r->prompt_tokens), bad;
         if (c->first_token < 0 || c->first_token >= dw->we->model->cfg.vocab_size)
             return snprintf(msg, n, "first token %d outside the vocabulary", c->first_token), bad;
+        if (check_logprobs(dw, r, c, msg, n))
+            return bad;
     }
     for (size_t i = 0; !gpu && i < nb; i++) {
         zmq_msg_t *f = (zmq_msg_t *)&m->payloads[i];
@@ -180,6 +205,24 @@ static int store_frames(decode_worker *dw, const Kvserve__KvChunk *c, const kv_w
     return 0;
 }
 
+/* The last chunk's logprobs (checked by check_logprobs) into r: KV_OK or KV_ENOMEM. */
+static int keep_logprobs(const decode_worker *dw, decode_req *r, const Kvserve__KvChunk *c)
+{
+    int vocab = dw->we->model->cfg.vocab_size;
+    kv_err err;
+    kv_wire_logprobs_from_proto(c->first_logprobs, vocab, r->lp_top, &r->first_lp, &err);
+    if (!c->n_prompt_logprobs)
+        return KV_OK;
+    free(r->prompt_lp);
+    if (!(r->prompt_lp = malloc(c->n_prompt_logprobs * sizeof *r->prompt_lp)))
+        return KV_ENOMEM;
+    for (size_t i = 0; i < c->n_prompt_logprobs; i++)
+        kv_wire_logprobs_from_proto(c->prompt_logprobs[i], vocab, r->lp_top, &r->prompt_lp[i], &err);
+    r->n_prompt_lp = c->n_prompt_logprobs;
+    return KV_OK;
+}
+
+
 static void on_chunk(decode_worker *dw, const kv_wire_msg *m)
 {
     const Kvserve__KvChunk *c = m->env->kv_chunk;
@@ -223,6 +266,10 @@ static void on_chunk(decode_worker *dw, const kv_wire_msg *m)
         return;
     r->kv_last_seen = 1;
     r->first_token = c->first_token;
+    if (r->lp_top >= 0 && keep_logprobs(dw, r, c)) {
+        kv_receiver_fail(dw, r, KVSERVE__ERROR_CODE__INTERNAL, "out of memory (prompt logprobs)");
+        return;
+    }
     kv_receiver_complete(dw, r);
 }
 

@@ -10,6 +10,9 @@
 #include "engine.h"
 #include "generate.h"
 #include "kv_client.h"
+#include "kv_prompt.h"
+#include "kv_textbuf.h"
+#include "gen_logprobs.h"
 #include "kvctl_args.h"
 #include "kv_time.h"
 #include "kvctl_cmds.h"
@@ -27,28 +30,36 @@ typedef struct gen_cli {
     long deadline_ms;
     kv_gen_params gen;
     kv_engine_options engine;
+    kv_model_load_options load; /* --weights-dtype */
     char *prompt;
     const char *device;    /* --device as given */
     const char *precision; /* --precision as given, or NULL */
+    int chat;              /* --chat: the prompt is one user message of the model's chat template */
+    int json;              /* --json: one JSON object at the end instead of streamed text */
 } gen_cli;
 
 typedef struct stream_ctx {
     kv_detok detok;
     char buf[1024];
     int failed;
+    int json;         /* collect, don't print */
+    kv_textbuf text;  /* the continuation's text (--json) */
+    int32_t *ids;     /* generated ids (--json) */
+    size_t n_ids, cap_ids;
+    gen_logprobs lp;  /* --logprobs */
 } stream_ctx;
 
 static void usage(FILE *out)
 {
     fprintf(out,
             "usage: kvctl generate [--router ADDR] [OPTIONS] [--] PROMPT\n"
-            "       kvctl generate --local --model DIR [OPTIONS] [--] PROMPT\n"
+            "       kvctl generate --local --model DIR|FILE.gguf [OPTIONS] [--] PROMPT\n"
             "Prints only the generated continuation on stdout (as it arrives); timings go to stderr.\n"
             "  --router ADDR        the router's client endpoint (default " DEFAULT_ROUTER ")\n"
             "  --local              run the model in this process instead\n"
             "  --model DIR          with --local: HuggingFace Llama directory (config.json, *.safetensors,\n"
-            "                       tokenizer.json); with a router: optional, its basename must name the\n"
-            "                       served model\n"
+            "                       tokenizer.json) or a llama GGUF file (weights served as stored);\n"
+            "                       with a router: optional, its basename must name the served model\n"
             "  --deadline-ms N      with a router: whole-request deadline (default: the router's)\n"
             "  --max-tokens N       tokens to generate (default 256)\n"
             "  --temperature T      0 = greedy (default 0)\n"
@@ -56,14 +67,52 @@ static void usage(FILE *out)
             "  --top-p P            nucleus sampling mass in (0, 1] (default 1 = off)\n"
             "  --seed S             sampling seed (default 0)\n"
             "  --ignore-eos         keep generating past end-of-sequence tokens\n"
+            "  --chat               apply the model's chat template to PROMPT as one user message\n"
+            "  --json               print one JSON object at the end (text, token_ids, prompt_token_ids,\n"
+            "                       finish_reason, usage, timings) instead of streaming text\n"
+            "  --logprobs N         with --json: each token's logprob (raw logits' log-softmax) and its N\n"
+            "                       (0..20) most likely alternatives: token_logprobs, top_logprobs\n"
+            "  --prompt-logprobs    with --logprobs: the prompt's too (prompt_logprobs, first null)\n"
             "local only:\n"
             "  --prefill-chunk N    prompt tokens per prefill forward (default 512)\n"
             "  --no-kv-cache        recompute the whole sequence every step (baseline)\n"
             "  --block-size N       KV block size in tokens (default 16)\n"
             "  --kv-blocks N        KV pool size in blocks (default: 4 full contexts)\n"
             "  --threads N          CPU threads (default: all cores)\n"
+            "  --weights-dtype T    convert the weights at load: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
+            "                       (default: as stored)\n"
             "  --device D           cpu | auto | cuda:N (default cpu; auto = cuda:0 when usable)\n"
             "  --precision P        f32 | bf16 (default f32 on the cpu, bf16 on a GPU)\n");
+}
+
+/* Text goes to stdout as it comes, or into s->text for --json. */
+static void emit_text(stream_ctx *s, const char *text, size_t n)
+{
+    if (s->json) {
+        kv_textbuf_append(&s->text, text, n);
+        return;
+    }
+    fwrite(text, 1, n, stdout);
+    fflush(stdout);
+}
+
+static int keep_ids(stream_ctx *s, const int32_t *ids, size_t n)
+{
+    if (!s->json)
+        return 0;
+    if (s->n_ids + n > s->cap_ids) {
+        size_t cap = s->cap_ids ? s->cap_ids : 64;
+        while (cap < s->n_ids + n)
+            cap *= 2;
+        int32_t *p = realloc(s->ids, cap * sizeof *p);
+        if (!p)
+            return KV_ENOMEM;
+        s->ids = p;
+        s->cap_ids = cap;
+    }
+    memcpy(s->ids + s->n_ids, ids, n * sizeof *ids);
+    s->n_ids += n;
+    return 0;
 }
 
 static int on_token(void *ctx, int32_t token)
@@ -71,14 +120,60 @@ static int on_token(void *ctx, int32_t token)
     stream_ctx *s = ctx;
     kv_err err;
     int n = kv_detok_push(&s->detok, token, s->buf, sizeof s->buf, &err);
-    if (n < 0) {
-        fprintf(stderr, "kvctl: cannot decode token %d: %s\n", token, err.msg);
+    if (n < 0 || keep_ids(s, &token, 1)) {
+        fprintf(stderr, "kvctl: cannot decode token %d: %s\n", token, n < 0 ? err.msg : "out of memory");
         s->failed = 1;
         return 1;
     }
-    fwrite(s->buf, 1, (size_t)n, stdout);
-    fflush(stdout);
+    emit_text(s, s->buf, (size_t)n);
     return 0;
+}
+
+static void on_logprobs(void *ctx, const kc_logprobs *lp, int n, int prompt)
+{
+    stream_ctx *s = ctx;
+    if (prompt)
+        gen_logprobs_set_prompt_engine(&s->lp, lp, (size_t)n);
+    else
+        gen_logprobs_add_engine(&s->lp, lp, (size_t)n);
+}
+
+static void json_ids(kv_textbuf *b, const char *key, const int32_t *ids, size_t n)
+{
+    kv_textbuf_printf(b, "\"%s\": [", key);
+    for (size_t i = 0; i < n; i++)
+        kv_textbuf_printf(b, i ? ", %d" : "%d", ids[i]);
+    kv_textbuf_puts(b, "]");
+}
+
+/* The --json result: one object on stdout. `timings` is the inner text of the timings
+ * object (its members, already formatted). */
+static int print_json_result(const char *text, size_t text_len, const int32_t *ids, size_t n_ids,
+                             const int32_t *prompt_ids, size_t n_prompt, const gen_logprobs *lp, const char *finish,
+                             const char *timings)
+{
+    kv_textbuf b;
+    kv_textbuf_init(&b);
+    kv_textbuf_puts(&b, "{\"text\": ");
+    kv_textbuf_json_string(&b, text ? text : "", text_len);
+    kv_textbuf_puts(&b, ", ");
+    json_ids(&b, "token_ids", ids, n_ids);
+    kv_textbuf_puts(&b, ", ");
+    json_ids(&b, "prompt_token_ids", prompt_ids, n_prompt);
+    if (lp)
+        gen_logprobs_json(lp, &b);
+    kv_textbuf_printf(&b,
+                      ", \"finish_reason\": \"%s\", \"usage\": {\"prompt_tokens\": %zu, \"completion_tokens\": %zu, "
+                      "\"total_tokens\": %zu}, \"timings\": {%s}}\n",
+                      finish, n_prompt, n_ids, n_prompt + n_ids, timings);
+    int failed = kv_textbuf_failed(&b) || (lp && lp->failed);
+    if (!failed)
+        fwrite(b.data, 1, b.len, stdout);
+    fflush(stdout);
+    kv_textbuf_free(&b);
+    if (failed)
+        fprintf(stderr, "kvctl: out of memory\n");
+    return failed;
 }
 
 static char *join_args(int argc, char **argv)
@@ -128,7 +223,7 @@ static int resolve_device(gen_cli *cli)
 static int parse_args(int argc, char **argv, gen_cli *cli)
 {
     enum { O_LOCAL = 256, O_MODEL, O_MAX, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_CHUNK, O_NOKV, O_IGNEOS, O_BS, O_BLOCKS,
-           O_THREADS, O_ROUTER, O_DEADLINE, O_DEVICE, O_PRECISION, O_HELP };
+           O_THREADS, O_ROUTER, O_DEADLINE, O_DEVICE, O_PRECISION, O_CHAT, O_JSON, O_HELP, O_LOGPROBS, O_PROMPT_LP, O_WDT };
     static const struct option opts[] = {
         {"local", no_argument, 0, O_LOCAL}, {"model", required_argument, 0, O_MODEL},
         {"max-tokens", required_argument, 0, O_MAX}, {"temperature", required_argument, 0, O_TEMP},
@@ -138,12 +233,17 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         {"block-size", required_argument, 0, O_BS}, {"kv-blocks", required_argument, 0, O_BLOCKS},
         {"threads", required_argument, 0, O_THREADS}, {"router", required_argument, 0, O_ROUTER},
         {"deadline-ms", required_argument, 0, O_DEADLINE}, {"device", required_argument, 0, O_DEVICE},
-        {"precision", required_argument, 0, O_PRECISION}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"precision", required_argument, 0, O_PRECISION}, {"chat", no_argument, 0, O_CHAT},
+        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
+        {"logprobs", required_argument, 0, O_LOGPROBS}, {"prompt-logprobs", no_argument, 0, O_PROMPT_LP},
+        {"weights-dtype", required_argument, 0, O_WDT}, {0, 0, 0, 0},
     };
     memset(cli, 0, sizeof *cli);
     cli->gen.max_tokens = 256;
     kv_sampling_default(&cli->gen.sampling);
     kv_engine_options_default(&cli->engine);
+    kv_model_load_options_default(&cli->load);
+    kv_err perr;
     optind = 1;
     opterr = 0;
     int c;
@@ -172,10 +272,22 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         case O_IGNEOS: cli->gen.ignore_eos = 1; break;
         case O_BS: cli->local_only_flag = "--block-size"; bad = kvctl_parse_int("--block-size", optarg, 1, 1024, &v); cli->engine.block_size = (int)v; break;
         case O_BLOCKS: cli->local_only_flag = "--kv-blocks"; bad = kvctl_parse_int("--kv-blocks", optarg, 1, 1L << 30, &v); cli->engine.n_blocks = (int32_t)v; break;
+        case O_WDT:
+            cli->local_only_flag = "--weights-dtype";
+            if ((bad = kv_weights_type_parse(optarg, &cli->load.weights_type, &perr) != KV_OK))
+                fprintf(stderr, "kvctl: --%s\n", perr.msg);
+            break;
         case O_THREADS: cli->local_only_flag = "--threads"; bad = kvctl_parse_int("--threads", optarg, 1, 1024, &v); cli->engine.n_threads = (int)v; break;
         case O_DEVICE: cli->local_only_flag = "--device"; cli->device = optarg; break;
         case O_PRECISION: cli->local_only_flag = "--precision"; cli->precision = optarg; break;
         case O_ROUTER: cli->router = optarg; break;
+        case O_CHAT: cli->chat = 1; break;
+        case O_JSON: cli->json = 1; break;
+        case O_LOGPROBS:
+            bad = kvctl_parse_int("--logprobs", optarg, 0, KC_LOGPROBS_TOP_MAX, &v);
+            cli->gen.logprobs = (int)v + 1; /* the token's own, and v alternatives */
+            break;
+        case O_PROMPT_LP: cli->gen.prompt_logprobs = 1; break;
         case O_DEADLINE: bad = kvctl_parse_int("--deadline-ms", optarg, 1, 0xffffffffL, &cli->deadline_ms); break;
         case O_HELP: case 'h': usage(stdout); return -1;
         default:
@@ -188,6 +300,10 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
     }
     if (cli->local && cli->router) {
         fprintf(stderr, "kvctl generate: --local and --router exclude each other\n");
+        return 2;
+    }
+    if ((cli->gen.logprobs && !cli->json) || (cli->gen.prompt_logprobs && !cli->gen.logprobs)) {
+        fprintf(stderr, "kvctl generate: --logprobs needs --json, --prompt-logprobs needs --logprobs\n");
         return 2;
     }
     if (cli->local && cli->deadline_ms) {
@@ -219,78 +335,99 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
     return cli->prompt ? 0 : 1;
 }
 
-static int encode_prompt(const kv_tokenizer *tok, const kv_model_config *cfg, const char *text, int32_t **ids,
-                         int *n, kv_err *err)
+/* The prompt as one user message of the chat template (--chat), or as text. */
+static int encode_cli_prompt(const gen_cli *cli, const kv_prompt_encoder *pe, int32_t **ids, int *n, kv_err *err)
 {
-    int32_t *raw;
-    size_t n_raw;
-    int rc = kv_tokenizer_encode(tok, text, strlen(text), &raw, &n_raw, err);
-    if (rc)
-        return rc;
-    int bos = cfg->bos_id >= 0 ? 1 : 0;
-    *ids = malloc((n_raw + 1) * sizeof **ids);
-    if (!*ids) {
-        free(raw);
-        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    size_t len = strlen(cli->prompt), n_ids = 0;
+    int rc;
+    if (cli->chat) {
+        kv_textbuf msgs;
+        kv_textbuf_init(&msgs);
+        kv_textbuf_puts(&msgs, "[{\"role\": \"user\", \"content\": ");
+        kv_textbuf_json_string(&msgs, cli->prompt, len);
+        kv_textbuf_puts(&msgs, "}]");
+        rc = kv_textbuf_failed(&msgs) ? kv_err_set(err, KV_ENOMEM, "out of memory")
+                                      : kv_prompt_encode_chat_json(pe, msgs.data, msgs.len, 1, ids, &n_ids, err);
+        kv_textbuf_free(&msgs);
+    } else {
+        rc = kv_prompt_encode_text(pe, cli->prompt, len, ids, &n_ids, err);
     }
-    if (bos)
-        (*ids)[0] = cfg->bos_id;
-    memcpy(*ids + bos, raw, n_raw * sizeof *raw);
-    *n = (int)n_raw + bos;
-    free(raw);
-    return KV_OK;
+    if (!rc && n_ids > INT32_MAX) {
+        free(*ids);
+        *ids = NULL;
+        rc = kv_err_set(err, KV_ERANGE, "prompt of %zu tokens is too long", n_ids);
+    }
+    *n = (int)n_ids;
+    return rc;
 }
 
 static int run(const gen_cli *cli)
 {
     kv_err err;
     kv_model *model = NULL;
-    kv_tokenizer *tok = NULL;
     kv_engine *engine = NULL;
     int32_t *ids = NULL;
     int n_ids = 0, status = 1;
-    char tok_path[4096];
-    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", cli->model_dir);
-    if (kv_model_load(cli->model_dir, &model, &err) || kv_tokenizer_load(tok_path, &tok, &err) ||
-        encode_prompt(tok, &model->cfg, cli->prompt, &ids, &n_ids, &err) ||
-        kv_engine_create(model, &cli->engine, &engine, &err)) {
+    kv_prompt_encoder pe = {.config_bos = -1};
+    if (kv_model_load_opts(cli->model_dir, &cli->load, &model, &err) ||
+        kv_prompt_encoder_load(cli->model_dir, model->cfg.bos_id, &pe, &err) ||
+        encode_cli_prompt(cli, &pe, &ids, &n_ids, &err) || kv_engine_create(model, &cli->engine, &engine, &err)) {
         fprintf(stderr, "kvctl: %s\n", err.msg);
         goto out;
     }
-    stream_ctx sc = {.failed = 0};
+    const kv_tokenizer *tok = pe.tok;
+    stream_ctx sc = {.failed = 0, .json = cli->json};
+    kv_gen_params gp = cli->gen;
+    gp.on_logprobs = on_logprobs;
+    kv_textbuf_init(&sc.text);
     kv_detok_init(&sc.detok, tok);
     for (int i = 0; i < n_ids; i++) /* prime: the continuation's first space is kept */
         kv_detok_push(&sc.detok, ids[i], sc.buf, sizeof sc.buf, &err);
     kv_gen_stats st;
-    if (kv_generate(engine, ids, n_ids, &cli->gen, on_token, &sc, &st, &err)) {
+    if (kv_generate(engine, ids, n_ids, &gp, on_token, &sc, &st, &err)) {
         fprintf(stderr, "\nkvctl: %s\n", err.msg);
-        goto out;
+        goto out_stream;
     }
     if (sc.failed)
-        goto out;
+        goto out_stream;
     int n = kv_detok_flush(&sc.detok, sc.buf, sizeof sc.buf);
-    fwrite(sc.buf, 1, (size_t)n, stdout);
-    if (isatty(STDOUT_FILENO))
-        fputc('\n', stdout);
-    fflush(stdout);
+    emit_text(&sc, sc.buf, (size_t)n);
     if (st.finish == KV_FINISH_CONTEXT)
         fprintf(stderr, "kvctl: context full: stopped after %d tokens, the model's context length\n",
                 model->cfg.max_position);
     double decode_tps = st.n_generated > 1 && st.decode_s > 0 ? (st.n_generated - 1) / st.decode_s : 0;
+    double prefill_tps = st.prefill_s > 0 ? st.n_prompt / st.prefill_s : 0;
+    if (cli->json) {
+        char timings[512];
+        snprintf(timings, sizeof timings,
+                 "\"ttft_ms\": %.3f, \"prefill_ms\": %.3f, \"decode_ms\": %.3f, \"prefill_tok_s\": %.1f, "
+                 "\"decode_tok_s\": %.1f",
+                 st.ttft_s * 1e3, st.prefill_s * 1e3, st.decode_s * 1e3, prefill_tps, decode_tps);
+        if (print_json_result(sc.text.data, sc.text.len, sc.ids, sc.n_ids, ids, (size_t)n_ids,
+                              cli->gen.logprobs ? &sc.lp : NULL, kv_finish_reason_name(st.finish), timings))
+            goto out_stream;
+    } else if (isatty(STDOUT_FILENO)) {
+        fputc('\n', stdout);
+    }
+    fflush(stdout);
     char dev[32] = "cpu";
     if (kv_engine_device(engine) >= 0)
         snprintf(dev, sizeof dev, "cuda:%d", kv_engine_device(engine));
     fprintf(stderr,
             "prompt_tokens=%d generated_tokens=%d finish=%s ttft_ms=%.2f prefill_tok_s=%.1f decode_tok_s=%.1f "
-            "kv_cache=%s device=%s kv_dtype=%s\n",
-            st.n_prompt, st.n_generated, kv_finish_reason_name(st.finish), st.ttft_s * 1e3,
-            st.prefill_s > 0 ? st.n_prompt / st.prefill_s : 0, decode_tps, cli->gen.no_kv_cache ? "off" : "on", dev,
-            kv_engine_kv_dtype(engine));
+            "kv_cache=%s device=%s kv_dtype=%s weights=%s kernels=%s\n",
+            st.n_prompt, st.n_generated, kv_finish_reason_name(st.finish), st.ttft_s * 1e3, prefill_tps, decode_tps,
+            cli->gen.no_kv_cache ? "off" : "on", dev, kv_engine_kv_dtype(engine), model->weight_types,
+            kv_engine_cpu_isa(engine) ? kv_engine_cpu_isa(engine) : "cuda");
     status = 0;
+out_stream:
+    kv_textbuf_free(&sc.text);
+    free(sc.ids);
+    gen_logprobs_free(&sc.lp);
 out:
     free(ids);
     kv_engine_free(engine);
-    kv_tokenizer_free(tok);
+    kv_prompt_encoder_free(&pe);
     kv_model_free(model);
     return status;
 }
@@ -334,7 +471,20 @@ static int run_router(const gen_cli *cli)
 
     kv_client_request r;
     kv_client_request_init(&r);
-    r.prompt = cli->prompt;
+    kv_textbuf chat, text;
+    kv_textbuf_init(&chat);
+    kv_textbuf_init(&text);
+    int32_t *gen_ids = NULL;
+    size_t n_gen = 0, cap_gen = 0;
+    if (cli->chat) {
+        kv_textbuf_puts(&chat, "[{\"role\": \"user\", \"content\": ");
+        kv_textbuf_json_string(&chat, cli->prompt, strlen(cli->prompt));
+        kv_textbuf_puts(&chat, "}]");
+        r.chat_messages = chat.data;
+    } else {
+        r.prompt = cli->prompt;
+    }
+    r.return_prompt_tokens = cli->json;
     r.temperature = cli->gen.sampling.temperature;
     r.top_k = (uint32_t)cli->gen.sampling.top_k;
     r.top_p = cli->gen.sampling.top_p;
@@ -342,6 +492,9 @@ static int run_router(const gen_cli *cli)
     r.max_tokens = (uint32_t)cli->gen.max_tokens;
     r.ignore_eos = cli->gen.ignore_eos;
     r.deadline_ms = (uint32_t)cli->deadline_ms;
+    r.logprobs = (uint32_t)cli->gen.logprobs;
+    r.prompt_logprobs = cli->gen.prompt_logprobs;
+    gen_logprobs lp = {0};
     char name[256];
     r.model = model_name(cli->model_dir, name, sizeof name);
     r.stream = 1;
@@ -349,6 +502,10 @@ static int run_router(const gen_cli *cli)
     double limit_s = (cli->deadline_ms ? (double)cli->deadline_ms : 600000.0) / 1e3 + 15.0;
     int status = 1, cancelled = 0;
     char id[KV_CLIENT_ID_MAX + 1];
+    if (kv_textbuf_failed(&chat)) {
+        fprintf(stderr, "kvctl: out of memory\n");
+        goto out;
+    }
     if (kv_client_submit(c, &r, id, 5000)) {
         fprintf(stderr, "kvctl: %s (start a cluster with 'kvctl up', or generate in this process with --local)\n",
                 kv_client_last_error(c));
@@ -381,7 +538,35 @@ static int run_router(const gen_cli *cli)
         }
         if (ev.kind != KVC_EVENT_REPLY || strcmp(ev.request_id, id))
             continue;
-        if (ev.text_len) {
+        if (cli->json) {
+            kv_textbuf_append(&text, ev.text, ev.text_len);
+            if (n_gen + ev.n_tokens > cap_gen) {
+                size_t cap = cap_gen ? cap_gen : 64;
+                while (cap < n_gen + ev.n_tokens)
+                    cap *= 2;
+                int32_t *p = realloc(gen_ids, cap * sizeof *p);
+                if (!p) {
+                    kv_client_cancel(c, id, 500);
+                    fprintf(stderr, "kvctl: out of memory\n");
+                    goto out;
+                }
+                gen_ids = p;
+                cap_gen = cap;
+            }
+            if (ev.n_tokens)
+                memcpy(gen_ids + n_gen, ev.tokens, ev.n_tokens * sizeof *gen_ids);
+            n_gen += ev.n_tokens;
+            if (r.logprobs && ev.n_tokens) {
+                if (!ev.logprobs) {
+                    kv_client_cancel(c, id, 500);
+                    fprintf(stderr, "kvctl: the router sent tokens without their logprobs\n");
+                    goto out;
+                }
+                gen_logprobs_add(&lp, ev.logprobs, ev.n_tokens);
+            }
+            if (ev.n_prompt_logprobs)
+                gen_logprobs_set_prompt(&lp, ev.prompt_logprobs, ev.n_prompt_logprobs);
+        } else if (ev.text_len) {
             fwrite(ev.text, 1, ev.text_len, stdout);
             fflush(stdout);
         }
@@ -394,10 +579,29 @@ static int run_router(const gen_cli *cli)
                 kv_client_error_name(ev.error_code), ev.error_message);
         goto out;
     }
-    if (isatty(STDOUT_FILENO))
-        fputc('\n', stdout);
-    fflush(stdout);
     const kv_client_timings *t = &ev.timings;
+    if (cli->json) {
+        char timings[768];
+        snprintf(timings, sizeof timings,
+                 "\"queue_ms\": %.3f, \"prefill_ms\": %.3f, \"transfer_ms\": %.3f, \"ttft_ms\": %.3f, "
+                 "\"decode_ms\": %.3f, \"total_ms\": %.3f, \"kv_bytes\": %llu, \"kv_transport\": \"%s\"",
+                 t->queue_ms, t->prefill_ms, t->transfer_ms, t->ttft_ms, t->decode_ms, t->total_ms,
+                 (unsigned long long)t->kv_bytes, t->kv_transport);
+        if (kv_textbuf_failed(&text)) {
+            fprintf(stderr, "kvctl: out of memory\n");
+            goto out;
+        }
+        if (r.prompt_logprobs && !lp.have_prompt && ev.n_prompt_tokens > 1) {
+            fprintf(stderr, "kvctl: the router sent no prompt logprobs\n");
+            goto out;
+        }
+        if (print_json_result(text.data, text.len, gen_ids, n_gen, ev.prompt_tokens, ev.n_prompt_tokens,
+                              r.logprobs ? &lp : NULL, kv_client_finish_name(ev.finish_reason), timings))
+            goto out;
+    } else if (isatty(STDOUT_FILENO)) {
+        fputc('\n', stdout);
+    }
+    fflush(stdout);
     if (ev.finish_reason == KVC_FINISH_CONTEXT)
         fprintf(stderr, "kvctl: context full: stopped after %u tokens\n", t->prompt_tokens + t->generated_tokens);
     fprintf(stderr,
@@ -411,6 +615,10 @@ static int run_router(const gen_cli *cli)
             t->kv_transport[0] ? t->kv_transport : "-", t->decode_ms, t->total_ms);
     status = ev.finish_reason == KVC_FINISH_CANCELLED ? 130 : 0;
 out:
+    kv_textbuf_free(&chat);
+    kv_textbuf_free(&text);
+    free(gen_ids);
+    gen_logprobs_free(&lp);
     kv_client_close(c);
     sigaction(SIGINT, &old_int, NULL);
     sigaction(SIGTERM, &old_term, NULL);

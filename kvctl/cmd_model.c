@@ -12,6 +12,7 @@ static void model_usage(FILE *out)
 {
     fprintf(out, "usage: kvctl model SUBCOMMAND [OPTIONS]\n\nsubcommands:\n"
                  "  synth      write a synthetic HuggingFace Llama model (random weights, real shapes)\n"
+                 "  import     convert a llama GGUF file into a HuggingFace model directory\n"
                  "\n'kvctl model synth --help' lists the shapes and options.\n");
 }
 
@@ -140,6 +141,8 @@ int kvctl_cmd_model(int argc, char **argv)
     }
     if (!strcmp(argv[1], "synth"))
         return cmd_synth(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "import"))
+        return kvctl_cmd_model_import(argc - 1, argv + 1);
     fprintf(stderr, "kvctl model: unknown subcommand '%s'\n", argv[1]);
     model_usage(stderr);
     return 2;

@@ -1,5 +1,6 @@
 /* kvctl up: a local cluster in the foreground — kv-router plus N prefill and M decode
- * workers, all found next to this kvctl binary. Waits until every worker is registered
+ * workers (and, with --http, a kv-frontend serving the OpenAI API), all found next to
+ * this kvctl binary. Waits until every worker is registered
  * and healthy, prints one line with the client endpoint, restarts children that die (at
  * most 5 restarts per child per minute, else the cluster is stopped), and on
  * SIGINT/SIGTERM stops everything (SIGTERM, up to 5 s, then SIGKILL) and exits 0.
@@ -40,6 +41,8 @@ typedef struct up_cfg {
     const char *bind;
     const char *devices;      /* --devices: comma-separated, dealt to the workers in turn */
     const char *kv_transport; /* --kv-transport, given to every worker */
+    long http_port;           /* --http: a kv-frontend on this port (0 = any free one)... */
+    int http;                 /* ...when set */
 } up_cfg;
 
 typedef struct child {
@@ -58,6 +61,9 @@ typedef struct cluster {
     char tmpdir[64];
     char ready_file[128];
     char client_ep[256], control_ep[256];
+    int has_frontend;         /* the last child is a kv-frontend (--http) */
+    char frontend_ready_file[128];
+    char http_url[320];
 } cluster;
 
 static volatile sig_atomic_t up_stop;
@@ -74,7 +80,7 @@ static void usage(FILE *out)
             "usage: kvctl up --model DIR [--prefill N] [--decode M] [--port P] [--threads T] [--kv-blocks B]\n"
             "Runs a local cluster in the foreground until SIGINT/SIGTERM: kv-router on port P (client)\n"
             "and P+1 (control), N kv-prefill and M kv-decode workers (binaries next to kvctl).\n"
-            "  --model DIR      HuggingFace Llama directory served by every process\n"
+            "  --model DIR      HuggingFace Llama directory, or a llama GGUF file, served by every process\n"
             "  --prefill N      prefill workers (default 1)\n"
             "  --decode M       decode workers (default 1)\n"
             "  --port P         router client port (default 7100; 0 = any free ports)\n"
@@ -83,7 +89,9 @@ static void usage(FILE *out)
             "  --kv-blocks B    KV pool blocks per worker (default: the workers' own)\n"
             "  --devices LIST   devices dealt to the workers in turn, prefill workers first\n"
             "                   (e.g. cuda:0,cuda:1; default cpu)\n"
-            "  --kv-transport T auto | zmq | cuda-ipc | nccl for every worker (default auto)\n");
+            "  --kv-transport T auto | zmq | cuda-ipc | nccl for every worker (default auto)\n"
+            "  --http PORT      also run kv-frontend, the OpenAI-compatible HTTP API, on PORT\n"
+            "                   (0 = any free port; its URL is printed on a second line)\n");
 }
 
 /* Device names, comma-separated (the workers check that the devices exist). */
@@ -119,13 +127,15 @@ static void device_of(const char *list, int n, char *out, size_t cap)
 
 static int parse(int argc, char **argv, up_cfg *u)
 {
-    enum { O_MODEL = 256, O_PREFILL, O_DECODE, O_PORT, O_THREADS, O_BLOCKS, O_BIND, O_DEVICES, O_TRANSPORT, O_HELP };
+    enum { O_MODEL = 256, O_PREFILL, O_DECODE, O_PORT, O_THREADS, O_BLOCKS, O_BIND, O_DEVICES, O_TRANSPORT, O_HTTP,
+           O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"prefill", required_argument, 0, O_PREFILL},
         {"decode", required_argument, 0, O_DECODE}, {"port", required_argument, 0, O_PORT},
         {"threads", required_argument, 0, O_THREADS}, {"kv-blocks", required_argument, 0, O_BLOCKS},
         {"bind", required_argument, 0, O_BIND}, {"devices", required_argument, 0, O_DEVICES},
-        {"kv-transport", required_argument, 0, O_TRANSPORT}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"kv-transport", required_argument, 0, O_TRANSPORT}, {"http", required_argument, 0, O_HTTP},
+        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     memset(u, 0, sizeof *u);
     u->n_prefill = u->n_decode = 1;
@@ -143,6 +153,10 @@ static int parse(int argc, char **argv, up_cfg *u)
         case O_PORT: bad = kvctl_parse_int("--port", optarg, 0, 65534, &u->port); break;
         case O_THREADS: bad = kvctl_parse_int("--threads", optarg, 1, 1024, &u->threads); break;
         case O_BLOCKS: bad = kvctl_parse_int("--kv-blocks", optarg, 1, 1L << 30, &u->kv_blocks); break;
+        case O_HTTP:
+            u->http = 1;
+            bad = kvctl_parse_int("--http", optarg, 0, 65535, &u->http_port);
+            break;
         case O_BIND:
             u->bind = optarg;
             if (!*optarg || strlen(optarg) > 200) {
@@ -331,15 +345,15 @@ static int cluster_healthy(kv_client *c, const cluster *cl)
     kv_status *st;
     if (kv_client_status(c, 500, &st))
         return 0;
-    int n_ok = 0;
-    for (int i = 1; i < cl->n; i++)
+    int n_ok = 0, n_workers = cl->n - 1 - cl->has_frontend;
+    for (int i = 1; i <= n_workers; i++)
         for (size_t k = 0; k < st->n_workers; k++)
             if (!strcmp(st->workers[k].worker_id, cl->ch[i].name) && st->workers[k].healthy) {
                 n_ok++;
                 break;
             }
     kv_status_free(st);
-    return n_ok == cl->n - 1;
+    return n_ok == n_workers;
 }
 
 /* Restarts child i after an unexpected exit; -1 when it restarts too often. */
@@ -364,6 +378,51 @@ static int restart(cluster *cl, int i, int wstatus)
     return child_start(c);
 }
 
+/* Starts the kv-frontend child (the last one) and waits for its ready file: 0, or -1 with
+ * the reason printed. A restart comes back on the same port. */
+static int start_frontend(cluster *cl, const up_cfg *u, const char *bindir, double deadline)
+{
+    child *f = &cl->ch[cl->n - 1];
+    char port[32];
+    snprintf(f->name, sizeof f->name, "frontend");
+    snprintf(f->exe, sizeof f->exe, "%s/kv-frontend", bindir);
+    snprintf(cl->frontend_ready_file, sizeof cl->frontend_ready_file, "%s/frontend.ready", cl->tmpdir);
+    snprintf(port, sizeof port, "%ld", u->http_port);
+    child_arg(f, "--router=%s", cl->client_ep);
+    child_arg(f, "--model=%s", u->model);
+    child_arg(f, "--host=%s", u->bind);
+    child_arg(f, "--port=%s", port);
+    child_arg(f, "--ready-file=%s", cl->frontend_ready_file);
+    if (child_start(f))
+        return -1;
+    for (;;) {
+        FILE *rf = fopen(cl->frontend_ready_file, "r");
+        char line[320] = "";
+        if (rf) {
+            if (!fgets(line, sizeof line, rf))
+                line[0] = '\0';
+            fclose(rf);
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        const char *colon = strrchr(line, ':');
+        if (!strncmp(line, "http=", 5) && colon) {
+            snprintf(cl->http_url, sizeof cl->http_url, "%s", line + 5);
+            snprintf(f->args[3], sizeof f->args[3], "--port=%s", colon + 1);
+            return 0;
+        }
+        int ws, dead = reap_one(cl, &ws);
+        if (dead >= 0 || up_stop || kv_now_s() > deadline) {
+            char why[128] = "did not come up in time";
+            if (dead >= 0)
+                describe_exit(ws, why, sizeof why);
+            fprintf(stderr, "kvctl up: %s %s\n", dead >= 0 ? cl->ch[dead].name : "kv-frontend",
+                    up_stop ? "start interrupted" : why);
+            return -1;
+        }
+        sleep_ms(20);
+    }
+}
+
 int kvctl_cmd_up(int argc, char **argv)
 {
     up_cfg u;
@@ -378,8 +437,8 @@ int kvctl_cmd_up(int argc, char **argv)
     }
     self[n] = '\0';
     const char *bindir = dirname(self);
-    const char *exes[3] = {"kv-router", "kv-prefill", "kv-decode"};
-    for (int i = 0; i < 3; i++) {
+    const char *exes[4] = {"kv-router", "kv-prefill", "kv-decode", "kv-frontend"};
+    for (int i = 0; i < 3 + u.http; i++) {
         char p[PATH_MAX + 16];
         snprintf(p, sizeof p, "%s/%s", bindir, exes[i]);
         if (access(p, X_OK)) {
@@ -388,8 +447,8 @@ int kvctl_cmd_up(int argc, char **argv)
         }
     }
     struct stat sb;
-    if (stat(u.model, &sb) || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "kvctl up: --model %s is not a directory\n", u.model);
+    if (stat(u.model, &sb) || !(S_ISDIR(sb.st_mode) || (S_ISREG(sb.st_mode) && kv_model_path_is_gguf(u.model)))) {
+        fprintf(stderr, "kvctl up: --model %s is neither a model directory nor a .gguf file\n", u.model);
         return 1;
     }
     if (!u.threads) {
@@ -399,7 +458,8 @@ int kvctl_cmd_up(int argc, char **argv)
             u.threads = 1;
     }
     cluster cl = {0};
-    cl.n = (int)(1 + u.n_prefill + u.n_decode);
+    cl.has_frontend = u.http;
+    cl.n = (int)(1 + u.n_prefill + u.n_decode) + cl.has_frontend;
     cl.ch = calloc((size_t)cl.n, sizeof *cl.ch);
     if (!cl.ch) {
         fprintf(stderr, "kvctl up: out of memory\n");
@@ -453,7 +513,7 @@ int kvctl_cmd_up(int argc, char **argv)
     /* A restarted router must come back on the same ports. */
     snprintf(r->args[1], sizeof r->args[1], "--listen=%s", cl.client_ep);
     snprintf(r->args[2], sizeof r->args[2], "--control=%s", cl.control_ep);
-    for (int i = 1; i < cl.n; i++) {
+    for (int i = 1; i < cl.n - cl.has_frontend; i++) {
         child *w = &cl.ch[i];
         int prefill = i <= u.n_prefill;
         snprintf(w->name, sizeof w->name, "%s-%d", prefill ? "prefill" : "decode",
@@ -498,8 +558,12 @@ int kvctl_cmd_up(int argc, char **argv)
     }
     kv_client_close(client);
     client = NULL;
+    if (cl.has_frontend && start_frontend(&cl, &u, bindir, kv_now_s() + READY_TIMEOUT_S))
+        goto out;
     printf("kvserve up: %s (control %s; %ld prefill + %ld decode; model %s)\n", cl.client_ep, cl.control_ep,
            u.n_prefill, u.n_decode, u.model);
+    if (cl.has_frontend)
+        printf("kvserve http: %s/v1 (kv-frontend)\n", cl.http_url);
     fflush(stdout);
 
     while (!up_stop) {
@@ -515,6 +579,8 @@ out:
     kv_client_close(client);
     stop_all(&cl);
     unlink(cl.ready_file);
+    if (cl.has_frontend)
+        unlink(cl.frontend_ready_file);
     rmdir(cl.tmpdir);
     free(cl.ch);
     return status;

@@ -6,9 +6,12 @@
 int kvctl_cmd_generate(int argc, char **argv);
 int kvctl_cmd_tokenize(int argc, char **argv);
 int kvctl_cmd_model(int argc, char **argv);    /* kvctl model synth ... */
+int kvctl_cmd_model_import(int argc, char **argv); /* kvctl model import (argv[0] = "import") */
 int kvctl_cmd_capacity(int argc, char **argv);
+int kvctl_cmd_chat_template(int argc, char **argv); /* render a model's chat template */
 int kvctl_cmd_status(int argc, char **argv);   /* router status (workers, requests) */
 int kvctl_cmd_bench(int argc, char **argv);    /* load generator against a router */
 int kvctl_cmd_up(int argc, char **argv);       /* local cluster in the foreground */
+int kvctl_cmd_perplexity(int argc, char **argv); /* a model's perplexity on a text (llama.cpp's method) */
 
 #endif

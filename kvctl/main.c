@@ -14,8 +14,10 @@ static const struct {
     {"bench", kvctl_cmd_bench, "load a router with synthetic requests; latency and throughput report"},
     {"up", kvctl_cmd_up, "run a local cluster (router + workers) in the foreground"},
     {"tokenize", kvctl_cmd_tokenize, "print the token ids of a text"},
-    {"model", kvctl_cmd_model, "model tools: synth (write a synthetic model)"},
+    {"model", kvctl_cmd_model, "model tools: synth (write a synthetic model), import (GGUF to HF)"},
+    {"perplexity", kvctl_cmd_perplexity, "a model's perplexity on a text file, as llama-perplexity computes it"},
     {"capacity", kvctl_cmd_capacity, "KV cache bytes per token and tokens that fit in memory"},
+    {"chat-template", kvctl_cmd_chat_template, "render a model's chat template over messages (JSON)"},
 };
 
 static void usage(FILE *out)

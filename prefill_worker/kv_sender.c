@@ -70,6 +70,11 @@ void kv_sender_chunk_msg(const kv_sender *s, const kv_peer *peer, const kv_chunk
     kc->n_tokens = c->n_tokens;
     kc->last = c->last ? 1 : 0;
     kc->first_token = c->last ? c->first_token : 0;
+    if (c->last) {
+        kc->first_logprobs = c->first_logprobs;
+        kc->n_prompt_logprobs = c->n_prompt_logprobs;
+        kc->prompt_logprobs = c->prompt_logprobs;
+    }
     kc->seq = c->seq;
     kc->transport = (Kvserve__KvTransport)peer->transport;
     if (peer->transport != KV_TRANSPORT_ZMQ)
@@ -147,7 +152,9 @@ kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
     /* IMMEDIATE: a dead or not yet connected peer makes the send wait/fail instead of
      * queueing KV that nobody will read. */
     worker_sock_defaults(peer->sock, 1);
-    zmq_setsockopt(peer->sock, ZMQ_ROUTING_ID, s->worker_id, strlen(s->worker_id));
+    /* No ZMQ_ROUTING_ID: the decode worker's ROUTER names each connection itself (a new name
+     * per TCP connection, reconnects included), so nobody can claim ours; KvChunk and KvHello
+     * carry our worker id. */
     if (zmq_connect(peer->sock, endpoint) != 0) {
         kv_err_set(err, KV_EINVAL, "connect to decode KV endpoint %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(peer->sock);

@@ -27,7 +27,7 @@ typedef enum { PEER_NEW = 0, PEER_HELLO, PEER_NCCL_INIT, PEER_READY, PEER_FAILED
 
 typedef struct kv_peer {
     char endpoint[256];
-    void *sock;               /* DEALER, identity = this worker's id */
+    void *sock;               /* DEALER; the decode worker names the connection (no routing id) */
     kv_peer_state state;
     kv_transport transport;   /* PEER_READY: the pair's transport */
     uint64_t session;         /* of the last KvHello; 0 = none yet */
@@ -88,6 +88,11 @@ typedef struct kv_chunk_desc {
     uint32_t n_tokens;        /* tokens covered after this chunk */
     int last;
     int32_t first_token;      /* last chunk only */
+    /* Last chunk only, when the task asked for logprobs (else NULL / 0): the first token's
+     * and the prompt's, ready for the KvChunk (kept by the caller until the send returns). */
+    Kvserve__TokenLogprobs *first_logprobs;
+    Kvserve__TokenLogprobs **prompt_logprobs;
+    size_t n_prompt_logprobs;
 } kv_chunk_desc;
 
 /* What a sent chunk leaves behind that must end before its blocks are reused. */

@@ -31,6 +31,9 @@ typedef struct prefill_task {
     int last_sent;                   /* the last chunk (first token) has left */
     uint32_t chunk_seq;
     int32_t first_token;
+    int lp_top;                      /* logprobs' alternatives; -1 = none asked */
+    kc_logprobs first_lp;            /* the first token's, when asked */
+    kc_logprobs *prompt_lp;          /* prompt_logprobs: entry p scores token p + 1 (n - 1 entries) */
     uint64_t kv_bytes;
     double t_queued, t_start, prefill_s, t_first_send, ack_deadline;
     atomic_int frames_in_flight;     /* zero-copy frames ZeroMQ still holds (kv_sender_send) */

@@ -1,8 +1,10 @@
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kv_log.h"
 #include "kv_time.h"
+#include "kv_wire_logprobs.h"
 #include "prefill.h"
 #include "worker_proto.h"
 
@@ -103,6 +105,25 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
         .last = last,
         .first_token = t->first_token,
     };
+    /* The logprobs ride on the last chunk (to D, which streams the first token). */
+    Kvserve__TokenLogprobs first_m, *prompt_m = NULL, **prompt_p = NULL;
+    size_t n_prompt_lp = t->prompt_lp && t->t->n_prompt_tokens > 1 ? t->t->n_prompt_tokens - 1 : 0;
+    if (last && t->lp_top >= 0) {
+        kv_wire_logprobs_to_proto(&t->first_lp, &first_m);
+        c.first_logprobs = &first_m;
+        if (n_prompt_lp) {
+            prompt_m = malloc(n_prompt_lp * sizeof *prompt_m);
+            prompt_p = malloc(n_prompt_lp * sizeof *prompt_p);
+            if (!prompt_m || !prompt_p) {
+                free(prompt_m), free(prompt_p);
+                finish(pw, 0, KVSERVE__ERROR_CODE__INTERNAL, "out of memory (prompt logprobs)");
+                return -1;
+            }
+            kv_wire_logprobs_to_protos(t->prompt_lp, n_prompt_lp, prompt_m, prompt_p);
+            c.prompt_logprobs = prompt_p;
+            c.n_prompt_logprobs = n_prompt_lp;
+        }
+    }
     uint32_t ack_ms = ack_deadline_ms(t);
     int timeout = ack_ms < PREFILL_SEND_TIMEOUT_MS ? (int)ack_ms : PREFILL_SEND_TIMEOUT_MS;
     if (t->t_first_send <= 0)
@@ -111,6 +132,8 @@ static int ship(prefill_worker *pw, prefill_task *t, int upto, int last)
     kv_send_hold hold = {&t->frames_in_flight, NULL};
     t->transport = t->peer->transport;
     int rc = kv_sender_send(&pw->sender, t->peer, pw->we->engine, &c, timeout, &hold, &t->kv_bytes, &err);
+    free(prompt_m);
+    free(prompt_p);
     prefill_task_hold_op(t, hold.op);
     if (rc) {
         char msg[1200];
@@ -186,15 +209,33 @@ static int run_chunk(prefill_worker *pw)
     int last = t->done + n == total;
     kv_err err;
     double t0 = kv_now_s();
-    int rc = kv_engine_prefill(pw->we->engine, &t->seq, t->t->prompt_tokens + t->done, n, last ? pw->logits : NULL, 0,
-                               &err);
+    const int32_t *prompt = t->t->prompt_tokens;
+    int rc;
+    if (t->prompt_lp) {
+        /* Position p's logits score prompt token p + 1; the last position's pick the first token. */
+        int32_t *targets = malloc((size_t)n * sizeof *targets);
+        if (!targets) {
+            rc = kv_err_set(&err, KV_ENOMEM, "out of memory (prompt logprobs)");
+        } else {
+            for (int i = 0; i < n; i++)
+                targets[i] = t->done + i + 1 < total ? prompt[t->done + i + 1] : -1;
+            rc = kv_engine_prefill_logprobs(pw->we->engine, &t->seq, prompt + t->done, n, targets, t->lp_top,
+                                            t->prompt_lp + t->done, last ? pw->logits : NULL, &err);
+            free(targets);
+        }
+    } else {
+        rc = kv_engine_prefill(pw->we->engine, &t->seq, prompt + t->done, n, last ? pw->logits : NULL, 0, &err);
+    }
     if (!rc && last) {
         /* The first token, sampled as in one process: the stream's next draw (a re-planned
          * request skips the draws its earlier attempts made). */
         kv_sampler s;
-        if (!(rc = kv_sampler_init(&s, &t->sp, pw->we->model->cfg.vocab_size, &err))) {
+        int vocab = pw->we->model->cfg.vocab_size;
+        if (!(rc = kv_sampler_init(&s, &t->sp, vocab, &err))) {
             kv_sampler_advance(&s, (int)t->t->sampling_offset);
             t->first_token = kv_sampler_sample(&s, pw->logits);
+            if (t->lp_top >= 0)
+                kc_logprobs_row(pw->logits, vocab, t->first_token, t->lp_top, &t->first_lp);
         }
         kv_sampler_free(&s);
     }

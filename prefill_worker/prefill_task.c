@@ -5,6 +5,7 @@
 
 #include "kv_log.h"
 #include "kv_time.h"
+#include "kv_wire_logprobs.h"
 #include "worker_proto.h"
 
 int prefill_worker_init(prefill_worker *pw, const worker_flags *f, worker_engine *we, worker_control *ctl, void *zctx)
@@ -77,6 +78,7 @@ static void task_free(prefill_worker *pw, prefill_task *t)
 {
     task_drop_ops(t);
     free(t->gpu_ops);
+    free(t->prompt_lp);
     kv_seq_release(&t->seq, pw->we->pool);
     kvserve__envelope__free_unpacked(t->env, NULL);
     free(t);
@@ -228,6 +230,14 @@ int prefill_task_validate(const prefill_worker *pw, prefill_task *t, Kvserve__Er
     int rc = worker_sampling_from_proto(m->sampling, &t->sp, err);
     if (rc)
         return rc;
+    if (m->logprobs > KV_WIRE_LOGPROBS_MAX)
+        return kv_err_set(err, KV_EINVAL, "logprobs %u: at most %d", m->logprobs, KV_WIRE_LOGPROBS_MAX);
+    t->lp_top = (int)m->logprobs - 1;
+    if (t->lp_top >= 0 && m->prompt_logprobs && !t->prompt_lp &&
+        !(t->prompt_lp = calloc(m->n_prompt_tokens, sizeof *t->prompt_lp))) {
+        *code = KVSERVE__ERROR_CODE__INTERNAL;
+        return kv_err_set(err, KV_ENOMEM, "out of memory (prompt logprobs)");
+    }
     if ((int32_t)need > pw->we->pool->n_blocks) {
         *code = KVSERVE__ERROR_CODE__NO_CAPACITY;
         return kv_err_set(err, KV_EFULL, "prompt needs %zu KV blocks; this worker's pool has %d", need,

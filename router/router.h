@@ -9,8 +9,10 @@
 #include "kv_err.h"
 #include "kv_wire.h"
 #include "model_config.h"
+#include "router_metrics.h"
 #include "router_requests.h"
 #include "router_workers.h"
+#include "kv_prompt.h"
 #include "tokenizer.h"
 
 typedef struct router_opts {
@@ -36,7 +38,7 @@ typedef struct router_model {
     char name[256];     /* directory basename: Generate.model must be empty or equal */
     char fingerprint[9];
     kv_model_config cfg;
-    kv_tokenizer *tok;  /* NULL: text prompts are refused (unit tests) */
+    kv_prompt_encoder prompt; /* tokenizer (NULL: text prompts refused, unit tests) + chat template */
     uint32_t context;   /* max_position */
     uint32_t max_prompt;
 } router_model;
@@ -56,6 +58,7 @@ typedef struct router_state {
     double now;        /* time of the current step */
     double next_check; /* earliest armed request deadline (0 = none) */
     uint64_t requests_total, requests_failed, requests_replanned;
+    router_metrics metrics; /* cluster-wide: StatusReply.metrics */
 } router_state;
 
 /* ---- router_state.c: life cycle and the event loop step ---- */

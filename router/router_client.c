@@ -8,6 +8,7 @@
 
 #include "kv_log.h"
 #include "kv_time.h"
+#include "kv_wire_logprobs.h"
 #include "router.h"
 
 #define MAX_REQUEST_ID 128
@@ -75,10 +76,38 @@ void router_client_send_output(router_state *st, router_req *r, int final, int f
     if (final) {
         router_req_timings(r, st->now, &t);
         rep.timings = &t;
+        if (r->return_prompt_tokens) {
+            rep.n_prompt_tokens = r->n_prompt_orig;
+            rep.prompt_tokens = r->prompt;
+        }
+    }
+    /* Logprobs: one message per token, and the prompt's once (then forgotten). */
+    Kvserve__TokenLogprobs *lp_m = NULL, **lp_p = NULL, *pl_m = NULL, **pl_p = NULL;
+    if (r->logprobs && r->n_out && (lp_m = malloc(r->n_out * sizeof *lp_m)) &&
+        (lp_p = malloc(r->n_out * sizeof *lp_p))) {
+        kv_wire_logprobs_to_protos(r->out_lp, r->n_out, lp_m, lp_p);
+        rep.n_logprobs = r->n_out;
+        rep.logprobs = lp_p;
+    }
+    if (r->n_prompt_lp && (pl_m = malloc(r->n_prompt_lp * sizeof *pl_m)) &&
+        (pl_p = malloc(r->n_prompt_lp * sizeof *pl_p))) {
+        kv_wire_logprobs_to_protos(r->prompt_lp, r->n_prompt_lp, pl_m, pl_p);
+        rep.n_prompt_logprobs = r->n_prompt_lp;
+        rep.prompt_logprobs = pl_p;
+        if (r->return_prompt_tokens) { /* the ids they score, with them (a stream shows them first) */
+            rep.n_prompt_tokens = r->n_prompt_orig;
+            rep.prompt_tokens = r->prompt;
+        }
     }
     env.body_case = KVSERVE__ENVELOPE__BODY_REPLY;
     env.reply = &rep;
     send_client(st, &r->client, &env, "reply");
+    free(lp_m), free(lp_p), free(pl_m), free(pl_p);
+    if (rep.n_prompt_logprobs) {
+        free(r->prompt_lp);
+        r->prompt_lp = NULL;
+        r->n_prompt_lp = 0;
+    }
     router_req_output_sent(r);
 }
 
@@ -103,42 +132,38 @@ static int copy_tokens(const int32_t *ids, size_t n, int vocab, router_validated
     return 0;
 }
 
-static int tokenize_prompt(const router_model *m, const char *text, router_validated *out, char *msg, size_t cap)
+/* Text, or chat messages through the model's chat template, to the request's prompt ids
+ * (kv_prompt: exactly as HF transformers makes them, as kvctl generate --local does). */
+static int encode_prompt(const router_model *m, const char *text, int chat, router_validated *out, char *msg,
+                         size_t cap)
 {
     size_t len = strlen(text);
-    if (!m->tok) {
+    if (!m->prompt.tok) {
         snprintf(msg, cap, "this router has no tokenizer: send prompt_tokens");
         return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
     }
-    if (len / MAX_TOKEN_BYTES > m->max_prompt) {
+    /* A quick bound before any work: no token is longer than MAX_TOKEN_BYTES, and JSON
+     * escaping at most sextuples a message's text. */
+    if (len / MAX_TOKEN_BYTES / (chat ? 6 : 1) > m->max_prompt) {
         snprintf(msg, cap, "prompt of %zu bytes cannot fit in %u tokens", len, m->max_prompt);
         return KVSERVE__ERROR_CODE__PROMPT_TOO_LONG;
     }
-    int32_t *raw = NULL;
-    size_t n_raw = 0;
+    int32_t *ids = NULL;
+    size_t n = 0;
     kv_err err;
-    if (kv_tokenizer_encode(m->tok, text, len, &raw, &n_raw, &err)) {
-        snprintf(msg, cap, "cannot tokenize the prompt: %s", err.msg);
-        return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
+    int rc = chat ? kv_prompt_encode_chat_json(&m->prompt, text, len, 1, &ids, &n, &err)
+                  : kv_prompt_encode_text(&m->prompt, text, len, &ids, &n, &err);
+    if (rc) {
+        snprintf(msg, cap, "%s: %s", chat ? "cannot apply the chat template" : "cannot tokenize the prompt", err.msg);
+        return rc == KV_ENOMEM ? KVSERVE__ERROR_CODE__INTERNAL : KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
     }
-    int bos = m->cfg.bos_id >= 0; /* as kvctl generate --local */
-    if (n_raw + (size_t)bos == 0 || n_raw > UINT32_MAX - 2) {
-        free(raw);
-        snprintf(msg, cap, n_raw ? "prompt too long" : "prompt encodes to no tokens");
-        return n_raw ? KVSERVE__ERROR_CODE__PROMPT_TOO_LONG : KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
+    if (n > UINT32_MAX - 2) {
+        free(ids);
+        snprintf(msg, cap, "prompt too long");
+        return KVSERVE__ERROR_CODE__PROMPT_TOO_LONG;
     }
-    out->prompt = malloc((n_raw + (size_t)bos) * sizeof *raw);
-    if (!out->prompt) {
-        free(raw);
-        snprintf(msg, cap, "out of memory");
-        return KVSERVE__ERROR_CODE__INTERNAL;
-    }
-    if (bos)
-        out->prompt[0] = m->cfg.bos_id;
-    if (n_raw)
-        memcpy(out->prompt + bos, raw, n_raw * sizeof *raw);
-    out->n_prompt = (uint32_t)(n_raw + (size_t)bos);
-    free(raw);
+    out->prompt = ids;
+    out->n_prompt = (uint32_t)n;
     return 0;
 }
 
@@ -185,13 +210,22 @@ int router_validate_generate(const router_model *m, const router_opts *o, const 
         return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
     }
     out->sampling = s;
+    if (g->logprobs > KV_WIRE_LOGPROBS_MAX) {
+        snprintf(msg, cap, "logprobs must be in [0, %d] (the token and at most %d alternatives), got %u",
+                 KV_WIRE_LOGPROBS_MAX, KV_WIRE_LOGPROBS_MAX - 1, g->logprobs);
+        return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
+    }
     int code;
-    if (g->n_prompt_tokens)
+    int has_text = g->prompt && g->prompt[0], has_chat = g->chat_messages && g->chat_messages[0];
+    if ((g->n_prompt_tokens != 0) + has_text + has_chat > 1) {
+        snprintf(msg, cap, "give one of prompt text, prompt_tokens and chat_messages");
+        code = KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
+    } else if (g->n_prompt_tokens) {
         code = copy_tokens(g->prompt_tokens, g->n_prompt_tokens, m->cfg.vocab_size, out, msg, cap);
-    else if (g->prompt && g->prompt[0])
-        code = tokenize_prompt(m, g->prompt, out, msg, cap);
-    else {
-        snprintf(msg, cap, "empty prompt: give prompt text or prompt_tokens");
+    } else if (has_text || has_chat) {
+        code = encode_prompt(m, has_chat ? g->chat_messages : g->prompt, has_chat, out, msg, cap);
+    } else {
+        snprintf(msg, cap, "empty prompt: give prompt text, prompt_tokens or chat_messages");
         code = KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
     }
     if (code)
@@ -223,6 +257,7 @@ static void on_generate(router_state *st, const kv_wire_route *client, const Kvs
     if (code) {
         char idbuf[160];
         st->requests_failed++;
+        router_metrics_refused(&st->metrics, code);
         KV_WARN("router", "event=request_rejected id=%s code=%s reason=\"%s\"", router_log_id(id, idbuf, sizeof idbuf),
                 router_code_name(code), msg);
         reply_rejected(st, client, id, code, msg);
@@ -231,6 +266,7 @@ static void on_generate(router_state *st, const kv_wire_route *client, const Kvs
     router_req *r = router_requests_add(&st->reqs, client, id, v.prompt, v.n_prompt, st->now);
     if (!r) {
         st->requests_failed++;
+        router_metrics_refused(&st->metrics, KVSERVE__ERROR_CODE__INTERNAL);
         reply_rejected(st, client, id, KVSERVE__ERROR_CODE__INTERNAL, "router out of memory");
         return;
     }
@@ -238,13 +274,16 @@ static void on_generate(router_state *st, const kv_wire_route *client, const Kvs
     r->sampling = v.sampling;
     r->ignore_eos = g->ignore_eos;
     r->stream = g->stream;
+    r->return_prompt_tokens = g->return_prompt_tokens;
+    r->logprobs = g->logprobs;
+    r->prompt_logprobs = g->logprobs && g->prompt_logprobs && r->n_prompt > 1;
     r->dl_total = st->now + v.deadline_s;
-    if (st->model.tok) {
+    if (st->model.prompt.tok) {
         /* Primed with the prompt, so the continuation's text is exactly as in the whole text. */
         char scratch[1024];
-        kv_detok_init(&r->detok, st->model.tok);
+        kv_detok_init(&r->detok, st->model.prompt.tok);
         for (uint32_t i = 0; i < r->n_prompt; i++)
-            if (r->prompt[i] < kv_tokenizer_n_ids(st->model.tok))
+            if (r->prompt[i] < kv_tokenizer_n_ids(st->model.prompt.tok))
                 kv_detok_push(&r->detok, r->prompt[i], scratch, sizeof scratch, NULL);
         r->have_detok = 1;
     }
@@ -267,6 +306,7 @@ static void on_cancel(router_state *st, const kv_wire_route *client, const Kvser
             KV_WARN("router", "event=reply_dropped msg=error error=\"%s\"", err.msg);
         return;
     }
+    r->stop_matched = c->stop_matched;
     router_end(st, r, KVSERVE__FINISH_REASON__FINISH_CANCELLED, 0, NULL);
 }
 
@@ -274,6 +314,7 @@ static void on_status(router_state *st, const kv_wire_route *client)
 {
     Kvserve__Envelope env;
     Kvserve__StatusReply rep;
+    router_metrics_pb *mpb = malloc(sizeof *mpb); /* about 5 KiB: not on the loop's stack */
     kv_wire_envelope_init(&env);
     kvserve__status_reply__init(&rep);
     size_t nw = st->workers.n, nr = st->reqs.n;
@@ -281,7 +322,7 @@ static void on_status(router_state *st, const kv_wire_route *client)
     Kvserve__WorkerStatus **wp = calloc(nw ? nw : 1, sizeof *wp);
     Kvserve__RequestStatus *rs = calloc(nr ? nr : 1, sizeof *rs);
     Kvserve__RequestStatus **rp = calloc(nr ? nr : 1, sizeof *rp);
-    if (!ws || !wp || !rs || !rp) {
+    if (!ws || !wp || !rs || !rp || !mpb) {
         kv_err err;
         kv_wire_send_error(st->client, client, KVSERVE__ERROR_CODE__INTERNAL, "", "router out of memory", &err);
         goto out;
@@ -294,6 +335,7 @@ static void on_status(router_state *st, const kv_wire_route *client)
         w->role = wk->role;
         w->address = wk->address;
         w->device = wk->device;
+        w->weights = wk->weights;
         w->kv_transports = wk->kv_transports;
         w->healthy = st->now - wk->last_heartbeat <= st->opt.worker_timeout_ms * 1e-3;
         w->last_heartbeat_ms_ago = (st->now - wk->last_heartbeat) * 1e3;
@@ -327,10 +369,13 @@ static void on_status(router_state *st, const kv_wire_route *client)
     rep.requests_failed = st->requests_failed;
     rep.requests_replanned = st->requests_replanned;
     rep.uptime_s = st->now - st->started;
+    uint32_t waiting = (uint32_t)st->reqs.n_queued;
+    rep.metrics = router_metrics_to_pb(&st->metrics, (uint32_t)st->reqs.n - waiting, waiting, mpb);
     env.body_case = KVSERVE__ENVELOPE__BODY_STATUS_REPLY;
     env.status_reply = &rep;
     send_client(st, client, &env, "status_reply");
 out:
+    free(mpb);
     free(ws);
     free(wp);
     free(rs);

@@ -48,6 +48,7 @@ void router_send_reserve(router_state *st, router_req *r)
     rq.sampling = &sp;
     rq.ignore_eos = r->ignore_eos;
     rq.sampling_offset = r->index_base;
+    rq.logprobs = r->logprobs;
     /* The KV must arrive within the router's own reserve + prefill stages: the router's
      * deadlines fire first, and D's own one cleans up should the router be gone. */
     rq.transfer_deadline_ms = (uint32_t)(st->opt.reserve_deadline_ms + st->opt.prefill_deadline_ms);
@@ -69,6 +70,8 @@ void router_send_prefill(router_state *st, router_req *r)
     t.prompt_tokens = r->prompt;
     t.sampling = &sp;
     t.sampling_offset = r->index_base;
+    t.logprobs = r->logprobs;
+    t.prompt_logprobs = r->prompt_logprobs; /* until received: a re-plan after that does not ask */
     t.decode_worker_id = r->decode->id;
     t.decode_kv_endpoint = r->decode->kv_endpoint;
     t.n_decode_block_ids = r->n_block_ids;
@@ -265,6 +268,7 @@ static void on_prefill_done(router_state *st, router_worker *wk, const Kvserve__
     r->transfer_ms = pd->transfer_ms;
     r->kv_bytes = pd->kv_bytes;
     snprintf(r->kv_transport, sizeof r->kv_transport, "%s", kv_transport_name((kv_transport)pd->transport));
+    router_metrics_transfer(&st->metrics, (int)pd->transport, pd->kv_bytes, pd->transfer_ms * 1e-3);
     router_enter(st, r, r->state == RQ_PREFILLING ? RQ_TRANSFERRING : r->state);
     router_maybe_complete(st, r);
 }

@@ -32,13 +32,15 @@ static void req_free(router_req *r)
     if (!r)
         return;
     for (size_t i = 0; i < r->n_pending; i++)
-        free(r->pending[i].tokens);
+        free(r->pending[i].tokens), free(r->pending[i].lp);
     free(r->pending);
     free(r->id);
     free(r->wire_id);
     free(r->prompt);
     free(r->block_ids);
     free(r->out_tokens);
+    free(r->out_lp);
+    free(r->prompt_lp);
     free(r->out_text);
     free(r->gen);
     free(r);
@@ -133,7 +135,7 @@ int router_req_restart_after_delivered(router_req *r)
         r->index_base = r->next_index;
     }
     for (size_t i = 0; i < r->n_pending; i++)
-        free(r->pending[i].tokens);
+        free(r->pending[i].tokens), free(r->pending[i].lp);
     r->n_pending = 0;
     free(r->block_ids);
     r->block_ids = NULL;
@@ -320,8 +322,8 @@ int router_req_expired(const router_req *r, double now, const router_deadlines *
 /* ---- token reassembly ---- */
 
 /* Delivers the part of [index, index + n) at or after next_index. */
-static int deliver(router_req *r, uint32_t index, const int32_t *tokens, size_t n, int finish, double decode_ms,
-                   router_deliver_fn fn, void *ctx)
+static int deliver(router_req *r, uint32_t index, const int32_t *tokens, const kc_logprobs *lp, size_t n, int finish,
+                   double decode_ms, router_deliver_fn fn, void *ctx)
 {
     uint64_t end = (uint64_t)index + n;
     if (end < r->next_index)
@@ -331,11 +333,11 @@ static int deliver(router_req *r, uint32_t index, const int32_t *tokens, size_t 
     r->next_index += (uint32_t)fresh;
     if (!fresh && finish == KVSERVE__FINISH_REASON__FINISH_NONE)
         return 0;
-    return fn(ctx, r, fresh ? tokens + skip : NULL, fresh, finish, decode_ms);
+    return fn(ctx, r, fresh ? tokens + skip : NULL, fresh && lp ? lp + skip : NULL, fresh, finish, decode_ms);
 }
 
-int router_req_accept_tokens(router_req *r, uint32_t index, const int32_t *tokens, size_t n, int finish,
-                             double decode_ms, router_deliver_fn fn, void *ctx)
+int router_req_accept_tokens(router_req *r, uint32_t index, const int32_t *tokens, const kc_logprobs *lp, size_t n,
+                             int finish, double decode_ms, router_deliver_fn fn, void *ctx)
 {
     if (r->d_done)
         return 0;
@@ -359,11 +361,17 @@ int router_req_accept_tokens(router_req *r, uint32_t index, const int32_t *token
             if (!e->tokens)
                 return KV_ENOMEM;
             memcpy(e->tokens, tokens, n * sizeof *tokens);
+            if (lp && !(e->lp = malloc(n * sizeof *lp))) {
+                free(e->tokens);
+                return KV_ENOMEM;
+            }
+            if (lp)
+                memcpy(e->lp, lp, n * sizeof *lp);
         }
         r->n_pending++;
         return 0;
     }
-    int rc = deliver(r, index, tokens, n, finish, decode_ms, fn, ctx);
+    int rc = deliver(r, index, tokens, lp, n, finish, decode_ms, fn, ctx);
     /* Drain buffered events that are now in order, lowest index first. */
     while (!rc && !r->d_done && r->n_pending) {
         size_t best = 0;
@@ -374,8 +382,9 @@ int router_req_accept_tokens(router_req *r, uint32_t index, const int32_t *token
             break;
         router_tok_event e = r->pending[best];
         r->pending[best] = r->pending[--r->n_pending];
-        rc = deliver(r, e.index, e.tokens, e.n, e.finish, e.decode_ms, fn, ctx);
+        rc = deliver(r, e.index, e.tokens, e.lp, e.n, e.finish, e.decode_ms, fn, ctx);
         free(e.tokens);
+        free(e.lp);
     }
     return rc;
 }
@@ -415,7 +424,7 @@ static int remember_generated(router_req *r, const int32_t *tokens, size_t n)
     return KV_OK;
 }
 
-int router_req_append_output(router_req *r, const int32_t *tokens, size_t n)
+int router_req_append_output(router_req *r, const int32_t *tokens, const kc_logprobs *lp, size_t n)
 {
     if (remember_generated(r, tokens, n))
         return KV_ENOMEM;
@@ -427,10 +436,18 @@ int router_req_append_output(router_req *r, const int32_t *tokens, size_t n)
         if (!p)
             return KV_ENOMEM;
         r->out_tokens = p;
+        if (r->logprobs) {
+            kc_logprobs *q = realloc(r->out_lp, cap * sizeof *q);
+            if (!q)
+                return KV_ENOMEM;
+            r->out_lp = q;
+        }
         r->cap_out = cap;
     }
     if (n)
         memcpy(r->out_tokens + r->n_out, tokens, n * sizeof *tokens);
+    if (n && r->logprobs && lp)
+        memcpy(r->out_lp + r->n_out, lp, n * sizeof *lp);
     r->n_out += n;
     if (!r->have_detok)
         return 0;

@@ -36,6 +36,7 @@ typedef enum router_req_state {
 typedef struct router_tok_event {
     uint32_t index;
     int32_t *tokens;
+    kc_logprobs *lp; /* n entries, or NULL */
     size_t n;
     int finish; /* Kvserve__FinishReason */
     double decode_ms;
@@ -58,6 +59,11 @@ typedef struct router_req {
     int replans;                   /* times re-planned after a worker or KV hand-off failure */
     kv_sampling_params sampling;   /* top_p normalised to (0, 1] */
     int ignore_eos, stream;
+    int return_prompt_tokens;      /* the final reply carries prompt[0, n_prompt_orig) */
+    uint32_t logprobs;             /* GenerateRequest.logprobs (0 = none) */
+    int prompt_logprobs;           /* the prompt's asked, and not received yet */
+    kc_logprobs *prompt_lp;        /* received, not yet sent: n_prompt_orig - 1 entries */
+    size_t n_prompt_lp;
     uint32_t blocks;               /* decode blocks reserved for it (set when reserving) */
     /* State and ownership. */
     router_req_state state;
@@ -73,6 +79,8 @@ typedef struct router_req {
     double dl_total;               /* whole request */
     /* Timings (monotonic seconds; 0 = not reached) and worker-measured figures. */
     double t_accept, t_prefill_start, t_first_token, t_d_done;
+    double t_last_token;           /* when the last run of tokens was delivered */
+    int stop_matched;              /* cancelled by a client that hit its stop sequence (metrics: "stop") */
     double prefill_ms, transfer_ms, decode_ms;
     uint64_t kv_bytes;
     char kv_transport[16];         /* the transport its KV took ("" before PrefillDone) */
@@ -85,6 +93,7 @@ typedef struct router_req {
     size_t n_pending, cap_pending;
     /* Output not yet sent to the client: tokens from out_index on, and their text. */
     int32_t *out_tokens;
+    kc_logprobs *out_lp;           /* one per out token when logprobs were asked */
     size_t n_out, cap_out;
     uint32_t out_index;
     char *out_text;
@@ -149,19 +158,20 @@ int router_req_expired(const router_req *r, double now, const router_deadlines *
 /* ---- token reassembly ---- */
 
 /* Called for each in-order run of tokens. finish != FINISH_NONE ends the stream. */
-typedef int (*router_deliver_fn)(void *ctx, router_req *r, const int32_t *tokens, size_t n, int finish,
-                                 double decode_ms);
+typedef int (*router_deliver_fn)(void *ctx, router_req *r, const int32_t *tokens, const kc_logprobs *lp, size_t n,
+                                 int finish, double decode_ms);
 
 /* Accepts a TokenEvent (any order): delivers every run that is now in order through fn, and
  * buffers the rest. Tokens before next_index (duplicates) are dropped. Returns 0, a non-zero
  * value returned by fn, or KV_EFULL when too many events wait for a missing index, KV_ENOMEM. */
-int router_req_accept_tokens(router_req *r, uint32_t index, const int32_t *tokens, size_t n, int finish,
-                             double decode_ms, router_deliver_fn fn, void *ctx);
+/* lp: the tokens' logprobs (n entries) or NULL; they travel with their tokens. */
+int router_req_accept_tokens(router_req *r, uint32_t index, const int32_t *tokens, const kc_logprobs *lp, size_t n,
+                             int finish, double decode_ms, router_deliver_fn fn, void *ctx);
 
 /* ---- output buffer ---- */
 
 /* Appends delivered tokens and their text (via the request's detokenizer when it has one). */
-int router_req_append_output(router_req *r, const int32_t *tokens, size_t n);
+int router_req_append_output(router_req *r, const int32_t *tokens, const kc_logprobs *lp, size_t n);
 /* End of the stream: bytes of an unfinished character held back become U+FFFD. */
 int router_req_flush_text(router_req *r);
 /* Empties the output buffer after it was sent (out_index moves on). */

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kv_log.h"
+#include "kv_wire_logprobs.h"
 #include "router.h"
 
 const char *router_log_id(const char *id, char *buf, size_t cap)
@@ -70,6 +71,28 @@ static const char *finish_name(int finish)
     }
 }
 
+/* The metrics of an ended request (router_metrics.h), from its final timings t. */
+static void count_finished(router_state *st, const router_req *r, int finish, int code, const Kvserve__Timings *t)
+{
+    router_end_kind kind = ROUTER_END_ERROR;
+    if (!code && finish == KVSERVE__FINISH_REASON__FINISH_EOS)
+        kind = ROUTER_END_STOP;
+    else if (!code && (finish == KVSERVE__FINISH_REASON__FINISH_LENGTH ||
+                       finish == KVSERVE__FINISH_REASON__FINISH_CONTEXT))
+        kind = ROUTER_END_LENGTH;
+    else if (!code && finish == KVSERVE__FINISH_REASON__FINISH_CANCELLED)
+        kind = r->stop_matched ? ROUTER_END_STOP : ROUTER_END_ABORT;
+    double queue_s = t->queue_ms * 1e-3, prefill_s = -1, decode_s = -1;
+    if (r->t_first_token > 0) {
+        prefill_s = t->ttft_ms * 1e-3 - queue_s;
+        if (prefill_s < 0)
+            prefill_s = 0; /* re-planned after its first token: dispatched again since */
+        decode_s = r->t_last_token - r->t_first_token;
+    }
+    router_metrics_finished(&st->metrics, kind, code ? code : KVSERVE__ERROR_CODE__INTERNAL, t->total_ms * 1e-3,
+                            queue_s, prefill_s, decode_s);
+}
+
 void router_end(router_state *st, router_req *r, int finish, int code, const char *msg)
 {
     if (code)
@@ -104,6 +127,7 @@ void router_end(router_state *st, router_req *r, int finish, int code, const cha
            code ? " error=" : "", ename);
     if (code)
         st->requests_failed++;
+    count_finished(st, r, finish, code, &t);
     router_requests_remove(&st->reqs, r);
 }
 
@@ -114,14 +138,20 @@ void router_maybe_complete(router_state *st, router_req *r)
 }
 
 /* One in-order run of tokens from the decode worker. */
-static int deliver_tokens(void *ctx, router_req *r, const int32_t *tokens, size_t n, int finish, double decode_ms)
+static int deliver_tokens(void *ctx, router_req *r, const int32_t *tokens, const kc_logprobs *lp, size_t n, int finish,
+                          double decode_ms)
 {
     router_state *st = ctx;
+    if (n) {
+        router_metrics_delivered(&st->metrics, n, r->t_first_token == 0, st->now, r->t_accept, r->t_last_token,
+                                 r->n_prompt_orig);
+        r->t_last_token = st->now;
+    }
     if (n && r->t_first_token == 0)
         r->t_first_token = st->now;
     if (decode_ms > 0)
         r->decode_ms = decode_ms;
-    if (router_req_append_output(r, tokens, n))
+    if (router_req_append_output(r, tokens, lp, n))
         return KV_ENOMEM;
     if (finish != KVSERVE__FINISH_REASON__FINISH_NONE) {
         r->d_done = 1;
@@ -136,6 +166,42 @@ static int deliver_tokens(void *ctx, router_req *r, const int32_t *tokens, size_
     /* Streaming: forward now, unless this is the end and the final reply goes out at once. */
     if (r->stream && r->n_out && !(r->d_done && r->p_done))
         router_client_send_output(st, r, 0, KVSERVE__FINISH_REASON__FINISH_NONE, 0, NULL);
+    return 0;
+}
+
+/* A TokenEvent's logprobs: the tokens' (into *lp, malloc'd, one per token, when the
+ * request asked; D must send them then), and the prompt's (kept for the next reply, the
+ * first time they come). 0, or -1 with msg (the event is bad). */
+static int router_take_logprobs(router_state *st, router_req *r, const Kvserve__TokenEvent *ev, kc_logprobs **lp,
+                                char *msg, size_t cap)
+{
+    *lp = NULL;
+    if (!r->logprobs)
+        return 0;
+    int vocab = st->model.cfg.vocab_size, top = (int)r->logprobs - 1;
+    kv_err err;
+    if (ev->n_logprobs != ev->n_tokens)
+        return snprintf(msg, cap, "decode worker sent %zu logprobs for %zu tokens", ev->n_logprobs, ev->n_tokens), -1;
+    if (ev->n_tokens && !(*lp = malloc(ev->n_tokens * sizeof **lp)))
+        return snprintf(msg, cap, "out of memory"), -1;
+    for (size_t i = 0; i < ev->n_tokens; i++)
+        if (kv_wire_logprobs_from_proto(ev->logprobs[i], vocab, top, &(*lp)[i], &err))
+            return snprintf(msg, cap, "decode worker's logprobs: %.400s", err.msg), -1;
+    if (!r->prompt_logprobs || !ev->n_prompt_logprobs)
+        return 0;
+    /* A re-planned attempt's prompt is longer (it ends with delivered tokens): the client's
+     * prompt is its first n_prompt_orig tokens. */
+    size_t n = r->n_prompt_orig > 0 ? r->n_prompt_orig - 1 : 0;
+    if (ev->n_prompt_logprobs < n)
+        return snprintf(msg, cap, "decode worker sent %zu prompt logprobs for %zu positions", ev->n_prompt_logprobs,
+                        n), -1;
+    if (n && !(r->prompt_lp = malloc(n * sizeof *r->prompt_lp)))
+        return snprintf(msg, cap, "out of memory"), -1;
+    for (size_t i = 0; i < n; i++)
+        if (kv_wire_logprobs_from_proto(ev->prompt_logprobs[i], vocab, top, &r->prompt_lp[i], &err))
+            return snprintf(msg, cap, "decode worker's prompt logprobs: %.400s", err.msg), -1;
+    r->n_prompt_lp = n;
+    r->prompt_logprobs = 0; /* received: a re-plan does not ask again */
     return 0;
 }
 
@@ -167,8 +233,16 @@ void router_on_tokens(router_state *st, router_req *r, const Kvserve__TokenEvent
                    "token index out of range");
         return;
     }
-    int rc = router_req_accept_tokens(r, (uint32_t)index, ev->tokens, ev->n_tokens, ev->finish_reason, ev->decode_ms,
-                                      deliver_tokens, st);
+    kc_logprobs *lp = NULL;
+    char msg[512];
+    if (router_take_logprobs(st, r, ev, &lp, msg, sizeof msg)) {
+        free(lp);
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__BAD_MESSAGE, msg);
+        return;
+    }
+    int rc = router_req_accept_tokens(r, (uint32_t)index, ev->tokens, lp, ev->n_tokens, ev->finish_reason,
+                                      ev->decode_ms, deliver_tokens, st);
+    free(lp);
     if (rc) {
         router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL,
                    rc == KV_EFULL ? "too many token events out of order" : "out of memory");

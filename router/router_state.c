@@ -36,7 +36,7 @@ void router_model_from_config(router_model *m, const char *name, const kv_model_
     memset(m, 0, sizeof *m);
     snprintf(m->name, sizeof m->name, "%s", name);
     m->cfg = *cfg;
-    m->tok = tok;
+    m->prompt = (kv_prompt_encoder){.tok = tok, .chat = NULL, .config_bos = cfg->bos_id};
     m->context = cfg->max_position > 0 ? (uint32_t)cfg->max_position : 0;
     m->max_prompt = m->context ? m->context - 1 : 0;
     if (max_prompt_tokens > 0 && (uint32_t)max_prompt_tokens < m->max_prompt)
@@ -83,21 +83,22 @@ int router_state_init(router_state *st, const router_opts *o, void *zctx, kv_err
                                 .token_s = o->token_deadline_ms * 1e-3};
     router_workers_init(&st->workers);
     router_requests_init(&st->reqs);
+    router_metrics_init(&st->metrics);
     st->started = st->now = kv_now_s();
 
     kv_model_config cfg;
-    char name[256], path[4096];
-    kv_tokenizer *tok = NULL;
+    char name[256];
+    kv_prompt_encoder pe;
     int rc = kv_model_config_load(o->model_dir, &cfg, err);
     if (rc)
         return rc;
     if (cfg.max_position < 2)
         return kv_err_set(err, KV_EFORMAT, "%s: context length %d is too small", o->model_dir, cfg.max_position);
-    snprintf(path, sizeof path, "%s/tokenizer.json", o->model_dir);
-    if ((rc = kv_tokenizer_load(path, &tok, err)))
+    if ((rc = kv_prompt_encoder_load(o->model_dir, cfg.bos_id, &pe, err)))
         return rc;
     kv_path_basename(o->model_dir, name, sizeof name);
-    router_model_from_config(&st->model, name, &cfg, tok, o->max_prompt_tokens);
+    router_model_from_config(&st->model, name, &cfg, pe.tok, o->max_prompt_tokens);
+    st->model.prompt.chat = pe.chat;
     if ((rc = kv_model_fingerprint(o->model_dir, st->model.fingerprint, err)))
         goto fail;
 
@@ -141,8 +142,7 @@ void router_state_free(router_state *st)
     st->zctx = NULL;
     router_requests_free(&st->reqs);
     router_workers_free(&st->workers);
-    kv_tokenizer_free(st->model.tok);
-    st->model.tok = NULL;
+    kv_prompt_encoder_free(&st->model.prompt);
 }
 
 int router_write_ready_file(const router_state *st, const char *path, kv_err *err)

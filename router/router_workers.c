@@ -20,6 +20,7 @@ static void worker_free(router_worker *wk)
     free(wk->kv_endpoint);
     free(wk->address);
     free(wk->device);
+    free(wk->weights);
     free(wk->kv_transports);
     free(wk->refused);
     free(wk);
@@ -131,6 +132,7 @@ router_worker *router_workers_add(router_workers *w, const kv_wire_route *route,
     wk->id = dup_or_empty(reg->worker_id);
     wk->kv_endpoint = dup_or_empty(reg->kv_endpoint);
     wk->device = dup_or_empty(reg->device);
+    wk->weights = dup_or_empty(reg->weights);
     kv_transport_list tl = {.n = 0};
     for (size_t i = 0; i < reg->n_kv_transports && tl.n < KV_TRANSPORT_COUNT; i++)
         if ((unsigned)reg->kv_transports[i] < KV_TRANSPORT_COUNT)
@@ -147,7 +149,7 @@ router_worker *router_workers_add(router_workers *w, const kv_wire_route *route,
     else
         snprintf(addr, sizeof addr, "%s pid %u", route->peer[0] ? route->peer : "local", reg->pid);
     wk->address = strdup(addr);
-    if (!wk->id || !wk->kv_endpoint || !wk->device || !wk->kv_transports || !wk->address || router_map_put(&w->by_route, route->id, route->len, wk)) {
+    if (!wk->id || !wk->kv_endpoint || !wk->device || !wk->weights || !wk->kv_transports || !wk->address || router_map_put(&w->by_route, route->id, route->len, wk)) {
         worker_free(wk);
         return NULL;
     }

@@ -28,6 +28,7 @@ typedef struct router_worker {
     char *kv_endpoint;     /* decode: where prefill workers ship KV */
     char *address;         /* shown by status: the KV endpoint, or the control peer + pid */
     char *device;
+    char *weights;         /* Register.weights: its weight formats ("q4_1+q8_0+f32") */
     char *kv_transports;   /* what its --kv-transport allows, preferred first ("cuda-ipc,nccl,zmq") */
     uint32_t pid;
     uint32_t kv_blocks_total;

@@ -7,7 +7,7 @@ if(TARGET kvclient)
   target_link_libraries(test_client_shared PRIVATE kvclient_shared)
   add_test(NAME test_client_shared COMMAND test_client_shared)
 
-  kv_add_test(test_cluster SOURCES test_cluster.c test_cluster_fuzz.c kv_fuzz_envelope.c LIBS kvclient kv_engine kv_tokenizer kv_wire LABELS integration)
+  kv_add_test(test_cluster SOURCES test_cluster.c test_cluster_fuzz.c test_cluster_logprobs.c test_cluster_impostor.c kv_fuzz_envelope.c LIBS kvclient kv_engine kv_tokenizer kv_wire LABELS integration)
   target_compile_definitions(test_cluster PRIVATE KV_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
   set_tests_properties(test_cluster PROPERTIES TIMEOUT 180)
   foreach(_bin kv-router kv-prefill kv-decode)

@@ -987,6 +987,43 @@ int kv_cuda_sample(int32_t *ids, const void *logits, int rows, int vocab, kv_cud
     return KV_OK;
 }
 
+/* ---- logprobs ---- */
+
+static_assert(sizeof(kv_cuda_logprob_row) == sizeof(kc_logprobs), "kv_cuda_logprobs writes kc_logprobs rows");
+typedef struct a_logprobs { kv_cuda_logprob_row *out; const void *logits; int rows, vocab; kv_cuda_dtype dt;
+                            const int32_t *tokens, *n_top; } a_logprobs;
+static void run_logprobs(const void *p)
+{
+    const a_logprobs *a = p;
+    float *owned = NULL;
+    const float *x = view(a->logits, a->dt, (size_t)a->rows * a->vocab, &owned);
+    for (int r = 0; r < a->rows; r++) {
+        if (a->n_top[r] < 0)
+            continue;
+        kc_logprobs lp;
+        kc_logprobs_row(x + (size_t)r * a->vocab, a->vocab, a->tokens[r], a->n_top[r], &lp);
+        memcpy(&a->out[r], &lp, sizeof lp);
+    }
+    free(owned);
+}
+int kv_cuda_logprobs(kv_cuda_logprob_row *out, const void *logits, int rows, int vocab, kv_cuda_dtype dt,
+                     const int32_t *tokens, const int32_t *n_top, void *stream, kv_err *err)
+{
+    (void)stream;
+    if (rows < 0 || vocab <= 0)
+        return kv_err_set(err, KV_EINVAL, "mock logprobs: bad shape rows=%d vocab=%d", rows, vocab);
+    if (rows == 0)
+        return KV_OK;
+    need_dtype(dt);
+    dev_check(out, (size_t)rows * sizeof *out, "logprobs out");
+    dev_check(logits, (size_t)rows * vocab * kv_cuda_dtype_size(dt), "logprobs logits");
+    dev_check(tokens, (size_t)rows * sizeof *tokens, "logprobs tokens");
+    dev_check(n_top, (size_t)rows * sizeof *n_top, "logprobs n_top");
+    a_logprobs a = {out, logits, rows, vocab, dt, tokens, n_top};
+    submit(run_logprobs, &a, sizeof a);
+    return KV_OK;
+}
+
 /* ---- GEMM ---- */
 
 typedef struct a_gemm { void *y; kv_cuda_dtype ydt; const void *x, *w; int m, n, k; kv_cuda_dtype dt; } a_gemm;

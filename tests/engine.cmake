@@ -11,3 +11,5 @@ if(TARGET kvctl)
   add_test(NAME test_device_cli COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/test_device_cli.sh ${CMAKE_BINARY_DIR}/bin ${KV_DEFAULT_MODELS})
   set_tests_properties(test_device_cli PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 120)
 endif()
+# Logprobs: the math against a direct log-softmax, then the engine's prefill and decode paths.
+kv_add_test(test_logprobs SOURCES test_logprobs.c LIBS kv_engine)

@@ -274,7 +274,7 @@ static int put_msg(kv_fuzz_writer *w, kv_fuzz_rng *r, int kv, uint8_t peer, uint
 
 /* A ReserveRequest: a plausible one, or (noisy) one with values to refuse or to expire. */
 static size_t pack_reserve(kv_fuzz_rng *r, const char *id, uint32_t prompt, uint32_t max_tokens, int ignore_eos,
-                           int noisy, uint8_t *buf)
+                           uint32_t logprobs, int noisy, uint8_t *buf)
 {
     Kvserve__Envelope env;
     Kvserve__ReserveRequest rr;
@@ -288,6 +288,7 @@ static size_t pack_reserve(kv_fuzz_rng *r, const char *id, uint32_t prompt, uint
     if (!noisy)
         sp.top_k = 40, sp.top_p = 0.9f;
     rr.sampling = kv_fuzz_below(r, 2) ? &sp : NULL;
+    rr.logprobs = noisy ? kv_fuzz_below(r, 24) : logprobs;
     if (noisy) {
         rr.transfer_deadline_ms = kv_fuzz_below(r, 2) ? kv_fuzz_below(r, 3) : 0;
         rr.sampling_offset = kv_fuzz_u32(r);
@@ -302,6 +303,7 @@ typedef struct life {
     char id[16];
     uint32_t prompt, max_tokens, seq;
     int32_t first_id, n_prompt_blocks, sent;
+    uint32_t logprobs;          /* ReserveRequest.logprobs: the last chunk carries the first token's */
     uint8_t peer;
 } life;
 
@@ -324,6 +326,15 @@ static size_t pack_chunk(kv_fuzz_rng *r, life *l, int32_t nb, uint8_t *buf)
     kc.n_tokens = (uint32_t)l->sent * 16 < l->prompt ? (uint32_t)l->sent * 16 : l->prompt;
     kc.last = l->sent == l->n_prompt_blocks;
     kc.first_token = kc.last ? (int32_t)kv_fuzz_below(r, 512) : 0;
+    static kv_fuzz_lp lp, plp;
+    if (kc.last && l->logprobs) { /* as a prefill worker sends them; now and then malformed */
+        int noisy = kv_fuzz_below(r, 8) == 0;
+        kc.first_logprobs = kv_fuzz_logprobs(r, &lp, 1, (int)l->logprobs - 1, 512, noisy)[0];
+        if (l->prompt - 1 <= KV_FUZZ_LP_MAX && kv_fuzz_below(r, 2)) {
+            kc.n_prompt_logprobs = l->prompt - 1;
+            kc.prompt_logprobs = kv_fuzz_logprobs(r, &plp, kc.n_prompt_logprobs, (int)l->logprobs - 1, 512, noisy);
+        }
+    }
     kc.seq = l->seq++;
     env.body_case = KVSERVE__ENVELOPE__BODY_KV_CHUNK, env.kv_chunk = &kc;
     return kvserve__envelope__pack(&env, buf);
@@ -351,7 +362,7 @@ static size_t pack_control_noise(kv_fuzz_rng *r, uint8_t *buf)
         env.body_case = KVSERVE__ENVELOPE__BODY_ERROR, env.error = &er;
         break;
     default:
-        return pack_reserve(r, id, kv_fuzz_u32(r), kv_fuzz_u32(r), 0, 1, buf);
+        return pack_reserve(r, id, kv_fuzz_u32(r), kv_fuzz_u32(r), 0, 0, 1, buf);
     }
     return kvserve__envelope__pack(&env, buf);
 }
@@ -378,7 +389,8 @@ size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
         l->first_id = next_id;
         next_id += (int32_t)(l->prompt + l->max_tokens + 15) / 16;
         l->peer = (uint8_t)kv_fuzz_below(r, N_PEERS);
-        size_t len = pack_reserve(r, l->id, l->prompt, l->max_tokens, kv_fuzz_below(r, 4) != 0, 0, env);
+        l->logprobs = kv_fuzz_below(r, 3) ? 0 : 1 + kv_fuzz_below(r, 21);
+        size_t len = pack_reserve(r, l->id, l->prompt, l->max_tokens, kv_fuzz_below(r, 4) != 0, l->logprobs, 0, env);
         put_msg(&w, r, 0, 0, 0, env, len, 0);
     }
     static const uint8_t codes[] = {0xFD, 0xFF, 0, 16, 255 - 3};

@@ -63,6 +63,7 @@ typedef struct track {
 typedef struct harness {
     void *zctx, *router, *fake[N_FAKES];
     kv_peer *fake_peer[N_FAKES];
+    kv_wire_route route[N_FAKES]; /* the worker's connection, as each fake names it */
     worker_flags f;
     worker_engine we;
     worker_control ctl;
@@ -77,6 +78,20 @@ typedef struct harness {
     uint64_t prefix_key[N_PREFIX];
     uint32_t prefix_crc[N_PREFIX];
 } harness;
+
+/* The worker's KV DEALERs set no routing id (each decode-side ROUTER names the connection):
+ * a fake learns the name from one empty frame sent on the worker's socket at set-up. */
+static int learn_route(harness *h, int i)
+{
+    char none;
+    if (zmq_send(h->fake_peer[i]->sock, "", 0, 0) < 0)
+        return -1;
+    int n = zmq_recv(h->fake[i], h->route[i].id, sizeof h->route[i].id, 0);
+    if (n <= 0 || n > (int)sizeof h->route[i].id || zmq_recv(h->fake[i], &none, 1, 0) != 0)
+        return -1;
+    h->route[i].len = (size_t)n;
+    return 0;
+}
 
 static harness *harness_get(void)
 {
@@ -104,7 +119,7 @@ static harness *harness_get(void)
         bad = !(h.fake[i] = zmq_socket(h.zctx, ZMQ_ROUTER)) || zmq_bind(h.fake[i], fake_ep[i]) ||
               zmq_setsockopt(h.fake[i], ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) ||
               !(h.fake_peer[i] = kv_sender_peer(&h.pw.sender, fake_ep[i], &err)) ||
-              kv_sender_connect(&h.pw.sender, h.fake_peer[i], &err) != 1;
+              kv_sender_connect(&h.pw.sender, h.fake_peer[i], &err) != 1 || learn_route(&h, i);
     if (bad) {
         fprintf(stderr, "fuzz_prefill: set-up: %s\n", err.msg);
         exit(1);
@@ -216,7 +231,7 @@ static void check_chunk(harness *h, int ep, kv_wire_msg *m)
 {
     track *tr = &h->tr;
     size_t bb = h->we.block_bytes;
-    KV_FUZZ_REQUIRE(m->route.len == strlen(WORKER_ID) && !memcmp(m->route.id, WORKER_ID, m->route.len) &&
+    KV_FUZZ_REQUIRE(m->route.len == h->route[ep].len && !memcmp(m->route.id, h->route[ep].id, m->route.len) &&
                         m->env->body_case == KVSERVE__ENVELOPE__BODY_KV_CHUNK,
                     "decode endpoint %d got body %d from another routing id", ep, (int)m->env->body_case);
     const Kvserve__KvChunk *c = m->env->kv_chunk;
@@ -331,7 +346,8 @@ static int from_decode(harness *h, kv_fuzz_reader *rd)
     size_t sz = sizeof events;
     zmq_getsockopt(s, ZMQ_EVENTS, &events, &sz); /* takes in the worker's connection, if new */
     static const uint8_t zeros[8];
-    int rc = zmq_send(s, WORKER_ID, strlen(WORKER_ID), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+    const kv_wire_route *to = &h->route[ep % N_FAKES];
+    int rc = zmq_send(s, to->id, to->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
              zmq_send(s, rd->p, len, (n_extra ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0;
     for (size_t i = 0; i < n_extra && !rc; i++)
         rc = zmq_send(s, zeros, sizeof zeros, (i + 1 < n_extra ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0;

@@ -262,6 +262,7 @@ typedef struct life {
     char id[16], wire[32];
     int32_t prompt[40];
     uint32_t n_prompt, max_tokens, sent;
+    uint32_t logprobs;              /* GenerateRequest.logprobs: the TokenEvents carry them */
     int stage, client;
 } life;
 
@@ -275,6 +276,7 @@ static void life_init(life *l, kv_fuzz_rng *r, int k)
         l->prompt[i] = (int32_t)kv_fuzz_below(r, 512);
     l->max_tokens = 1 + kv_fuzz_below(r, 24);
     l->client = (int)kv_fuzz_below(r, N_PEERS);
+    l->logprobs = kv_fuzz_below(r, 3) ? 0 : 1 + kv_fuzz_below(r, 21);
 }
 
 /* Packs the life's next message into env; *control and *peer say where it goes. 0 when
@@ -298,6 +300,8 @@ static size_t life_next(life *l, kv_fuzz_rng *r, uint8_t *env, int *control, uin
         g.max_tokens = l->max_tokens;
         g.stream = (protobuf_c_boolean)kv_fuzz_below(r, 2);
         g.ignore_eos = 1;
+        g.logprobs = l->logprobs;
+        g.prompt_logprobs = l->logprobs != 0;
         e.body_case = KVSERVE__ENVELOPE__BODY_GENERATE, e.generate = &g;
         *control = 0, *peer = (uint8_t)l->client;
         break;
@@ -343,6 +347,15 @@ static size_t life_next(life *l, kv_fuzz_rng *r, uint8_t *env, int *control, uin
         for (size_t i = 0; i < te.n_tokens; i++)
             ids[i] = (int32_t)kv_fuzz_below(r, 512);
         te.tokens = ids;
+        if (l->logprobs) { /* as D sends them: one per token, the prompt's with index 0 */
+            static kv_fuzz_lp lp, plp;
+            te.logprobs = kv_fuzz_logprobs(r, &lp, te.n_tokens, (int)l->logprobs - 1, 512, 0);
+            te.n_logprobs = te.n_tokens;
+            if (l->sent == 0 && l->n_prompt - 1 <= KV_FUZZ_LP_MAX) {
+                te.n_prompt_logprobs = l->n_prompt - 1;
+                te.prompt_logprobs = kv_fuzz_logprobs(r, &plp, te.n_prompt_logprobs, (int)l->logprobs - 1, 512, 0);
+            }
+        }
         l->sent += (uint32_t)te.n_tokens;
         if (l->sent == l->max_tokens)
             te.finish_reason = KVSERVE__FINISH_REASON__FINISH_LENGTH;

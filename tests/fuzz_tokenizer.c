@@ -15,7 +15,12 @@
  *     kv_tokenizer_decode (which returns a C string: compared up to its NUL), as valid UTF-8;
  *     special tokens emit nothing; a refused push (id out of range, buffer too small) leaves
  *     the stream as it was; the text streamed up to a point where no character is pending is
- *     the decode of the ids so far (what priming a stream with a prompt relies on). */
+ *     the decode of the ids so far (what priming a stream with a prompt relies on).
+ * The same input also goes through the synthetic tokenizers of tests/data/tokenizer/synthetic
+ * (every normalizer, pre-tokenizer, post-processor and decoder kind; these need no shared
+ * data): encode accepts exactly the valid UTF-8 with ids in range, encode with special tokens
+ * is the post-processor's fixed prefix and suffix around encode's ids, and decoding any ids
+ * (the input's and random ones) streams as it decodes whole. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,21 +37,47 @@ static const char *const special[N_SPECIAL] = {"<unk>", "<s>", "</s>"};
 static int32_t special_id[N_SPECIAL];
 /* Loaded on the first input and kept for the process: loading costs far more than an input,
  * a fuzz target has no teardown hook, and LeakSanitizer does not report what stays reachable. */
-static const kv_tokenizer *tok;
+static const kv_tokenizer *tok; /* stories260K, NULL without the shared model dir */
 static int32_t n_ids;
+static int loaded;
+
+static const char *const synthetic_names[] = {
+    "llama3", "gpt2", "split-behaviors", "split-empty-mergedwithnext", "split-invert-contiguous",
+    "punctuation-mergedwithprevious", "whitespace", "digits-contiguous", "norm-nfkd", "norm-lowercase",
+    "norm-replace", "norm-strip-right", "metaspace-first", "metaspace-always", "metaspace-legacy", "bertish", "llama2"};
+#define N_SYNTHETIC (sizeof synthetic_names / sizeof *synthetic_names)
+static const kv_tokenizer *synthetic[N_SYNTHETIC];
+static int32_t *synthetic_frame[N_SYNTHETIC]; /* encode_special("") : prefix then suffix */
+static size_t synthetic_frame_len[N_SYNTHETIC];
+
+static void load_synthetic(void)
+{
+    for (size_t k = 0; k < N_SYNTHETIC; k++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/synthetic/%s/tokenizer.json", KV_TOKENIZER_DATA_DIR, synthetic_names[k]);
+        kv_tokenizer *t = NULL;
+        kv_err err = {0};
+        KV_FUZZ_REQUIRE(kv_tokenizer_load(path, &t, &err) == 0, "%s", err.msg);
+        synthetic[k] = t;
+        KV_FUZZ_REQUIRE(kv_tokenizer_encode_special(t, "", 0, 1, &synthetic_frame[k], &synthetic_frame_len[k], &err) == 0,
+                        "%s", err.msg);
+    }
+}
 
 static void load(void)
 {
+    loaded = 1;
+    load_synthetic();
     const char *dir = kv_test_models_dir();
     if (!dir)
-        KV_TEST_SKIP("shared model dir not found (set KVSERVE_TEST_MODELS): fuzz_tokenizer skipped");
+        return; /* the stories260K checks need the shared model dir */
     char path[4096];
     snprintf(path, sizeof path, "%s/stories260K/tokenizer.json", dir);
     kv_tokenizer *t = NULL;
     kv_err err = {0};
     int rc = kv_tokenizer_load(path, &t, &err);
     if (rc == KV_ENOTFOUND)
-        KV_TEST_SKIP("%s: fuzz_tokenizer skipped", err.msg);
+        return;
     KV_FUZZ_REQUIRE(rc == 0, "%s", err.msg);
     tok = t;
     n_ids = kv_tokenizer_n_ids(tok);
@@ -73,15 +104,15 @@ static int same_state(const kv_detok *a, const kv_detok *b)
  * Each push first gets a buffer of 1-8 bytes and, now and then, an id out of range before
  * it: both may be refused, and then must leave the stream as it was. *at_k / *pending_k:
  * the bytes streamed, and whether a character was pending, before ids[k]. */
-static char *stream(const int32_t *ids, size_t n, const uint8_t *data, size_t size, size_t k, size_t *len,
-                    size_t *at_k, int *pending_k)
+static char *stream(const kv_tokenizer *t, const int32_t *ids, size_t n, const uint8_t *data, size_t size, size_t k,
+                    size_t *len, size_t *at_k, int *pending_k)
 {
     static const int32_t bad[] = {-1, INT32_MIN, INT32_MAX, 0};
     char piece[4096];
     size_t l = 0, cap = 256;
     char *s = malloc(cap);
     kv_detok d;
-    kv_detok_init(&d, tok);
+    kv_detok_init(&d, t);
     kv_err err;
     for (size_t i = 0;; i++) {
         if (i == k) {
@@ -95,7 +126,7 @@ static char *stream(const int32_t *ids, size_t n, const uint8_t *data, size_t si
         } else {
             uint8_t b = size ? data[i % size] : 0;
             kv_detok before = d;
-            int32_t id = bad[b % 4] ? bad[b % 4] : n_ids;
+            int32_t id = bad[b % 4] ? bad[b % 4] : kv_tokenizer_n_ids(t);
             KV_FUZZ_REQUIRE(!(b & 0x80) || (kv_detok_push(&d, id, piece, sizeof piece, &err) == KV_ERANGE &&
                                             same_state(&d, &before)),
                             "id %d was not refused cleanly", id);
@@ -109,7 +140,7 @@ static char *stream(const int32_t *ids, size_t n, const uint8_t *data, size_t si
                 KV_FUZZ_REQUIRE((size_t)w < small, "%d bytes and a NUL written into %zu", w, small);
             }
             KV_FUZZ_REQUIRE(piece[w] == '\0', "push output not NUL-terminated");
-            KV_FUZZ_REQUIRE(w == 0 || !kv_tokenizer_is_special(tok, ids[i]), "special id %d gave text", ids[i]);
+            KV_FUZZ_REQUIRE(w == 0 || !kv_tokenizer_is_special(t, ids[i]), "special id %d gave text", ids[i]);
         }
         if (s && l + (size_t)w > cap)
             s = realloc(s, cap = 2 * (l + (size_t)w));
@@ -126,17 +157,18 @@ static char *stream(const int32_t *ids, size_t n, const uint8_t *data, size_t si
 
 /* Decoding ids[0..n) (all in range): stream and kv_tokenizer_decode agree, also at a
  * priming point k. Returns the streamed bytes (malloc'd, *len). */
-static char *check_decode(const int32_t *ids, size_t n, const uint8_t *data, size_t size, size_t *len)
+static char *check_decode(const kv_tokenizer *t, const int32_t *ids, size_t n, const uint8_t *data, size_t size,
+                          size_t *len)
 {
     size_t k = size ? data[size - 1] % (n + 1) : 0, at_k = 0;
     int pending_k = 0;
-    char *s = stream(ids, n, data, size, k, len, &at_k, &pending_k), *whole = NULL;
+    char *s = stream(t, ids, n, data, size, k, len, &at_k, &pending_k), *whole = NULL;
     kv_err err = {0};
-    KV_FUZZ_REQUIRE(kv_tokenizer_decode(tok, ids, n, &whole, &err) == 0, "decode: %s", err.msg);
+    KV_FUZZ_REQUIRE(kv_tokenizer_decode(t, ids, n, &whole, &err) == 0, "decode: %s", err.msg);
     KV_FUZZ_REQUIRE(same_text(whole, s, *len), "decode gave \"%s\", the stream %zu bytes", whole, *len);
     free(whole);
     if (!pending_k) {
-        KV_FUZZ_REQUIRE(kv_tokenizer_decode(tok, ids, k, &whole, &err) == 0, "decode: %s", err.msg);
+        KV_FUZZ_REQUIRE(kv_tokenizer_decode(t, ids, k, &whole, &err) == 0, "decode: %s", err.msg);
         KV_FUZZ_REQUIRE(same_text(whole, s, at_k), "decode of the first %zu ids is not the stream so far", k);
         free(whole);
     }
@@ -157,7 +189,7 @@ static void check_encode(const char *text, size_t size, const uint8_t *data)
     for (size_t i = 0; i < n; i++)
         KV_FUZZ_REQUIRE(ids[i] >= 0 && ids[i] < n_ids, "id %d out of [0, %d)", ids[i], n_ids);
     size_t len;
-    free(check_decode(ids, n, data, size, &len));
+    free(check_decode(tok, ids, n, data, size, &len));
     for (;;) { /* the next special token: leftmost, then longest */
         size_t start = size, slen = 0;
         int which = -1;
@@ -175,7 +207,7 @@ static void check_encode(const char *text, size_t size, const uint8_t *data)
         KV_FUZZ_REQUIRE(at + pn <= n && (!pn || !memcmp(ids + at, part, pn * sizeof *part)),
                         "ids of the text at byte %zu differ from those of the part alone", pos);
         if (!memmem(text + pos, start - pos, "\xe2\x96\x81", 3)) {
-            char *back = check_decode(part, pn, data, size, &len);
+            char *back = check_decode(tok, part, pn, data, size, &len);
             KV_FUZZ_REQUIRE(len == start - pos && !memcmp(back, text + pos, len),
                             "the %zu bytes at %zu decode to %zu other bytes", start - pos, pos, len);
             free(back);
@@ -192,10 +224,53 @@ static void check_encode(const char *text, size_t size, const uint8_t *data)
     free(ids);
 }
 
+/* One synthetic tokenizer: encode (plain and with special tokens) and decode. */
+static void check_synthetic(size_t k, const uint8_t *data, size_t size)
+{
+    const kv_tokenizer *t = synthetic[k];
+    int32_t *ids = NULL, *sp = NULL, n_t = kv_tokenizer_n_ids(t);
+    size_t n = 0, n_sp = 0, len;
+    kv_err err = {0};
+    int rc = kv_tokenizer_encode(t, (const char *)data, size, &ids, &n, &err);
+    if (kv_utf8_invalid_at((const char *)data, size) != size) {
+        KV_FUZZ_REQUIRE(rc == KV_EINVAL && !ids, "%s: invalid UTF-8 encoded: rc %d", synthetic_names[k], rc);
+        return;
+    }
+    KV_FUZZ_REQUIRE(rc == 0, "%s: encode of %zu bytes: %s", synthetic_names[k], size, err.msg);
+    for (size_t i = 0; i < n; i++)
+        KV_FUZZ_REQUIRE(ids[i] >= 0 && ids[i] < n_t, "%s: id %d out of range", synthetic_names[k], ids[i]);
+    rc = kv_tokenizer_encode_special(t, (const char *)data, size, 1, &sp, &n_sp, &err);
+    KV_FUZZ_REQUIRE(rc == 0, "%s: encode_special: %s", synthetic_names[k], err.msg);
+    /* The frame (the specials around "") must split somewhere to surround the text's ids. */
+    const int32_t *frame = synthetic_frame[k];
+    size_t fl = synthetic_frame_len[k];
+    KV_FUZZ_REQUIRE(n_sp == n + fl, "%s: %zu ids with specials, %zu without, frame %zu", synthetic_names[k], n_sp, n, fl);
+    int framed = 0;
+    for (size_t p = 0; p <= fl && !framed; p++)
+        framed = !memcmp(sp, frame, p * sizeof *sp) && (!n || !memcmp(sp + p, ids, n * sizeof *ids)) &&
+                 !memcmp(sp + p + n, frame + p, (fl - p) * sizeof *sp);
+    KV_FUZZ_REQUIRE(framed, "%s: encode with specials is not the frame around encode's ids", synthetic_names[k]);
+    free(check_decode(t, ids, n, data, size, &len));
+    free(sp);
+    free(ids);
+    /* Random ids, two bytes each, all in range. */
+    size_t m = size / 2;
+    ids = malloc((m ? m : 1) * sizeof *ids);
+    KV_FUZZ_REQUIRE(ids, "out of memory");
+    for (size_t i = 0; i < m; i++)
+        ids[i] = (int32_t)((data[2 * i] | (unsigned)data[2 * i + 1] << 8) % (unsigned)n_t);
+    free(check_decode(t, ids, m, data, size, &len));
+    free(ids);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!tok)
+    if (!loaded)
         load();
+    for (size_t k = 0; k < N_SYNTHETIC; k++)
+        check_synthetic(k, data, size);
+    if (!tok)
+        return 0;
     check_encode((const char *)data, size, data);
 
     /* Two bytes an id, a few out of range on both sides. */
@@ -217,7 +292,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (ids[i] >= 0 && ids[i] < n_ids)
             ids[good++] = ids[i];
     size_t len;
-    free(check_decode(ids, good, data, size, &len));
+    free(check_decode(tok, ids, good, data, size, &len));
     free(ids);
     return 0;
 }

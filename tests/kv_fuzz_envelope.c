@@ -1,6 +1,7 @@
 /* The plausible messages of the fuzz scenarios: an envelope of any body kind, with random
  * contents that a handler mostly accepts (ids of live requests, the cluster's KV layout and
  * model fingerprint) mixed with values it must refuse. */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,6 +48,7 @@ size_t kv_fuzz_envelope(kv_fuzz_rng *f, const kv_fuzz_cluster *cl, int kind, uin
     Kvserve__PrefillDone pd;
     Kvserve__TokenEvent te;
     Kvserve__KvChunk kc;
+    static kv_fuzz_lp lp, plp; /* large: not on the stack (one caller thread per process) */
     Kvserve__KvHello hello;
     Kvserve__KvNcclInit ni;
     Kvserve__KvAck ack;
@@ -79,6 +81,8 @@ size_t kv_fuzz_envelope(kv_fuzz_rng *f, const kv_fuzz_cluster *cl, int kind, uin
         g.ignore_eos = (protobuf_c_boolean)kv_fuzz_below(f, 2);
         g.model = kv_fuzz_below(f, 8) ? "" : "other-model";
         g.deadline_ms = kv_fuzz_below(f, 3) ? 0 : kv_fuzz_below(f, 3000);
+        g.logprobs = kv_fuzz_below(f, 2) ? 0 : kv_fuzz_below(f, 24);
+        g.prompt_logprobs = (protobuf_c_boolean)kv_fuzz_below(f, 2);
         env.generate = &g;
         break;
     case KVSERVE__ENVELOPE__BODY_CANCEL:
@@ -150,6 +154,15 @@ size_t kv_fuzz_envelope(kv_fuzz_rng *f, const kv_fuzz_cluster *cl, int kind, uin
         te.index = kv_fuzz_u32(f);
         te.finish_reason = kv_fuzz_below(f, 7);
         te.error = kv_fuzz_below(f, 3) ? NULL : &er;
+        if (kv_fuzz_below(f, 2)) {
+            te.n_logprobs = kv_fuzz_below(f, 4) ? n_ids : kv_fuzz_below(f, KV_FUZZ_LP_MAX);
+            te.logprobs = kv_fuzz_logprobs(f, &lp, te.n_logprobs, (int)kv_fuzz_below(f, 21), 512, 1);
+            te.n_logprobs = te.n_logprobs > KV_FUZZ_LP_MAX ? KV_FUZZ_LP_MAX : te.n_logprobs;
+        }
+        if (kv_fuzz_below(f, 4) == 0) {
+            te.n_prompt_logprobs = kv_fuzz_below(f, KV_FUZZ_LP_MAX + 1);
+            te.prompt_logprobs = kv_fuzz_logprobs(f, &plp, te.n_prompt_logprobs, (int)kv_fuzz_below(f, 21), 512, 1);
+        }
         env.tokens = &te;
         break;
     case KVSERVE__ENVELOPE__BODY_KV_CHUNK:
@@ -170,6 +183,11 @@ size_t kv_fuzz_envelope(kv_fuzz_rng *f, const kv_fuzz_cluster *cl, int kind, uin
         kc.session = kv_fuzz_below(f, 2) ? 0 : kv_fuzz_next(f);
         kc.src_block_ids = ids;
         kc.n_src_block_ids = kv_fuzz_below(f, 2) ? n_ids : 0;
+        if (kc.last && kv_fuzz_below(f, 2)) {
+            kc.first_logprobs = kv_fuzz_logprobs(f, &lp, 1, (int)kv_fuzz_below(f, 21), 512, 1)[0];
+            kc.n_prompt_logprobs = kv_fuzz_below(f, KV_FUZZ_LP_MAX + 1);
+            kc.prompt_logprobs = kv_fuzz_logprobs(f, &plp, kc.n_prompt_logprobs, (int)kv_fuzz_below(f, 21), 512, 1);
+        }
         env.kv_chunk = &kc;
         break;
     case KVSERVE__ENVELOPE__BODY_KV_HELLO:
@@ -205,4 +223,28 @@ size_t kv_fuzz_envelope(kv_fuzz_rng *f, const kv_fuzz_cluster *cl, int kind, uin
     env.body_case = (Kvserve__Envelope__BodyCase)kind;
     size_t len = kvserve__envelope__get_packed_size(&env);
     return len <= KV_FUZZ_BUF / 2 ? kvserve__envelope__pack(&env, buf) : 0;
+}
+
+Kvserve__TokenLogprobs **kv_fuzz_logprobs(kv_fuzz_rng *r, kv_fuzz_lp *s, size_t n, int top, int vocab, int noisy)
+{
+    if (n > KV_FUZZ_LP_MAX)
+        n = KV_FUZZ_LP_MAX;
+    for (size_t i = 0; i < n; i++) {
+        Kvserve__TokenLogprobs *m = &s->m[i];
+        kvserve__token_logprobs__init(m);
+        int k = top < 0 ? 0 : top > 20 ? 20 : top;
+        if (noisy && kv_fuzz_below(r, 4) == 0)
+            k = (int)kv_fuzz_below(r, 21);
+        for (int j = 0; j < k; j++) {
+            s->ids[i][j] = noisy && kv_fuzz_below(r, 8) == 0 ? kv_fuzz_i32(r) : (int32_t)kv_fuzz_below(r, (uint32_t)vocab);
+            s->lps[i][j] = -(float)kv_fuzz_below(r, 1000) / 100.0f;
+        }
+        m->logprob = noisy && kv_fuzz_below(r, 8) == 0 ? NAN : -(float)kv_fuzz_below(r, 1000) / 100.0f;
+        m->top_ids = s->ids[i];
+        m->top_logprobs = s->lps[i];
+        m->n_top_ids = (size_t)k;
+        m->n_top_logprobs = noisy && kv_fuzz_below(r, 8) == 0 ? kv_fuzz_below(r, 21) : (size_t)k;
+        s->p[i] = m;
+    }
+    return s->p;
 }

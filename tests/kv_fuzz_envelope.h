@@ -20,6 +20,18 @@ static inline void kv_fuzz_sampling(kv_fuzz_rng *r, Kvserve__SamplingParams *sp)
     sp->seed = kv_fuzz_next(r);
 }
 
+/* Room for n TokenLogprobs of up to 20 alternatives each (KV_FUZZ_LP_MAX entries). */
+#define KV_FUZZ_LP_MAX 16
+typedef struct kv_fuzz_lp {
+    Kvserve__TokenLogprobs m[KV_FUZZ_LP_MAX], *p[KV_FUZZ_LP_MAX];
+    int32_t ids[KV_FUZZ_LP_MAX][20];
+    float lps[KV_FUZZ_LP_MAX][20];
+} kv_fuzz_lp;
+/* n (<= KV_FUZZ_LP_MAX) entries with `top` alternatives (ids below vocab) each, well formed
+ * unless noisy (then now and then: more alternatives, unequal lists, ids out of range,
+ * NaN); returns s->p for a repeated field. */
+Kvserve__TokenLogprobs **kv_fuzz_logprobs(kv_fuzz_rng *r, kv_fuzz_lp *s, size_t n, int top, int vocab, int noisy);
+
 /* What plausible messages need to know of the cluster they go to. */
 typedef struct kv_fuzz_cluster {
     uint32_t n_layers, n_kv_heads, head_dim;

@@ -22,6 +22,12 @@
  *  7. fuzz (test_cluster_fuzz.c): thousands of valid and mutated messages of every kind on
  *     the router's and the decode worker's endpoints; every process survives, then serves
  *     the reference exactly, and nothing leaks.
+ *  8. impostor (test_cluster_impostor.c, issue 13): processes connecting to the decode
+ *     worker's KV endpoint under prefill-0's id never cut prefill-0 off; every request is
+ *     served exactly, none fails.
+ *  8. logprobs (test_cluster_logprobs.c): greedy and seeded requests with top-5 logprobs and
+ *     prompt logprobs equal in-process kv_generate's (rel. err < 1e-4), streamed or not, also
+ *     when a decode worker is killed mid-stream (every index's logprobs exactly once).
  *
  * The workers can be other builds (KV_TEST_WORKER_SUFFIX, e.g. "-cudamock") with more flags
  * (KV_TEST_PREFILL_ARGS, KV_TEST_DECODE_ARGS: space-separated, e.g. a device and a KV
@@ -176,8 +182,7 @@ static int read_ready(cluster *cl)
     return got == 3 ? 0 : -1;
 }
 
-/* Starts the router (port 0, ready file) with extra flags (NULL-terminated). */
-static int cluster_start(cluster *cl, const char *model, const char *const *extra)
+int cluster_start(cluster *cl, const char *model, const char *const *extra)
 {
     memset(cl, 0, sizeof *cl);
     cl->model = model;
@@ -227,7 +232,7 @@ static int append_words(const char **argv, int n, int cap, char *s)
     return n;
 }
 
-static proc *add_worker(cluster *cl, const char *bin, const char *id, const char *const *extra)
+proc *add_worker(cluster *cl, const char *bin, const char *id, const char *const *extra)
 {
     char exe[64];
     snprintf(exe, sizeof exe, "%s%s", bin, g_suffix);
@@ -1156,6 +1161,10 @@ int main(void)
         scenario_no_transport(model, models);
     if (scenario_on(only, "fuzz"))
         scenario_fuzz(model, models);
+    if (scenario_on(only, "logprobs"))
+        scenario_logprobs(model);
+    if (scenario_on(only, "impostor"))
+        scenario_impostor(model, models);
 
     for (int i = 0; i < N_PARITY; i++) {
         if (reqs[i].ref_prompt != reqs[i].prompt)

@@ -28,6 +28,10 @@ typedef struct cluster {
 } cluster;
 
 void sleep_ms(int ms);
+/* Starts the router (port 0, ready file) with extra flags (NULL-terminated): 0 or -1. */
+int cluster_start(cluster *cl, const char *model, const char *const *extra);
+/* Starts a worker (bin "kv-prefill" or "kv-decode") with the id and extra flags. */
+proc *add_worker(cluster *cl, const char *bin, const char *id, const char *const *extra);
 /* SIGTERM to every process; each must exit 0 within 5 s (else a failure, then SIGKILL).
  * Prints the logs when a check failed since the cluster started. */
 void cluster_stop(cluster *cl);
@@ -47,5 +51,9 @@ void serve_reference(kv_client *c, const int32_t *ref, int n, int tokens, const 
 
 /* test_cluster_fuzz.c */
 void scenario_fuzz(const char *model, const char *models);
+/* test_cluster_logprobs.c */
+void scenario_logprobs(const char *model);
+/* test_cluster_impostor.c */
+void scenario_impostor(const char *model, const char *models);
 
 #endif

@@ -723,6 +723,68 @@ static void mm_case_free(mm_case *c)
     CK(cudaFree(c->dx)); CK(cudaFree(c->dw)); CK(cudaFree(c->dy));
 }
 
+/* kv_cuda_logprobs against kc_logprobs_row on the same (rounded) values: rows with ties,
+ * NaN and -inf entries, an all -inf row, a token outside the row, 0 / 1 / 5 / 20 top
+ * alternatives and a skipped row (n_top < 0: left as it was). */
+static int lp_close(float got, float want)
+{
+    if (isnan(want) || isinf(want))
+        return isnan(want) ? isnan(got) : got == want;
+    return fabs((double)got - (double)want) <= 1e-6 * fmax(1.0, fabs((double)want));
+}
+
+static void test_logprobs(rng *r)
+{
+    const int vocabs[] = {1, 7, 1000, 128257};
+    enum { ROWS = 6 };
+    const int32_t tops[ROWS] = {0, 1, 5, 20, 20, -1};
+    _Static_assert(sizeof(kv_cuda_logprob_row) == sizeof(kc_logprobs), "same layout");
+    for (int t = 0; t < 3; t++) {
+        kv_cuda_dtype dt = all_dt[t];
+        for (size_t vi = 0; vi < sizeof vocabs / sizeof *vocabs; vi++) {
+            int vocab = vocabs[vi];
+            size_t n = (size_t)ROWS * vocab;
+            float *x = rand_vec(r, n, 12.0f);
+            int32_t toks[ROWS];
+            for (int rw = 0; rw < ROWS; rw++)
+                toks[rw] = irand(r, vocab);
+            toks[4] = -1; /* KV_CUDA_SAMPLE_ON_HOST: NaN logprob, the top list still */
+            if (vocab > 10) {
+                for (int i = 0; i < vocab; i++) x[(size_t)vocab + i] = floorf(x[(size_t)vocab + i]); /* ties */
+                x[2 * (size_t)vocab + 3] = NAN;
+                x[2 * (size_t)vocab + 4] = -INFINITY;
+                for (int i = 0; i < vocab; i++) x[3 * (size_t)vocab + i] = -INFINITY; /* no finite max */
+            }
+            round_to(x, n, dt);
+            void *dx = to_dev(x, n, dt);
+            int32_t *dt_tok = to_dev_raw(toks, sizeof toks), *dt_top = to_dev_raw(tops, sizeof tops);
+            void *dout = dev_poison(ROWS * sizeof(kv_cuda_logprob_row) / 4, KV_CUDA_F32); /* 4-byte units */
+            CHECK_KV(kv_cuda_logprobs(dout, dx, ROWS, vocab, dt, dt_tok, dt_top, NULL, &g_err));
+            kc_logprobs *got = raw_from_dev(dout, ROWS * sizeof(kv_cuda_logprob_row));
+            for (int rw = 0; rw < ROWS - 1; rw++) {
+                kc_logprobs want;
+                kc_logprobs_row(x + (size_t)rw * vocab, vocab, toks[rw], tops[rw], &want);
+                const kc_logprobs *g = &got[rw];
+                int ok = lp_close(g->logprob, want.logprob) && g->n_top == want.n_top;
+                for (int k = 0; ok && k < want.n_top; k++)
+                    ok = g->top_ids[k] == want.top_ids[k] && lp_close(g->top_logprobs[k], want.top_logprobs[k]);
+                CHECK_MSG(ok, "logprobs %s vocab=%d row %d: %.9g (%d top, first id %d) vs %.9g (%d top, first id %d)",
+                          dtn(dt), vocab, rw, (double)g->logprob, g->n_top, g->n_top ? g->top_ids[0] : -1,
+                          (double)want.logprob, want.n_top, want.n_top ? want.top_ids[0] : -1);
+            }
+            uint32_t skipped;
+            memcpy(&skipped, &got[ROWS - 1].logprob, sizeof skipped);
+            CHECK_MSG(skipped == 0xFFFFFFFFu, "logprobs %s vocab=%d: a row with n_top < 0 was written", dtn(dt), vocab);
+            free(got);
+            free(x);
+            CK(cudaFree(dx));
+            CK(cudaFree(dt_tok));
+            CK(cudaFree(dt_top));
+            CK(cudaFree(dout));
+        }
+    }
+}
+
 static void test_gemm(rng *r)
 {
     const int shapes[][3] = {{1, 13, 37}, {3, 64, 100}, {5, 33, 65}, {17, 70, 129}, {64, 96, 64}, {257, 1000, 512}};
@@ -895,6 +957,7 @@ int main(void)
     test_decode(&r, sms);
     test_argmax_topk(&r);
     test_sample(&r);
+    test_logprobs(&r);
     test_gemm(&r);
     test_gemv(&r);
     test_block_hash(&r);

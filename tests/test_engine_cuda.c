@@ -317,6 +317,11 @@ void check_device_sampling(const kv_model *m, kv_precision prec, int graphs, int
         CHECK(kv_engine_prefill(e, &dev_seqs[i], ref_tokens, start, NULL, 0, &err) == 0);
         host_tok[i] = dev_tok[i] = ref_tokens[start];
     }
+    /* Logprobs on some rows (kv_cuda_logprobs on the device; on the host for a row the device
+     * leaves to it): each equals kc_logprobs_row of the host step's logits for the same token. */
+    const int lp_top[B] = {5, -1, 20, 0, 3, -1, 20};
+    kc_logprobs lp[B];
+    int lp_bad = 0;
     int differ = 0, not_greedy = 0;
     for (int step = 0; step < steps && !differ; step++) {
         CHECK_MSG(kv_engine_decode(e, host_ptrs, host_tok, B, logits, &err) == 0, "%s", err.msg);
@@ -324,7 +329,22 @@ void check_device_sampling(const kv_model *m, kv_precision prec, int graphs, int
             host_tok[i] = kv_sampler_sample(&host_s[i], logits + (size_t)i * V);
             not_greedy += i > 0 && host_tok[i] != kc_argmax(logits + (size_t)i * V, (int)V);
         }
-        CHECK_MSG(kv_engine_decode_sample(e, dev_ptrs, dev_tok, B, dev_sp, dev_tok, &err) == 0, "%s", err.msg);
+        CHECK_MSG(kv_engine_decode_sample_lp(e, dev_ptrs, dev_tok, B, dev_sp, lp_top, lp, dev_tok, &err) == 0, "%s",
+                  err.msg);
+        for (int i = 0; i < B; i++) {
+            if (lp_top[i] < 0 || dev_tok[i] != host_tok[i])
+                continue;
+            kc_logprobs want;
+            kc_logprobs_row(logits + (size_t)i * V, (int)V, host_tok[i], lp_top[i], &want);
+            int ok = fabsf(lp[i].logprob - want.logprob) <= 1e-5f * fmaxf(1.0f, fabsf(want.logprob)) &&
+                     lp[i].n_top == want.n_top;
+            for (int k = 0; ok && k < want.n_top; k++)
+                ok = lp[i].top_ids[k] == want.top_ids[k] &&
+                     fabsf(lp[i].top_logprobs[k] - want.top_logprobs[k]) <= 1e-5f * fmaxf(1.0f, fabsf(want.top_logprobs[k]));
+            if (!ok && lp_bad++ < 3)
+                fprintf(stderr, "step %d row %d: device logprob %.9g (%d top), host %.9g (%d top)\n", step, i,
+                        (double)lp[i].logprob, lp[i].n_top, (double)want.logprob, want.n_top);
+        }
         for (int i = 0; i < B; i++)
             if (dev_tok[i] != host_tok[i]) {
                 fprintf(stderr, "%s graphs %d: step %d row %d: device picked %d, host %d\n",
@@ -333,6 +353,7 @@ void check_device_sampling(const kv_model *m, kv_precision prec, int graphs, int
             }
     }
     CHECK_MSG(differ == 0, "device sampling differs from the host sampler");
+    CHECK_MSG(lp_bad == 0, "%d device logprob rows differ from kc_logprobs_row on the host's logits", lp_bad);
     CHECK_MSG(not_greedy > 0, "the sampled rows never left the argmax: the check proves nothing");
     uint64_t on_host = kv_engine_host_picks(e);
     if (V > KV_CUDA_TOPK_MAX) /* the top-k of 1500 at least, every step */

@@ -67,7 +67,7 @@ expect_exit 2 "--prefill expects" -- up --model "$M" --prefill -1
 expect_exit 2 "--port expects" -- up --model "$M" --port 70000
 expect_exit 2 "--threads expects" -- up --model "$M" --threads zero
 expect_exit 2 "unknown or incomplete option" -- up --model "$M" --bogus
-expect_exit 1 "not a directory" -- up --model "$tmp/no-such-model"
+expect_exit 1 "neither a model directory nor a .gguf file" -- up --model "$tmp/no-such-model"
 
 # capacity, tokenize
 expect_exit 2 "--tokens expects" -- capacity --model "$M" --tokens x

@@ -16,16 +16,9 @@ for b in kv-router kv-prefill kv-decode; do
 done
 
 tmp=$(mktemp -d /tmp/kvctl-up-test-XXXXXX)
-UP_PID=
-cleanup() {
-    if [[ -n $UP_PID ]] && kill -0 "$UP_PID" 2>/dev/null; then
-        kill -TERM "$UP_PID" 2>/dev/null
-        for _ in $(seq 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$UP_PID" 2>/dev/null
-    fi
-    [[ -n ${KEEP_TMP:-} ]] || rm -rf "$tmp"
-}
-trap cleanup EXIT
+# shellcheck source=kv_cluster.sh
+source "$(dirname "$0")/kv_cluster.sh"
+trap kv_cleanup EXIT
 
 fails=0
 checks=0
@@ -40,20 +33,7 @@ check() { # check DESCRIPTION COMMAND...
     "$@" || fail "$what"
 }
 
-"$KVCTL" up --model "$M" --port 0 --threads 1 >"$tmp/up.out" 2>"$tmp/up.err" &
-UP_PID=$!
-EP=
-for _ in $(seq 300); do
-    EP=$(grep -o 'tcp://[0-9.]*:[0-9]*' "$tmp/up.out" 2>/dev/null | head -1)
-    [[ -n $EP ]] && break
-    kill -0 "$UP_PID" 2>/dev/null || break
-    sleep 0.1
-done
-if [[ -z $EP ]]; then
-    echo "FAIL: kvctl up did not report an endpoint within 30 s; its stderr:" >&2
-    cat "$tmp/up.err" >&2
-    exit 1
-fi
+kv_up_start "$KVCTL" "$tmp" --model "$M" --port 0 --threads 1 || exit 1
 echo "cluster at $EP" >&2
 
 same_as_local() { # ARGS... : router and local outputs are identical

@@ -7,6 +7,7 @@
 #include "dtype_convert.h"
 #include "kv_test.h"
 #include "model.h"
+#include "safetensors.h"
 
 #define HID 8
 #define FF 12
@@ -135,10 +136,15 @@ static void expect_ok(const char *what, kv_dtype dt)
     if (rc) return;
     CHECK(m->cfg.hidden_size == HID && m->cfg.n_kv_heads == NKV && m->cfg.head_dim == HD);
     CHECK(m->cfg.n_eos == 2 && kv_model_config_is_eos(&m->cfg, 3) && !kv_model_config_is_eos(&m->cfg, 1));
-    CHECK(m->lm_head == m->embed);
-    CHECK(m->checkpoint_dtype == dt);
+    CHECK(m->lm_head.data == m->embed.data);
+    /* Weights kept as stored: the checkpoint's dtype, no copy. */
+    const kv_type want = dt == KV_DTYPE_F16 ? KV_TYPE_F16 : dt == KV_DTYPE_BF16 ? KV_TYPE_BF16 : KV_TYPE_F32;
+    CHECK_MSG(m->layers[0].wq.type == want, "%s: wq is %s", what, kv_type_name(m->layers[0].wq.type));
+    CHECK_MSG(strstr(m->weight_types, kv_type_name(want)) != NULL, "%s: weight types %s", what, m->weight_types);
     /* tensor 2 = q_proj, element 5 = 2 + 5/64 (exact in f16 and bf16) */
-    CHECK_MSG(m->layers[0].wq[5] == 2.0f + 5.0f / 64.0f, "%s: wq[5] = %g", what, (double)m->layers[0].wq[5]);
+    float row[HID];
+    kv_type_traits(m->layers[0].wq.type)->to_f32(kv_weight_row(&m->layers[0].wq, 0), row, (size_t)m->layers[0].wq.cols);
+    CHECK_MSG(row[5] == 2.0f + 5.0f / 64.0f, "%s: wq[5] = %g", what, (double)row[5]);
     CHECK(m->final_norm[0] == 10.0f);
     kv_model_free(m);
 }

@@ -454,6 +454,42 @@ static void test_validate(kv_tokenizer *tok)
             text[i] = "ab ,."[i % 5];
         CHECK_EQ_INT(validate(&m, &o, &t, "c2", &g, &v), KVSERVE__ERROR_CODE__PROMPT_TOO_LONG);
         free(text);
+
+        /* chat_messages: exactly one prompt form; no template, bad JSON and template errors refused */
+        g.prompt = "";
+        g.chat_messages = "[{\"role\": \"user\", \"content\": \"Once upon a time\"}]";
+        CHECK_EQ_INT(validate(&m, &o, &t, "c2", &g, &v), KVSERVE__ERROR_CODE__INVALID_ARGUMENT); /* no template */
+        static const char config[] =
+            "{\"bos_token\": \"<s>\", \"chat_template\": \"{{ bos_token }}{% for m in messages %}"
+            "{% if m.role != 'user' %}{{ raise_exception('only user turns') }}{% endif %}{{ m.content }}{% endfor %}\"}";
+        kv_err err;
+        json_doc *doc = json_parse(config, sizeof config - 1, &err);
+        CHECK(doc != NULL);
+        router_model mc = m;
+        CHECK(doc && kv_chat_template_from_config(json_root(doc), NULL, &mc.prompt.chat, &err) == 0);
+        if (mc.prompt.chat) {
+            /* The template writes BOS; the text is encoded without special tokens (HF
+             * apply_chat_template), so BOS is not doubled. */
+            CHECK_EQ_INT(validate(&mc, &o, &t, "c2", &g, &v), 0);
+            CHECK(v.n_prompt == 5 && !memcmp(v.prompt, want, sizeof want));
+            free(v.prompt);
+            g.prompt = "Once";
+            CHECK_EQ_INT(validate(&mc, &o, &t, "c2", &g, &v), KVSERVE__ERROR_CODE__INVALID_ARGUMENT);
+            g.prompt = "";
+            g.chat_messages = "[{\"role\": \"user\", \"content\": ";
+            CHECK_EQ_INT(validate(&mc, &o, &t, "c2", &g, &v), KVSERVE__ERROR_CODE__INVALID_ARGUMENT);
+            g.chat_messages = "{\"role\": \"user\"}";
+            CHECK_EQ_INT(validate(&mc, &o, &t, "c2", &g, &v), KVSERVE__ERROR_CODE__INVALID_ARGUMENT);
+            g.chat_messages = "[{\"role\": \"system\", \"content\": \"x\"}]";
+            char msg[512];
+            kv_wire_route r = route_of("c2");
+            CHECK_EQ_INT(router_validate_generate(&mc, &o, &t, &r, &g, &v, msg, sizeof msg),
+                         KVSERVE__ERROR_CODE__INVALID_ARGUMENT);
+            CHECK_MSG(strstr(msg, "only user turns") != NULL, "template error not passed on: %s", msg);
+            kv_chat_template_free(mc.prompt.chat);
+        }
+        json_doc_free(doc);
+        g.chat_messages = NULL;
     } else {
         router_model nt;
         router_model_from_config(&nt, "stories260K", &cfg, NULL, 0);
@@ -471,11 +507,15 @@ typedef struct collected {
     int runs;
     int finish;
     uint32_t first_index[16];
+    float lps[64];             /* the logprob delivered with each token */
 } collected;
 
-static int collect(void *ctx, router_req *r, const int32_t *tokens, size_t n, int finish, double decode_ms)
+static int collect(void *ctx, router_req *r, const int32_t *tokens, const kc_logprobs *lp, size_t n, int finish,
+                   double decode_ms)
 {
     collected *c = ctx;
+    for (size_t i = 0; lp && i < n && c->n + i < 64; i++)
+        c->lps[c->n + i] = lp[i].logprob;
     if (c->runs < 16)
         c->first_index[c->runs] = r->next_index - (uint32_t)n;
     c->runs++;
@@ -494,32 +534,43 @@ static void test_reorder(void)
     collected c = {0};
     const int none = KVSERVE__FINISH_REASON__FINISH_NONE;
     int32_t a[] = {10}, b[] = {11}, cc[] = {12}, de[] = {13, 14}, bc[] = {11, 12};
-    CHECK(router_req_accept_tokens(r, 2, cc, 1, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 2, cc, NULL, 1, none, 0, collect, &c) == 0);
     CHECK_EQ_INT(c.runs, 0); /* index 2 waits for 0 and 1 */
-    CHECK(router_req_accept_tokens(r, 0, a, 1, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 0, a, NULL, 1, none, 0, collect, &c) == 0);
     CHECK_EQ_INT(c.n, 1);
     CHECK_EQ_INT(r->next_index, 1);
-    CHECK(router_req_accept_tokens(r, 1, b, 1, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 1, b, NULL, 1, none, 0, collect, &c) == 0);
     CHECK_EQ_INT(c.n, 3); /* 1 delivered, then the buffered 2 */
     CHECK(c.tokens[0] == 10 && c.tokens[1] == 11 && c.tokens[2] == 12);
     CHECK_EQ_INT(r->n_pending, 0);
     /* Duplicates and overlaps: only the new part goes out. */
-    CHECK(router_req_accept_tokens(r, 0, a, 1, none, 0, collect, &c) == 0);
-    CHECK(router_req_accept_tokens(r, 1, bc, 2, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 0, a, NULL, 1, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 1, bc, NULL, 2, none, 0, collect, &c) == 0);
     CHECK_EQ_INT(c.n, 3);
     /* A finish-only event ahead of its tokens is held until they arrive. */
-    CHECK(router_req_accept_tokens(r, 5, NULL, 0, KVSERVE__FINISH_REASON__FINISH_EOS, 7.5, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 5, NULL, NULL, 0, KVSERVE__FINISH_REASON__FINISH_EOS, 7.5, collect, &c) == 0);
     CHECK_EQ_INT(c.finish, 0);
-    CHECK(router_req_accept_tokens(r, 3, de, 2, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 3, de, NULL, 2, none, 0, collect, &c) == 0);
     CHECK_EQ_INT(c.n, 5);
     CHECK_EQ_INT(c.finish, KVSERVE__FINISH_REASON__FINISH_EOS);
     CHECK_EQ_INT(r->next_index, 5);
     CHECK_EQ_INT(c.first_index[0], 0);
     CHECK_EQ_INT(c.first_index[2], 2);
     /* After the finish nothing more is delivered. */
-    CHECK(router_req_accept_tokens(r, 5, a, 1, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 5, a, NULL, 1, none, 0, collect, &c) == 0);
     CHECK_EQ_INT(c.n, 5);
     CHECK_EQ_INT(r->n_pending, 0);
+    free(r->pending);
+    free(r);
+
+    /* Logprobs travel with their tokens, through the buffer of early events too. */
+    r = calloc(1, sizeof *r);
+    memset(&c, 0, sizeof c);
+    kc_logprobs l0 = {.logprob = -0.5f}, l12[2] = {{.logprob = -1.5f}, {.logprob = -2.5f}};
+    CHECK(router_req_accept_tokens(r, 1, bc, l12, 2, none, 0, collect, &c) == 0);
+    CHECK(router_req_accept_tokens(r, 0, a, &l0, 1, none, 0, collect, &c) == 0);
+    CHECK_EQ_INT(c.n, 3);
+    CHECK(c.lps[0] == -0.5f && c.lps[1] == -1.5f && c.lps[2] == -2.5f);
     free(r->pending);
     free(r);
 
@@ -528,7 +579,7 @@ static void test_reorder(void)
     memset(&c, 0, sizeof c);
     int rc = 0;
     for (uint32_t i = 1; i <= ROUTER_MAX_PENDING_EVENTS + 1 && !rc; i++)
-        rc = router_req_accept_tokens(r, i, a, 1, none, 0, collect, &c);
+        rc = router_req_accept_tokens(r, i, a, NULL, 1, none, 0, collect, &c);
     CHECK_EQ_INT(rc, KV_EFULL);
     CHECK_EQ_INT(c.runs, 0);
     for (size_t i = 0; i < r->n_pending; i++)
@@ -998,12 +1049,12 @@ static void test_life_cycle(harness *h)
         kvserve__envelope__free_unpacked(env, NULL);
     }
     /* The streamed pieces are exactly the continuation in the whole decoded text. */
-    if (h->st.model.tok) {
+    if (h->st.model.prompt.tok) {
         int32_t all[8] = {1, 403, 407, 261, 378, t0, t1, t2};
         char *full = NULL, *prefix = NULL;
         kv_err err;
-        CHECK(kv_tokenizer_decode(h->st.model.tok, all, 8, &full, &err) == 0);
-        CHECK(kv_tokenizer_decode(h->st.model.tok, all, 5, &prefix, &err) == 0);
+        CHECK(kv_tokenizer_decode(h->st.model.prompt.tok, all, 8, &full, &err) == 0);
+        CHECK(kv_tokenizer_decode(h->st.model.prompt.tok, all, 5, &prefix, &err) == 0);
         if (full && prefix)
             CHECK_MSG(!strcmp(full + strlen(prefix), text), "'%s' vs '%s'", full + strlen(prefix), text);
         free(full);

@@ -324,21 +324,44 @@ static void test_malformed(void)
                       "special");
     expect_load_error("{" MODEL_OK ",\"added_tokens\":[{\"id\":3,\"content\":\"x\"},{\"id\":4,\"content\":\"x\"}]}",
                       KV_EFORMAT, "duplicate");
-    expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"NFKC\"}}", KV_EUNSUPPORTED, "NFKC");
-    expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"NFC\"}}", KV_EUNSUPPORTED, "NFC");
-    expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\" +\"},"
-                      "\"content\":\" \"}}", KV_EUNSUPPORTED, "Regex");
+    expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"Precompiled\"}}", KV_EUNSUPPORTED,
+                      "normalizer type 'Precompiled' is not supported");
+    expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"},"
+                      "{\"type\":\"BertNormalizer\"}]}}", KV_EUNSUPPORTED, "normalizer.normalizers[1]");
+    expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"(\"},"
+                      "\"content\":\" \"}}", KV_EFORMAT, "regex");
+    expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"Strip\",\"strip_left\":1}}", KV_EFORMAT,
+                      "strip_left");
     expect_load_error("{" MODEL_OK ",\"normalizer\":{\"type\":\"Prepend\"}}", KV_EFORMAT, "prepend");
     expect_load_error("{" MODEL_OK ",\"normalizer\":[]}", KV_EFORMAT, "normalizer");
-    expect_load_error("{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Whitespace\"}}", KV_EUNSUPPORTED, "Whitespace");
+    expect_load_error("{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"}}", KV_EUNSUPPORTED,
+                      "pre-tokenizer type 'BertPreTokenizer' is not supported");
     expect_load_error("{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
                       "\"pattern\":{\"Regex\":\"(\"},\"behavior\":\"Isolated\",\"invert\":false}]}}",
                       KV_EFORMAT, "regex");
     expect_load_error("{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":\"a\"},"
-                      "\"behavior\":\"Removed\",\"invert\":false}}", KV_EUNSUPPORTED, "Removed");
+                      "\"behavior\":\"Dropped\",\"invert\":false}}", KV_EFORMAT, "behavior");
+    expect_load_error("{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"ab\"}}",
+                      KV_EFORMAT, "one character");
+    expect_load_error("{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"_\","
+                      "\"prepend_scheme\":\"sometimes\"}}", KV_EFORMAT, "prepend_scheme");
+    expect_load_error("{" MODEL_OK ",\"post_processor\":{\"type\":\"Sequence\",\"processors\":["
+                      "{\"type\":\"ByteLevel\"},{\"type\":\"PairOnly\"}]}}", KV_EUNSUPPORTED,
+                      "post-processor type 'PairOnly' is not supported");
+    expect_load_error("{" MODEL_OK ",\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":["
+                      "{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}}],\"special_tokens\":{}}}", KV_EFORMAT,
+                      "<s>");
+    expect_load_error("{" MODEL_OK ",\"post_processor\":{\"type\":\"TemplateProcessing\",\"single\":["
+                      "{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}}],\"special_tokens\":{\"<s>\":"
+                      "{\"id\":\"<s>\",\"ids\":[3],\"tokens\":[\"<s>\"]}}}}", KV_EFORMAT, "ids[0]");
+    expect_load_error("{" MODEL_OK ",\"post_processor\":{\"type\":\"BertProcessing\",\"cls\":[\"a\",0]}}",
+                      KV_EFORMAT, "sep");
     expect_load_error("{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":\"no\"}}",
                       KV_EFORMAT, "add_prefix_space");
     expect_load_error("{" MODEL_OK ",\"decoder\":{\"type\":\"WordPiece\"}}", KV_EUNSUPPORTED, "WordPiece");
+    expect_load_error("{" MODEL_OK ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"ByteLevel\"},"
+                      "{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":\"b\"}]}}",
+                      KV_EUNSUPPORTED, "after Fuse or ByteLevel");
     expect_load_error("{" MODEL_OK ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":[{\"type\":\"Fuse\"},"
                       "{\"type\":\"Strip\",\"content\":\" \",\"start\":0,\"stop\":1}]}}", KV_EUNSUPPORTED, "Strip");
     expect_load_error("{" MODEL_OK ",\"decoder\":{\"type\":\"Sequence\",\"decoders\":7}}", KV_EFORMAT, "decoders");
@@ -346,6 +369,86 @@ static void test_malformed(void)
 
     CHECK(kv_tokenizer_load(NULL, &tok, &err) == KV_EINVAL);
     kv_tokenizer_free(NULL);
+}
+
+/* ---- tokenizer_config.json --------------------------------------------------------------- */
+
+static void test_config(void)
+{
+    const char *path = write_tmp("cfg.json", "{" MODEL_OK "}");
+    char json_path[512];
+    snprintf(json_path, sizeof json_path, "%s", path);
+    kv_tokenizer *tok = NULL;
+    kv_err err = {0};
+
+    /* No config, no post_processor: nothing is added, no BOS/EOS known. */
+    CHECK_MSG(kv_tokenizer_load(json_path, &tok, &err) == 0, "%s", err.msg);
+    if (tok) {
+        int32_t *ids, eos[2];
+        size_t n;
+        CHECK(kv_tokenizer_encode_special(tok, "ab", 2, 1, &ids, &n, &err) == 0 && n == 1 && ids[0] == 2);
+        free(ids);
+        CHECK(kv_tokenizer_bos_id(tok) == -1 && !kv_tokenizer_adds_bos(tok) && !kv_tokenizer_bos_token(tok));
+        CHECK(!kv_tokenizer_decides_specials(tok));
+        CHECK(kv_tokenizer_eos_ids(tok, eos, 2) == 0 && !kv_tokenizer_eos_token(tok));
+        CHECK(!strcmp(kv_tokenizer_token_str(tok, 2), "ab") && !kv_tokenizer_token_str(tok, 3) &&
+              !kv_tokenizer_token_str(tok, -1));
+        kv_tokenizer_free(tok);
+    }
+
+    /* add_bos_token / add_eos_token decide without a post_processor; tokens as strings or
+     * AddedToken objects. */
+    write_tmp("tokenizer_config.json", "{\"add_bos_token\": true, \"add_eos_token\": true, \"bos_token\": "
+                                       "{\"__type\": \"AddedToken\", \"content\": \"a\"}, \"eos_token\": \"b\"}");
+    CHECK_MSG(kv_tokenizer_load(json_path, &tok, &err) == 0, "%s", err.msg);
+    if (tok) {
+        int32_t *ids, eos[2] = {-1, -1};
+        size_t n;
+        CHECK(kv_tokenizer_encode_special(tok, "ab", 2, 1, &ids, &n, &err) == 0 && n == 3 && ids[0] == 0 &&
+              ids[1] == 2 && ids[2] == 1);
+        free(ids);
+        CHECK(kv_tokenizer_encode_special(tok, "ab", 2, 0, &ids, &n, &err) == 0 && n == 1);
+        free(ids);
+        CHECK(kv_tokenizer_bos_id(tok) == 0 && kv_tokenizer_adds_bos(tok) && !strcmp(kv_tokenizer_bos_token(tok), "a"));
+        CHECK(kv_tokenizer_decides_specials(tok));
+        CHECK(kv_tokenizer_eos_ids(tok, eos, 2) == 1 && eos[0] == 1 && !strcmp(kv_tokenizer_eos_token(tok), "b"));
+        kv_tokenizer_free(tok);
+    }
+
+    /* A post_processor, when there is one, alone decides what is added. */
+    write_tmp("cfg.json", "{" MODEL_OK ",\"post_processor\":{\"type\":\"Sequence\",\"processors\":["
+                          "{\"type\":\"ByteLevel\"},{\"type\":\"TemplateProcessing\",\"single\":["
+                          "{\"SpecialToken\":{\"id\":\"b\",\"type_id\":0}},{\"Sequence\":{\"id\":\"A\","
+                          "\"type_id\":0}}],\"special_tokens\":{\"b\":{\"id\":\"b\",\"ids\":[1],"
+                          "\"tokens\":[\"b\"]}}}]}}");
+    CHECK_MSG(kv_tokenizer_load(json_path, &tok, &err) == 0, "%s", err.msg);
+    if (tok) {
+        int32_t *ids;
+        size_t n;
+        CHECK(kv_tokenizer_encode_special(tok, "a", 1, 1, &ids, &n, &err) == 0 && n == 2 && ids[0] == 1 && ids[1] == 0);
+        free(ids);
+        CHECK(kv_tokenizer_bos_id(tok) == 0 && !kv_tokenizer_adds_bos(tok)); /* the config's BOS is not first */
+        kv_tokenizer_free(tok);
+    }
+
+    static const struct { const char *cfg, *needle; } bad[] = {
+        {"{", "tokenizer_config.json"},
+        {"[]", "top level"},
+        {"{\"add_bos_token\": \"yes\"}", "add_bos_token"},
+        {"{\"bos_token\": 7}", "bos_token"},
+        {"{\"eos_token\": {\"content\": false}}", "eos_token"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        write_tmp("tokenizer_config.json", bad[i].cfg);
+        tok = (kv_tokenizer *)(uintptr_t)1;
+        int rc = kv_tokenizer_load(json_path, &tok, &err);
+        CHECK_MSG(rc == KV_EFORMAT && !tok && strstr(err.msg, bad[i].needle) && strstr(err.msg, "tokenizer_config.json"),
+                  "config %s: rc %d, \"%s\"", bad[i].cfg, rc, err.msg);
+        if (!rc)
+            kv_tokenizer_free(tok);
+    }
+    remove_tmp("tokenizer_config.json");
+    remove_tmp("cfg.json");
 }
 
 /* ---- real tokenizers ------------------------------------------------------------------- */
@@ -531,6 +634,7 @@ int main(void)
     }
     test_synthetic_spm();
     test_malformed();
+    test_config();
     rmdir(tmp_dir);
 
     const char *models = kv_test_models_dir();

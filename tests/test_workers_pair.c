@@ -314,7 +314,8 @@ static void *kv_client(th *h, th_worker *d)
     void *s = zmq_socket(h->zctx, ZMQ_DEALER);
     int zero = 0;
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt(s, ZMQ_ROUTING_ID, "tester", 6);
+    /* No routing id, as kv-prefill: the decode worker's ROUTER has no handover, so a fixed
+     * one reused right after the last socket closed would be ignored as a duplicate. */
     CHECK(zmq_connect(s, d->kv_endpoint) == 0);
     return s;
 }

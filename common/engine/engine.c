@@ -239,7 +239,25 @@ static int scratch_reserve(kv_engine *e, int n, kv_err *err)
 int kv_engine_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs,
                             kv_sampler *const *samplers, int32_t *next, kv_err *err)
 {
-    int rc = decode_reserve(e, seqs, tokens, n_seqs, err);
+    return kv_engine_decode_sample_lp(e, seqs, tokens, n_seqs, samplers, NULL, NULL, next, err);
+}
+
+static int check_lp_top(const int *lp_top, int n, kv_err *err)
+{
+    for (int i = 0; lp_top && i < n; i++)
+        if (lp_top[i] > KC_LOGPROBS_TOP_MAX)
+            return kv_err_set(err, KV_EINVAL, "%d top logprobs asked, at most %d", lp_top[i], KC_LOGPROBS_TOP_MAX);
+    return KV_OK;
+}
+
+int kv_engine_decode_sample_lp(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs,
+                               kv_sampler *const *samplers, const int *lp_top, kc_logprobs *lp, int32_t *next,
+                               kv_err *err)
+{
+    int rc = check_lp_top(lp_top, n_seqs, err);
+    if (rc)
+        return rc;
+    rc = decode_reserve(e, seqs, tokens, n_seqs, err);
     if (rc || (rc = scratch_reserve(e, n_seqs, err)))
         return rc;
     if (e->ops->decode_sample) {
@@ -247,16 +265,47 @@ int kv_engine_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *to
             kv_sampler_row(samplers[i], &e->sample_rows[i].p);
             e->sample_rows[i].u = kv_sampler_draw(samplers[i]);
         }
-        rc = e->ops->decode_sample(e, seqs, tokens, n_seqs, e->sample_rows, next, err);
+        rc = e->ops->decode_sample(e, seqs, tokens, n_seqs, e->sample_rows, lp_top, lp, next, err);
     } else {
         rc = e->ops->decode(e, seqs, tokens, n_seqs, e->step_logits, err);
         size_t vocab = (size_t)e->model->cfg.vocab_size;
-        for (int i = 0; !rc && i < n_seqs; i++)
-            next[i] = kv_sampler_sample(samplers[i], e->step_logits + (size_t)i * vocab);
+        for (int i = 0; !rc && i < n_seqs; i++) {
+            const float *row = e->step_logits + (size_t)i * vocab;
+            next[i] = kv_sampler_sample(samplers[i], row);
+            if (lp_top && lp_top[i] >= 0)
+                kc_logprobs_row(row, (int)vocab, next[i], lp_top[i], &lp[i]);
+        }
     }
     if (rc)
         return rc;
     for (int i = 0; i < n_seqs; i++)
         seqs[i]->n_tokens++;
     return KV_OK;
+}
+
+int kv_engine_prefill_logprobs(kv_engine *e, kv_seq *seq, const int32_t *tokens, int n, const int32_t *targets,
+                               int top_n, kc_logprobs *lp, float *last_logits, kv_err *err)
+{
+    if (top_n < 0 || top_n > KC_LOGPROBS_TOP_MAX)
+        return kv_err_set(err, KV_EINVAL, "%d top logprobs asked, at most %d", top_n, KC_LOGPROBS_TOP_MAX);
+    if (n <= 0)
+        return kv_err_set(err, KV_EINVAL, "prefill of %d tokens", n);
+    size_t vocab = (size_t)e->model->cfg.vocab_size;
+    int chunk = n < e->prefill_chunk ? n : e->prefill_chunk;
+    float *scratch = malloc((size_t)chunk * vocab * sizeof *scratch);
+    if (!scratch)
+        return kv_err_set(err, KV_ENOMEM, "out of memory (logits of %d positions)", chunk);
+    int rc = KV_OK;
+    for (int done = 0; !rc && done < n; done += chunk) {
+        int rows = n - done < chunk ? n - done : chunk;
+        if ((rc = kv_engine_prefill(e, seq, tokens + done, rows, scratch, 1, err)))
+            break;
+        for (int i = 0; i < rows; i++)
+            if (targets[done + i] >= 0)
+                kc_logprobs_row(scratch + (size_t)i * vocab, (int)vocab, targets[done + i], top_n, &lp[done + i]);
+        if (last_logits && done + rows == n)
+            memcpy(last_logits, scratch + (size_t)(rows - 1) * vocab, vocab * sizeof *last_logits);
+    }
+    free(scratch);
+    return rc;
 }

@@ -44,6 +44,9 @@ const kv_model *kv_engine_model(const kv_engine *e);
 int kv_engine_device(const kv_engine *e);              /* -1 = CPU */
 const char *kv_engine_kv_dtype(const kv_engine *e);    /* "f32" | "bf16": what a block holds */
 size_t kv_engine_block_bytes(const kv_engine *e);      /* one block, all layers, K and V */
+/* The instruction set whose weight kernels the CPU engine runs ("scalar", "avx2", "avx512":
+ * kernels/cpu/wkernels.h); NULL for a GPU engine. */
+const char *kv_engine_cpu_isa(const kv_engine *e);
 
 /* Whole blocks between the pool (host or GPU memory) and host buffers of n * block_bytes:
  * what the ZeroMQ transport ships. */
@@ -77,6 +80,21 @@ int kv_engine_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, i
  * token ids come back, not n_seqs x vocab logits. next may be tokens. */
 int kv_engine_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs,
                             kv_sampler *const *samplers, int32_t *next, kv_err *err);
+/* kv_engine_decode_sample that also reports log-probabilities: for each row i with
+ * lp_top[i] >= 0, lp[i] = kc_logprobs_row of the step's raw logits for next[i] with
+ * lp_top[i] (<= KC_LOGPROBS_TOP_MAX) top alternatives; on a GPU computed there
+ * (kv_cuda_logprobs) and only the lp rows come back. Rows with lp_top[i] < 0, or lp_top
+ * NULL, cost nothing (lp may then be NULL). */
+int kv_engine_decode_sample_lp(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n_seqs,
+                               kv_sampler *const *samplers, const int *lp_top, kc_logprobs *lp, int32_t *next,
+                               kv_err *err);
+/* kv_engine_prefill of tokens[0..n) that also scores the positions: for each i < n with
+ * targets[i] >= 0, lp[i] = kc_logprobs_row of position i's logits (which predict the
+ * token after it) for targets[i], with top_n alternatives (prompt logprobs: targets[i] =
+ * tokens[i + 1]). last_logits (may be NULL): vocab floats of position n - 1. Runs in
+ * pieces of prefill_chunk rows with a scratch of that many rows of logits. */
+int kv_engine_prefill_logprobs(kv_engine *e, kv_seq *seq, const int32_t *tokens, int n, const int32_t *targets,
+                               int top_n, kc_logprobs *lp, float *last_logits, kv_err *err);
 /* How many of those picks a GPU left to the host: rows whose top-k, or top-p nucleus, is
  * longer than the device's candidate list (KV_CUDA_TOPK_MAX). 0 on the CPU. */
 uint64_t kv_engine_host_picks(const kv_engine *e);

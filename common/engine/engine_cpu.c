@@ -1,5 +1,26 @@
-/* The CPU backend: float32 forward over a host KV pool (kernels/cpu). The reference the
- * CUDA backend mirrors op for op. */
+/* The CPU backend: the forward over a host KV pool, activations in f32, weights in the format
+ * they are stored in (kv_weight), multiplied by the weight kernels of the best instruction
+ * set this CPU runs (kernels/cpu/wkernels.h, picked once at creation). The reference the CUDA
+ * backend mirrors op for op.
+ *
+ * Threads: one OpenMP parallel region per layer, from the MLP of layer l-1 to the K/V stores
+ * of layer l, with attention between regions (its kernels open their own), not one region
+ * per matmul. Inside a region a row-local step (residual add + RMSNorm + quantizing the
+ * result) is an `omp for` over rows; a matmul gives each thread a slice of the weight's rows
+ * (kc_split_rows), cut so that what follows needs no other thread's output: Q/K slices are
+ * whole heads (RoPE and the K/V store per thread), gate/up slices whole blocks of the down
+ * projection's activation format (SwiGLU and its quantization per thread). Matmuls sharing
+ * an input (q/k/v, gate/up) share its one quantized copy. That leaves five barriers per
+ * layer (after wo, the MLP norm, gate/up, down and the attention norm) besides the region's
+ * fork and join.
+ * Every barrier is a spin-then-sleep wait in libgomp: on a machine whose cores are shared
+ * with other busy processes, GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive) keeps a
+ * descheduled partner from costing a spinning thread its time slice.
+ *
+ * Matmuls: decode (and prefill chunks of a few rows) take the GEMV kernels, the rows as the
+ * kernel's vectors (activations quantized as the weight format wants): batch-invariant, so a
+ * sequence's tokens never depend on its batch mates. Longer prefill chunks take
+ * kc_wgemm_rows (weights dequantized a tile at a time into sgemm, f32 activations). */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,11 +28,25 @@
 #include "cpu_kernels.h"
 #include "engine_internal.h"
 #include "kv_blas.h"
+#include "wkernels.h"
+
+/* Up to this many rows a matmul streams the weights once through the GEMV kernels; above
+ * it (prefill only), sgemm's blocking wins. */
+#define GEMV_MAX_ROWS 4
+/* Rows of y a thread's slice is a multiple of, so neighbours never share a cache line. */
+#define SLICE_ALIGN 16
+#define N_ACT 3 /* kc_act formats */
+enum { ACT_NORMED = 0, ACT_MIXED = 1 };
 
 /* Activations for up to cap_rows rows (prefill tokens or decode sequences). */
 typedef struct scratch {
     int cap_rows;
     float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
+    /* Quantized copies of matmul inputs, per format (not F32), in two sets: ACT_NORMED for
+     * the normed residual stream (q/k/v, gate/up, LM head), ACT_MIXED for the attention
+     * output (wo) and the SwiGLU output (down), which is quantized while gate/up still read
+     * the normed stream's copy. */
+    unsigned char *act[2][N_ACT];
     int32_t *pos;
     const int32_t **tables;
     int32_t *lens;
@@ -19,6 +54,11 @@ typedef struct scratch {
 
 typedef struct cpu_engine {
     float *inv_freq;
+    const kc_isa *isa;
+    kc_quantize_act_fn quantize[N_ACT]; /* per activation format */
+    int max_cols;                       /* widest matmul input */
+    int n_tiles;                        /* threads with a dequantization tile */
+    float *tiles;                       /* n_tiles x KC_WGEMM_TILE_ROWS x max_cols floats */
     scratch s;
 } cpu_engine;
 
@@ -28,17 +68,35 @@ typedef struct attn_target {
     kv_seq *const *seqs;     /* decode: one sequence per row */
 } attn_target;
 
+/* One matmul input as each weight format wants it: f32 rows, or quantized copies. */
+typedef struct act_view {
+    const void *data[N_ACT];
+    size_t row_bytes[N_ACT];
+} act_view;
+
+/* What one forward's regions share. */
+typedef struct pass {
+    kv_engine *e;
+    int rows;
+    int gemm;                /* matmuls over rows take kc_wgemm_rows */
+    const attn_target *t;
+} pass;
+
 static cpu_engine *cpu(kv_engine *e) { return e->backend; }
 
 static void scratch_free(scratch *s)
 {
     free(s->x); free(s->xb); free(s->q); free(s->k); free(s->v);
     free(s->att); free(s->hb); free(s->hb2); free(s->pos); free((void *)s->tables); free(s->lens);
+    for (int set = 0; set < 2; set++)
+        for (int f = 0; f < N_ACT; f++)
+            free(s->act[set][f]);
     memset(s, 0, sizeof *s);
 }
 
-static int scratch_ensure(scratch *s, const kv_model_config *c, int rows, kv_err *err)
+static int scratch_ensure(cpu_engine *ce, const kv_model_config *c, int rows, kv_err *err)
 {
+    scratch *s = &ce->s;
     if (rows <= s->cap_rows)
         return KV_OK;
     scratch_free(s);
@@ -52,11 +110,18 @@ static int scratch_ensure(scratch *s, const kv_model_config *c, int rows, kv_err
     s->v = malloc(r * kv_dim * sizeof(float));
     s->att = malloc(r * q_dim * sizeof(float));
     s->hb = malloc(r * (size_t)c->intermediate_size * sizeof(float));
-    s->hb2 = malloc(r * (size_t)c->intermediate_size * sizeof(float));
+    /* hb2: the up projection, then the down projection's output (hidden wide). */
+    size_t ff = (size_t)c->intermediate_size > h ? (size_t)c->intermediate_size : h;
+    s->hb2 = malloc(r * ff * sizeof(float));
     s->pos = malloc(r * sizeof(int32_t));
     s->tables = malloc(r * sizeof(*s->tables));
     s->lens = malloc(r * sizeof(int32_t));
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->att || !s->hb || !s->hb2 || !s->pos || !s->tables || !s->lens) {
+    int ok = s->x && s->xb && s->q && s->k && s->v && s->att && s->hb && s->hb2 && s->pos && s->tables && s->lens;
+    /* A quantized row is never larger than its f32 row. */
+    for (int set = 0; set < 2; set++)
+        for (int f = KC_ACT_F32 + 1; ok && f < N_ACT; f++)
+            ok = (s->act[set][f] = malloc(r * (size_t)ce->max_cols * sizeof(float))) != NULL;
+    if (!ok) {
         scratch_free(s);
         return kv_err_set(err, KV_ENOMEM, "engine: out of memory for %d rows of activations", rows);
     }
@@ -72,104 +137,272 @@ static kc_paged_kv layer_kv(const kv_engine *e, int layer)
     return kv;
 }
 
-/* Stores the rows' K/V and runs their attention: the only place prefill and decode differ. */
-static void attention(kv_engine *e, int layer, int rows, const attn_target *t)
+/* ---- steps inside a parallel region ---- */
+
+/* Where x's rows go for the weights in ws: f32 in place, or quantized copies in the
+ * scratch per activation format (fmts[0..*nf) lists those to fill). Every thread computes the
+ * same view. */
+static act_view view_for(const cpu_engine *ce, int set, const float *x, int cols, const kv_weight *const *ws, int n_ws,
+                         int gemm, int *fmts, int *nf)
 {
-    const kv_model_config *c = &e->model->cfg;
-    scratch *s = &cpu(e)->s;
-    kc_paged_kv kv = layer_kv(e, layer);
-    if (t->prefill_seq) {
-        const int32_t *table = t->prefill_seq->blocks;
-        kc_kv_write(&kv, table, s->pos[0], rows, s->k, s->v);
-        kc_attention_prefill(s->att, s->q, &kv, table, s->pos[0], rows, c->n_heads);
+    act_view av;
+    memset(&av, 0, sizeof av);
+    av.data[KC_ACT_F32] = x;
+    av.row_bytes[KC_ACT_F32] = (size_t)cols * sizeof(float);
+    *nf = 0;
+    if (gemm)
+        return av; /* kc_wgemm_rows takes f32 rows */
+    for (int f = KC_ACT_F32 + 1; f < N_ACT; f++) {
+        int need = 0;
+        for (int i = 0; i < n_ws; i++)
+            need |= (int)ce->isa->k[ws[i]->type].act == f;
+        if (!need)
+            continue;
+        av.data[f] = ce->s.act[set][f];
+        av.row_bytes[f] = kc_act_row_bytes((kc_act)f, cols);
+        fmts[(*nf)++] = f;
+    }
+    return av;
+}
+
+/* Row r of x (cols wide) into each quantized format of the view. */
+static void quantize_row(const cpu_engine *ce, const act_view *av, const int *fmts, int nf, int r, const float *x_row,
+                         int cols)
+{
+    for (int i = 0; i < nf; i++) {
+        int f = fmts[i];
+        ce->quantize[f]((unsigned char *)av->data[f] + (size_t)r * av->row_bytes[f], x_row, cols);
+    }
+}
+
+/* This thread's rows [*r0, *r1) of a weight, a multiple of align (a multiple of SLICE_ALIGN
+ * or align itself when that is larger) so that what the thread does next with its slice of
+ * the output (RoPE on whole heads, quantizing whole blocks) needs no other thread's. */
+static void slice(int rows, int align, int *r0, int *r1)
+{
+    int a = align < SLICE_ALIGN ? (SLICE_ALIGN + align - 1) / align * align : align;
+    kc_split_rows(rows, omp_get_num_threads(), omp_get_thread_num(), a, r0, r1);
+}
+
+/* This thread's slice of y[n][w->rows] = x[n] . W^T (no barrier), rows [*r0, *r1). */
+static void matmul(const cpu_engine *ce, float *y, const kv_weight *w, const act_view *av, int n, int gemm, int align,
+                   int *out_r0, int *out_r1)
+{
+    int r0, r1;
+    slice(w->rows, align, &r0, &r1);
+    if (out_r0) {
+        *out_r0 = r0;
+        *out_r1 = r1;
+    }
+    if (r0 >= r1)
+        return;
+    if (gemm) {
+        int t = omp_get_thread_num();
+        float *tile = ce->tiles && t < ce->n_tiles
+                          ? ce->tiles + (size_t)t * KC_WGEMM_TILE_ROWS * (size_t)ce->max_cols : NULL;
+        kc_wgemm_rows(y, (size_t)w->rows, w->data, w->type, w->row_bytes, r0, r1, av->data[KC_ACT_F32], n, w->cols,
+                      tile);
         return;
     }
-    size_t kv_dim = (size_t)c->n_kv_heads * (size_t)c->head_dim;
-    for (int i = 0; i < rows; i++) {
-        kc_kv_write(&kv, t->seqs[i]->blocks, s->pos[i], 1, s->k + (size_t)i * kv_dim, s->v + (size_t)i * kv_dim);
-        s->tables[i] = t->seqs[i]->blocks;
-        s->lens[i] = s->pos[i] + 1;
-    }
-    kc_attention_decode(s->att, s->q, &kv, s->tables, s->lens, rows, c->n_heads);
+    const kc_wkernel *k = &ce->isa->k[w->type];
+    k->gemv_rows(y, (size_t)w->rows, w->data, w->row_bytes, r0, r1, av->data[k->act], av->row_bytes[k->act], n,
+                 w->cols);
 }
 
-typedef void (*matmul_fn)(float *y, const float *x, const float *w, int m, int n, int k);
-
-/* All layers for `rows` rows whose embeddings are in s->x and positions in s->pos. */
-static void run_layers(kv_engine *e, int rows, const attn_target *t)
+/* Row-local, rows [first, first+n) of x: x += add (when add), out = rmsnorm(x) . norm, and
+ * out's quantized copies for the weights in ws. Ends with the `omp for`'s barrier. */
+static act_view residual_norm(const pass *p, float *x, const float *add, const float *norm, float *out, int first,
+                              int n, const kv_weight *const *ws, int n_ws, int gemm)
 {
-    /* Decode is batch-invariant (a sequence's tokens never depend on its batch mates);
-     * prefill uses sgemm for its many rows. */
-    matmul_fn matmul = t->prefill_seq ? kc_matmul : kc_matmul_gemv;
-    const kv_model *m = e->model;
-    const kv_model_config *c = &m->cfg;
+    const cpu_engine *ce = cpu(p->e);
+    const kv_model_config *c = &p->e->model->cfg;
+    int h = c->hidden_size, fmts[N_ACT], nf;
+    act_view av = view_for(ce, ACT_NORMED, out, h, ws, n_ws, gemm, fmts, &nf);
+#pragma omp for schedule(static)
+    for (int r = 0; r < n; r++) {
+        float *xr = x + (size_t)(first + r) * (size_t)h, *o = out + (size_t)r * (size_t)h;
+        if (add)
+            kc_add(xr, add + (size_t)(first + r) * (size_t)h, (size_t)h);
+        kc_rmsnorm(o, xr, norm, 1, h, c->rms_eps);
+        quantize_row(ce, &av, fmts, nf, r, o, h);
+    }
+    return av;
+}
+
+/* Norm, Q/K/V, RoPE and the new rows' K/V into the pool: everything before attention. add:
+ * the last layer's MLP output, still to be added to the residual stream (NULL for layer 0). */
+static void pre_attention(const pass *p, int l, const float *add)
+{
+    kv_engine *e = p->e;
+    const kv_model_config *c = &e->model->cfg;
+    const kv_layer_weights *w = &e->model->layers[l];
     cpu_engine *ce = cpu(e);
     scratch *s = &ce->s;
-    int h = c->hidden_size, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    int ff = c->intermediate_size;
-    for (int l = 0; l < c->n_layers; l++) {
-        const kv_layer_weights *w = &m->layers[l];
-        kc_rmsnorm(s->xb, s->x, w->attn_norm, rows, h, c->rms_eps);
-        matmul(s->q, s->xb, w->wq, rows, q_dim, h);
-        matmul(s->k, s->xb, w->wk, rows, kv_dim, h);
-        matmul(s->v, s->xb, w->wv, rows, kv_dim, h);
-        kc_rope(s->q, rows, c->n_heads, c->head_dim, s->pos, ce->inv_freq);
-        kc_rope(s->k, rows, c->n_kv_heads, c->head_dim, s->pos, ce->inv_freq);
-        attention(e, l, rows, t);
-        matmul(s->xb, s->att, w->wo, rows, h, q_dim);
-        kc_add(s->x, s->xb, (size_t)rows * (size_t)h);
-        kc_rmsnorm(s->xb, s->x, w->mlp_norm, rows, h, c->rms_eps);
-        matmul(s->hb, s->xb, w->w_gate, rows, ff, h);
-        matmul(s->hb2, s->xb, w->w_up, rows, ff, h);
-        kc_swiglu(s->hb, s->hb, s->hb2, (size_t)rows * (size_t)ff);
-        matmul(s->xb, s->hb, w->w_down, rows, h, ff);
-        kc_add(s->x, s->xb, (size_t)rows * (size_t)h);
+    int hd = c->head_dim;
+    size_t q_dim = (size_t)c->n_heads * (size_t)hd, kv_dim = (size_t)c->n_kv_heads * (size_t)hd;
+    const kv_weight *qkv[3] = {&w->wq, &w->wk, &w->wv};
+    act_view av = residual_norm(p, s->x, add, w->attn_norm, s->xb, 0, p->rows, qkv, 3, p->gemm);
+    /* Slices of whole heads: each thread ropes its own Q and K heads and stores its own
+     * K and V columns, with no barrier (the region's end is the next). */
+    int q0, q1, k0, k1, v0, v1;
+    matmul(ce, s->q, &w->wq, &av, p->rows, p->gemm, hd, &q0, &q1);
+    matmul(ce, s->k, &w->wk, &av, p->rows, p->gemm, hd, &k0, &k1);
+    matmul(ce, s->v, &w->wv, &av, p->rows, p->gemm, 1, &v0, &v1);
+    kc_paged_kv kv = layer_kv(e, l);
+    for (int r = 0; r < p->rows; r++) {
+        float *qr = s->q + (size_t)r * q_dim, *kr = s->k + (size_t)r * kv_dim, *vr = s->v + (size_t)r * kv_dim;
+        if (q1 > q0)
+            kc_rope(qr + q0, 1, (q1 - q0) / hd, hd, &s->pos[r], ce->inv_freq);
+        if (k1 > k0)
+            kc_rope(kr + k0, 1, (k1 - k0) / hd, hd, &s->pos[r], ce->inv_freq);
+        const int32_t *table = p->t->prefill_seq ? p->t->prefill_seq->blocks : p->t->seqs[r]->blocks;
+        float *slot = kv.pool + (size_t)table[s->pos[r] / kv.block_size] * kv.block_stride +
+                      (size_t)(s->pos[r] % kv.block_size) * kv_dim;
+        memcpy(slot + k0, kr + k0, (size_t)(k1 - k0) * sizeof(float));
+        memcpy(slot + kv.v_offset + v0, vr + v0, (size_t)(v1 - v0) * sizeof(float));
     }
 }
 
-/* Final norm + LM head for rows [first, first+n) of s->x. */
-static void compute_logits(kv_engine *e, int first, int n, float *logits, matmul_fn matmul)
+/* The attention output projection and the MLP; the MLP's output is left in s->xb, for the
+ * next step to add to the residual stream (fused with its norm). */
+static void post_attention(const pass *p, int l)
 {
+    kv_engine *e = p->e;
+    const kv_model_config *c = &e->model->cfg;
+    const kv_layer_weights *w = &e->model->layers[l];
+    cpu_engine *ce = cpu(e);
+    scratch *s = &ce->s;
+    int ff = c->intermediate_size, q_dim = c->n_heads * c->head_dim, fmts[N_ACT], nf;
+    const kv_weight *wo = &w->wo;
+    act_view av = view_for(ce, ACT_MIXED, s->att, q_dim, &wo, 1, p->gemm, fmts, &nf); /* quantized before the fork */
+    matmul(ce, s->xb, wo, &av, p->rows, p->gemm, 1, NULL, NULL);
+#pragma omp barrier
+    const kv_weight *gu[2] = {&w->w_gate, &w->w_up};
+    av = residual_norm(p, s->x, s->xb, w->mlp_norm, s->xb, 0, p->rows, gu, 2, p->gemm);
+    /* Gate and up in the same slices, whole blocks of down's activation format: each
+     * thread's SwiGLU and quantization of its slice need no barrier. */
+    const kv_weight *down = &w->w_down;
+    act_view dv = view_for(ce, ACT_MIXED, s->hb, ff, &down, 1, p->gemm, fmts, &nf);
+    int block = 1;
+    for (int i = 0; i < nf; i++)
+        block = fmts[i] == KC_ACT_Q8_K ? 256 : block > 32 ? block : 32;
+    int c0, c1;
+    matmul(ce, s->hb, &w->w_gate, &av, p->rows, p->gemm, block, &c0, &c1);
+    matmul(ce, s->hb2, &w->w_up, &av, p->rows, p->gemm, block, NULL, NULL);
+    for (int r = 0; r < p->rows && c1 > c0; r++) {
+        float *hr = s->hb + (size_t)r * (size_t)ff;
+        kc_swiglu(hr + c0, hr + c0, s->hb2 + (size_t)r * (size_t)ff + c0, (size_t)(c1 - c0));
+        for (int i = 0; i < nf; i++) {
+            int f = fmts[i];
+            ce->quantize[f]((unsigned char *)dv.data[f] + (size_t)r * dv.row_bytes[f] + kc_act_row_bytes((kc_act)f, c0),
+                            hr + c0, c1 - c0);
+        }
+    }
+#pragma omp barrier
+    matmul(ce, s->hb2, down, &dv, p->rows, p->gemm, 1, NULL, NULL);
+#pragma omp barrier
+}
+
+/* The last layer's residual add, the final norm and the LM head for rows [first, first+n)
+ * into logits[n][vocab]. */
+static void logits_step(const pass *p, int first, int n, float *logits)
+{
+    kv_engine *e = p->e;
+    scratch *s = &cpu(e)->s;
+    int gemm = n > GEMV_MAX_ROWS && p->gemm;
+    const kv_weight *head = &e->model->lm_head;
+    /* Rows outside [first, first+n) never reach the logits: their residual add is skipped. */
+    act_view av = residual_norm(p, s->x, s->hb2, e->model->final_norm, s->xb, first, n, &head, 1, gemm);
+    matmul(cpu(e), logits, head, &av, n, gemm, 1, NULL, NULL);
+}
+
+/* ---- the forward ---- */
+
+/* All layers for p->rows rows whose embeddings are in s->x and positions in s->pos, then
+ * the logits of rows [first, first+n_logits) (none when logits is NULL). */
+static void forward(const pass *p, int first, int n_logits, float *logits)
+{
+    kv_engine *e = p->e;
     const kv_model_config *c = &e->model->cfg;
     scratch *s = &cpu(e)->s;
-    float *x = s->x + (size_t)first * (size_t)c->hidden_size;
-    kc_rmsnorm(s->xb, x, e->model->final_norm, n, c->hidden_size, c->rms_eps);
-    matmul(logits, s->xb, e->model->lm_head, n, c->vocab_size, c->hidden_size);
+    for (int l = 0; l <= c->n_layers; l++) {
+        if (l > 0 && !p->gemm) { /* the attention output as wo wants it: a few rows, not worth a barrier */
+            const kv_weight *wo = &e->model->layers[l - 1].wo;
+            int fmts[N_ACT], nf, q_dim = c->n_heads * c->head_dim;
+            act_view av = view_for(cpu(e), ACT_MIXED, s->att, q_dim, &wo, 1, 0, fmts, &nf);
+            for (int r = 0; r < p->rows; r++)
+                quantize_row(cpu(e), &av, fmts, nf, r, s->att + (size_t)r * (size_t)q_dim, q_dim);
+        }
+#pragma omp parallel
+        {
+            if (l > 0)
+                post_attention(p, l - 1);
+            if (l < c->n_layers)
+                pre_attention(p, l, l > 0 ? s->hb2 : NULL);
+            else if (logits)
+                logits_step(p, first, n_logits, logits);
+        }
+        if (l == c->n_layers)
+            break;
+        kc_paged_kv kv = layer_kv(e, l);
+        if (p->t->prefill_seq) {
+            kc_attention_prefill(s->att, s->q, &kv, p->t->prefill_seq->blocks, s->pos[0], p->rows, c->n_heads);
+        } else {
+            for (int i = 0; i < p->rows; i++) {
+                s->tables[i] = p->t->seqs[i]->blocks;
+                s->lens[i] = s->pos[i] + 1;
+            }
+            kc_attention_decode(s->att, s->q, &kv, s->tables, s->lens, p->rows, c->n_heads);
+        }
+    }
+}
+
+/* Embedding rows of the tokens into s->x (dequantized from the table's format). */
+static void embed(const kv_model *m, float *x, const int32_t *tokens, int n)
+{
+    const struct kv_type_traits *tr = kv_type_traits(m->embed.type);
+    for (int i = 0; i < n; i++)
+        tr->to_f32(kv_weight_row(&m->embed, tokens[i]), x + (size_t)i * (size_t)m->embed.cols,
+                   (size_t)m->embed.cols);
 }
 
 static int cpu_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int rows, float *logits, kv_logits_want want,
                        kv_err *err)
 {
     const kv_model_config *c = &e->model->cfg;
-    scratch *s = &cpu(e)->s;
-    int rc = scratch_ensure(s, c, rows, err);
+    cpu_engine *ce = cpu(e);
+    scratch *s = &ce->s;
+    int rc = scratch_ensure(ce, c, rows, err);
     if (rc)
         return rc;
-    kc_embed(s->x, e->model->embed, tokens, rows, c->hidden_size);
+    embed(e->model, s->x, tokens, rows);
     for (int i = 0; i < rows; i++)
         s->pos[i] = seq->n_tokens + i;
     attn_target t = {.prefill_seq = seq};
-    run_layers(e, rows, &t);
+    pass p = {e, rows, rows > GEMV_MAX_ROWS, &t};
     if (want == KV_LOGITS_ALL)
-        compute_logits(e, 0, rows, logits, kc_matmul);
+        forward(&p, 0, rows, logits);
     else if (want == KV_LOGITS_LAST)
-        compute_logits(e, rows - 1, 1, logits, kc_matmul);
+        forward(&p, rows - 1, 1, logits);
+    else
+        forward(&p, 0, 0, NULL);
     return KV_OK;
 }
 
 static int cpu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err)
 {
     const kv_model_config *c = &e->model->cfg;
-    scratch *s = &cpu(e)->s;
-    int rc = scratch_ensure(s, c, n, err);
+    cpu_engine *ce = cpu(e);
+    scratch *s = &ce->s;
+    int rc = scratch_ensure(ce, c, n, err);
     if (rc)
         return rc;
-    kc_embed(s->x, e->model->embed, tokens, n, c->hidden_size);
+    embed(e->model, s->x, tokens, n);
     for (int i = 0; i < n; i++)
         s->pos[i] = seqs[i]->n_tokens;
     attn_target t = {.seqs = seqs};
-    run_layers(e, n, &t);
-    compute_logits(e, 0, n, logits, kc_matmul_gemv);
+    pass p = {e, n, 0, &t};
+    forward(&p, 0, n, logits);
     return KV_OK;
 }
 
@@ -197,6 +430,7 @@ static void cpu_destroy(kv_engine *e)
         return;
     scratch_free(&ce->s);
     free(ce->inv_freq);
+    free(ce->tiles);
     free(ce);
     e->backend = NULL;
 }
@@ -210,34 +444,83 @@ static const kv_engine_ops cpu_ops = {
     .destroy = cpu_destroy,
 };
 
+/* Every matrix's format has kernels in the picked ISA; the widest input; whether any
+ * matrix needs a dequantization tile (anything but f32). */
+static int check_weights(const kv_model *m, const kc_isa *isa, int *max_cols, int *needs_tiles, kv_err *err)
+{
+    const kv_model_config *c = &m->cfg;
+    *max_cols = 0;
+    *needs_tiles = 0;
+    for (int l = -1; l < c->n_layers; l++) {
+        const kv_layer_weights *w = l >= 0 ? &m->layers[l] : NULL;
+        const kv_weight *ws[7];
+        int n = 0;
+        if (w) {
+            const kv_weight *lw[7] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+            memcpy(ws, lw, sizeof lw);
+            n = 7;
+        } else {
+            ws[n++] = &m->lm_head;
+        }
+        for (int i = 0; i < n; i++) {
+            if ((unsigned)ws[i]->type >= KV_TYPE_COUNT || !isa->k[ws[i]->type].gemv_rows)
+                return kv_err_set(err, KV_EUNSUPPORTED, "engine: no %s kernels for %s weights", isa->name,
+                                  kv_type_name(ws[i]->type));
+            if (ws[i]->cols > *max_cols)
+                *max_cols = ws[i]->cols;
+            *needs_tiles |= ws[i]->type != KV_TYPE_F32;
+        }
+    }
+    return KV_OK;
+}
+
 int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
 {
     const kv_model_config *c = &e->model->cfg;
     if (o->precision != KV_PRECISION_F32)
         return kv_err_set(err, KV_EUNSUPPORTED, "engine: the CPU engine computes in f32 only");
+    const kc_isa *isa;
+    int max_cols, needs_tiles;
+    int rc = kc_isa_pick(&isa, err);
+    if (rc || (rc = check_weights(e->model, isa, &max_cols, &needs_tiles, err)))
+        return rc;
     kv_pool_shape shape = {c->n_layers, c->n_kv_heads, c->head_dim, o->block_size};
     int32_t n_blocks = kv_engine_pool_blocks(c, o, kv_pool_block_bytes(&shape));
     cpu_engine *ce = calloc(1, sizeof *ce);
     if (!ce)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
-    int rc = kv_pool_init(&e->pool, &shape, n_blocks, err);
+    ce->isa = isa;
+    ce->max_cols = max_cols;
+    for (int t = 0; t < KV_TYPE_COUNT; t++)
+        if (isa->k[t].quantize_act && !ce->quantize[isa->k[t].act])
+            ce->quantize[isa->k[t].act] = isa->k[t].quantize_act;
+    if (o->n_threads > 0) {
+        omp_set_num_threads(o->n_threads);
+        kv_blas_set_threads(o->n_threads);
+    }
+    ce->n_tiles = needs_tiles ? omp_get_max_threads() : 0;
+    rc = kv_pool_init(&e->pool, &shape, n_blocks, err);
     ce->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
-    if (!rc && !ce->inv_freq)
+    if (ce->n_tiles)
+        ce->tiles = malloc((size_t)ce->n_tiles * KC_WGEMM_TILE_ROWS * (size_t)max_cols * sizeof(float));
+    if (!rc && (!ce->inv_freq || (ce->n_tiles && !ce->tiles)))
         rc = kv_err_set(err, KV_ENOMEM, "out of memory");
     if (rc) {
         kv_pool_destroy(&e->pool);
         free(ce->inv_freq);
+        free(ce->tiles);
         free(ce);
         return rc;
     }
     kc_rope_params rp = {c->head_dim, c->rope_theta, c->rope_scaling, c->rope_factor, c->rope_low_freq_factor,
                          c->rope_high_freq_factor, c->rope_original_max_position};
     kc_rope_inv_freq(ce->inv_freq, &rp);
-    if (o->n_threads > 0) {
-        omp_set_num_threads(o->n_threads);
-        kv_blas_set_threads(o->n_threads);
-    }
     e->backend = ce;
     e->ops = &cpu_ops;
     return KV_OK;
+}
+
+const char *kv_engine_cpu_isa(const kv_engine *e)
+{
+    return e->device < 0 && e->backend ? ((const cpu_engine *)e->backend)->isa->name : NULL;
 }

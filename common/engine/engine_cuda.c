@@ -99,6 +99,21 @@ typedef struct wspec {
     int packed;       /* the next spec follows with no alignment gap */
 } wspec;
 
+/* The f32 host data of a weight: in place when stored as f32, else expanded into a buffer
+ * (the GPU engine computes from f32 or bf16 device copies; the stored formats' GPU kernels
+ * are issue 15's item 3). NULL when out of memory. */
+static const float *host_f32(const kv_weight *w, float **owned)
+{
+    *owned = NULL;
+    if (w->type == KV_TYPE_F32)
+        return w->data;
+    size_t n = (size_t)w->rows * (size_t)w->cols;
+    if (!(*owned = malloc(n * sizeof **owned)))
+        return NULL;
+    kv_type_traits(w->type)->to_f32(w->data, *owned, n);
+    return *owned;
+}
+
 static int upload_weights(kv_engine *e, kv_err *err)
 {
     cu_engine *c = cu_of(e);
@@ -108,29 +123,41 @@ static int upload_weights(kv_engine *e, kv_err *err)
     size_t kv = (size_t)cfg->n_kv_heads * (size_t)cfg->head_dim, ff = (size_t)cfg->intermediate_size;
     size_t n_specs = 3 + 9 * (size_t)cfg->n_layers;
     wspec *specs = calloc(n_specs, sizeof *specs);
-    if (!specs || !(c->layers = calloc((size_t)cfg->n_layers, sizeof *c->layers))) {
+    float **owned = calloc(n_specs, sizeof *owned);
+    if (!specs || !owned || !(c->layers = calloc((size_t)cfg->n_layers, sizeof *c->layers))) {
         free(specs);
+        free(owned);
         return kv_err_set(err, KV_ENOMEM, "out of memory");
     }
     size_t k = 0;
-    specs[k++] = (wspec){m->embed, (size_t)cfg->vocab_size * h, &c->embed, 0};
+#define W32(w) host_f32((w), &owned[k])
+    specs[k] = (wspec){W32(&m->embed), (size_t)cfg->vocab_size * h, &c->embed, 0}, k++;
     for (int l = 0; l < cfg->n_layers; l++) {
         const kv_layer_weights *w = &m->layers[l];
         cu_layer *d = &c->layers[l];
         specs[k++] = (wspec){w->attn_norm, h, &d->attn_norm, 0};
-        specs[k++] = (wspec){w->wq, q * h, &d->wqkv, 1};
-        specs[k++] = (wspec){w->wk, kv * h, NULL, 1};
-        specs[k++] = (wspec){w->wv, kv * h, NULL, 0};
-        specs[k++] = (wspec){w->wo, h * q, &d->wo, 0};
+        specs[k] = (wspec){W32(&w->wq), q * h, &d->wqkv, 1}, k++;
+        specs[k] = (wspec){W32(&w->wk), kv * h, NULL, 1}, k++;
+        specs[k] = (wspec){W32(&w->wv), kv * h, NULL, 0}, k++;
+        specs[k] = (wspec){W32(&w->wo), h * q, &d->wo, 0}, k++;
         specs[k++] = (wspec){w->mlp_norm, h, &d->mlp_norm, 0};
-        specs[k++] = (wspec){w->w_gate, ff * h, &d->w_gu, 1};
-        specs[k++] = (wspec){w->w_up, ff * h, NULL, 0};
-        specs[k++] = (wspec){w->w_down, h * ff, &d->w_down, 0};
+        specs[k] = (wspec){W32(&w->w_gate), ff * h, &d->w_gu, 1}, k++;
+        specs[k] = (wspec){W32(&w->w_up), ff * h, NULL, 0}, k++;
+        specs[k] = (wspec){W32(&w->w_down), h * ff, &d->w_down, 0}, k++;
     }
     specs[k++] = (wspec){m->final_norm, h, &c->final_norm, 0};
-    int tied = m->lm_head == m->embed; /* tied embeddings share one device copy */
+    int tied = m->lm_head.data == m->embed.data; /* tied embeddings share one device copy */
     if (!tied)
-        specs[k++] = (wspec){m->lm_head, (size_t)cfg->vocab_size * h, &c->lm_head, 0};
+        specs[k] = (wspec){W32(&m->lm_head), (size_t)cfg->vocab_size * h, &c->lm_head, 0}, k++;
+#undef W32
+    for (size_t i = 0; i < k; i++)
+        if (!specs[i].src) {
+            for (size_t j = 0; j < k; j++)
+                free(owned[j]);
+            free(owned);
+            free(specs);
+            return kv_err_set(err, KV_ENOMEM, "out of memory expanding the weights to f32 for the GPU");
+        }
     size_t total = 0;
     for (size_t i = 0; i < k; i++)
         total = specs[i].packed ? total + specs[i].n * c->es : align_up(total + specs[i].n * c->es);
@@ -155,6 +182,9 @@ static int upload_weights(kv_engine *e, kv_err *err)
             rc = cu_fail(err, ce, "cudaStreamSynchronize (weight upload)", __FILE__, __LINE__);
     }
     dev_free(stage);
+    for (size_t i = 0; i < k; i++)
+        free(owned[i]);
+    free(owned);
     free(specs);
     return rc;
 }
@@ -222,6 +252,32 @@ static int alloc_sampling(cu_engine *c, int dec_rows, kv_err *err)
         c->h_smp = NULL;
         return cu_fail(err, ce, "cudaHostAlloc (sampling)", __FILE__, __LINE__);
     }
+    return KV_OK;
+}
+
+static void free_logprobs(cu_engine *c)
+{
+    dev_free(c->d_lp);
+    if (c->h_lp)
+        cudaFreeHost(c->h_lp);
+    c->d_lp = c->h_lp = NULL;
+    c->lp_rows = 0;
+}
+
+int cu_ensure_logprobs(cu_engine *c, int n, kv_err *err)
+{
+    if (n <= c->lp_rows)
+        return KV_OK;
+    free_logprobs(c);
+    size_t bytes = (size_t)n * (sizeof(kv_cuda_logprob_row) + sizeof(int32_t));
+    KC_CHECK(dev_alloc(&c->d_lp, bytes, "decode logprobs", err));
+    cudaError_t ce = cudaHostAlloc(&c->h_lp, bytes, cudaHostAllocDefault);
+    if (ce != cudaSuccess) {
+        c->h_lp = NULL;
+        free_logprobs(c);
+        return cu_fail(err, ce, "cudaHostAlloc (decode logprobs)", __FILE__, __LINE__);
+    }
+    c->lp_rows = n;
     return KV_OK;
 }
 
@@ -323,6 +379,7 @@ static void cu_destroy(kv_engine *e)
     if (c->h_in)
         cudaFreeHost(c->h_in);
     free_sampling(c);
+    free_logprobs(c);
     free(c->host_row);
     free(c->host_cands);
     dev_free(c->logits);

@@ -61,6 +61,11 @@ typedef struct cu_engine {
     cudaEvent_t in_read;          /* the last upload from h_in is done */
     /* Device sampling for dec_rows rows: [params | picked ids], device and pinned host. */
     void *d_smp, *h_smp;
+    /* Logprobs of decode rows that ask (kv_cuda_logprobs), for lp_rows rows, device and
+     * pinned host: [rows][kv_cuda_logprob_row] then [rows] int32 top counts. Allocated at
+     * the first step that asks: nothing when no request wants logprobs. */
+    void *d_lp, *h_lp;
+    int lp_rows;
     /* A row the device leaves to the host (KV_CUDA_SAMPLE_ON_HOST): its logits and
      * kc_sample's scratch, vocab entries each, allocated at the first such row. */
     float *host_row;
@@ -94,6 +99,12 @@ int cu_fail(kv_err *err, cudaError_t e, const char *call, const char *file, int 
  * tables, attention workspace) and logit_rows logit rows. A reallocation drops every
  * decode graph, whose addresses it invalidates. */
 int cu_ensure_capacity(kv_engine *e, int rows, int dec_rows, int logit_rows, kv_err *err);
+/* Room for n rows of decode logprobs (d_lp / h_lp). */
+int cu_ensure_logprobs(cu_engine *c, int n, kv_err *err);
+static inline int32_t *cu_lp_top(const cu_engine *c, void *base)
+{
+    return (int32_t *)((kv_cuda_logprob_row *)base + c->lp_rows);
+}
 /* Device / pinned-host addresses of the input arrays inside d_in / h_in. */
 static inline int32_t *cu_in_tokens(const cu_engine *c, int32_t *base) { (void)c; return base; }
 static inline int32_t *cu_in_pos(const cu_engine *c, int32_t *base) { return base + c->cap_rows; }
@@ -119,7 +130,7 @@ int cu_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int rows, float
                kv_err *err);
 int cu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err);
 int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
-                     int32_t *next, kv_err *err);
+                     const int *lp_top, kc_logprobs *lp, int32_t *next, kv_err *err);
 
 /* engine_cuda_gemv.c */
 /* Times the own GEMV against cuBLAS on the model's weights and fills gemv_rows (bf16 only;

@@ -212,11 +212,31 @@ static int pick_on_host(kv_engine *e, int i, const kv_sample_row *row, int32_t *
     return KV_OK;
 }
 
+/* Logprobs of the rows that ask, after the pick on the same stream: each asking row's
+ * kv_cuda_logprob_row (168 bytes) comes back, not its logits. Rows the device left to the
+ * host (next[i] is KV_CUDA_SAMPLE_ON_HOST on the device) are done on the host in
+ * pick_on_host's copy of their logits by the caller. */
+_Static_assert(sizeof(kv_cuda_logprob_row) == sizeof(kc_logprobs), "kv_cuda_logprobs writes kc_logprobs rows");
+static int logprobs_enqueue(kv_engine *e, int n, const int *lp_top, kv_err *err)
+{
+    cu_engine *c = cu_of(e);
+    KC_CHECK(cu_ensure_logprobs(c, n, err));
+    int32_t *ht = cu_lp_top(c, c->h_lp);
+    for (int i = 0; i < n; i++)
+        ht[i] = lp_top[i];
+    CU_CHECK(cudaMemcpyAsync(cu_lp_top(c, c->d_lp), ht, (size_t)n * sizeof *ht, cudaMemcpyHostToDevice, c->stream));
+    KC_CHECK(kv_cuda_logprobs((kv_cuda_logprob_row *)c->d_lp, c->logits, n, e->model->cfg.vocab_size, KV_CUDA_F32,
+                              cu_smp_ids(c, c->d_smp), cu_lp_top(c, c->d_lp), c->stream, err));
+    CU_CHECK(cudaMemcpyAsync(c->h_lp, c->d_lp, (size_t)n * sizeof(kv_cuda_logprob_row), cudaMemcpyDeviceToHost,
+                             c->stream));
+    return KV_OK;
+}
+
 /* The pick runs after the step on the same stream: n x 16 bytes of parameters go up and
  * n ids come back, where the plain step brings back n x vocab f32 logits (32 MiB at batch
  * 64 with a 128k vocabulary: about as long over PCIe as the step itself). */
 int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
-                     int32_t *next, kv_err *err)
+                     const int *lp_top, kc_logprobs *lp, int32_t *next, kv_err *err)
 {
     cu_engine *c = cu_of(e);
     KC_CHECK(decode_enqueue(e, seqs, tokens, n, err));
@@ -226,12 +246,23 @@ int cu_decode_sample(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, i
     CU_CHECK(cudaMemcpyAsync(c->d_smp, c->h_smp, (size_t)n * sizeof *hp, cudaMemcpyHostToDevice, c->stream));
     KC_CHECK(kv_cuda_sample(cu_smp_ids(c, c->d_smp), c->logits, n, e->model->cfg.vocab_size, KV_CUDA_F32,
                             cu_smp_params(c->d_smp), c->stream, err));
+    int want_lp = 0;
+    for (int i = 0; lp_top && i < n; i++)
+        want_lp |= lp_top[i] >= 0;
+    if (want_lp)
+        KC_CHECK(logprobs_enqueue(e, n, lp_top, err));
     CU_CHECK(cudaMemcpyAsync(cu_smp_ids(c, c->h_smp), cu_smp_ids(c, c->d_smp), (size_t)n * sizeof(int32_t),
                              cudaMemcpyDeviceToHost, c->stream));
     CU_CHECK(cudaStreamSynchronize(c->stream));
     memcpy(next, cu_smp_ids(c, c->h_smp), (size_t)n * sizeof(int32_t));
+    for (int i = 0; want_lp && i < n; i++)
+        if (lp_top[i] >= 0)
+            memcpy(&lp[i], (kv_cuda_logprob_row *)c->h_lp + i, sizeof lp[i]);
     for (int i = 0; i < n; i++)
-        if (next[i] == KV_CUDA_SAMPLE_ON_HOST)
+        if (next[i] == KV_CUDA_SAMPLE_ON_HOST) {
             KC_CHECK(pick_on_host(e, i, &rows[i], &next[i], err));
+            if (lp_top && lp_top[i] >= 0) /* c->host_row holds the row's logits */
+                kc_logprobs_row(c->host_row, e->model->cfg.vocab_size, next[i], lp_top[i], &lp[i]);
+        }
     return KV_OK;
 }

@@ -22,9 +22,10 @@ typedef struct kv_engine_ops {
     /* One token per sequence at position seqs[i]->n_tokens (blocks reserved); n x vocab logits. */
     int (*decode)(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, float *logits, kv_err *err);
     /* The same step, then next[i] = kc_sample of row i's logits with rows[i], picked where
-     * the logits are (NULL: engine.c runs decode and samples on the host). */
+     * the logits are (NULL: engine.c runs decode and samples on the host); and for rows
+     * with lp_top[i] >= 0 (lp_top may be NULL) lp[i] = kc_logprobs_row for next[i]. */
     int (*decode_sample)(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, int n, const kv_sample_row *rows,
-                         int32_t *next, kv_err *err);
+                         const int *lp_top, kc_logprobs *lp, int32_t *next, kv_err *err);
     /* Waits for queued work; a fault in it is reported here (NULL: nothing is asynchronous). */
     int (*sync)(kv_engine *e, kv_err *err);
     int (*blocks_read)(kv_engine *e, const int32_t *blocks, int n, void *dst, kv_err *err);

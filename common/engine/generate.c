@@ -11,6 +11,27 @@ const char *kv_finish_reason_name(kv_finish_reason r)
     return (unsigned)r < 4 ? names[r] : "?";
 }
 
+/* The prompt's logprobs (positions 1..n-1) with the prefill, and the last logits. */
+static int prefill_scored(kv_engine *e, kv_seq *seq, const int32_t *tokens, int n, const kv_gen_params *p,
+                          void *ctx, float *logits, kv_err *err)
+{
+    int32_t *targets = malloc((size_t)n * sizeof *targets);
+    kc_logprobs *lp = malloc((size_t)n * sizeof *lp);
+    int rc;
+    if (!targets || !lp) {
+        rc = kv_err_set(err, KV_ENOMEM, "out of memory (prompt logprobs of %d tokens)", n);
+    } else {
+        for (int i = 0; i < n; i++)
+            targets[i] = i + 1 < n ? tokens[i + 1] : -1;
+        rc = kv_engine_prefill_logprobs(e, seq, tokens, n, targets, p->logprobs - 1, lp, logits, err);
+        if (!rc && p->on_logprobs)
+            p->on_logprobs(ctx, lp, n - 1, 1);
+    }
+    free(targets);
+    free(lp);
+    return rc;
+}
+
 /* Baseline step: a fresh sequence and a full prefill of every token so far. */
 static int recompute_logits(kv_engine *e, const int32_t *tokens, int n, float *logits, kv_err *err)
 {
@@ -33,6 +54,9 @@ int kv_generate(kv_engine *e, const int32_t *prompt, int n_prompt, const kv_gen_
                           c->max_position);
     if (p->max_tokens < 0)
         return kv_err_set(err, KV_EINVAL, "max tokens must be >= 0");
+    if (p->logprobs < 0 || p->logprobs > KC_LOGPROBS_TOP_MAX + 1)
+        return kv_err_set(err, KV_EINVAL, "logprobs must be in [0, %d], got %d", KC_LOGPROBS_TOP_MAX + 1, p->logprobs);
+    int lp_top = p->logprobs - 1; /* -1: none */
     kv_sampler sampler;
     int rc = kv_sampler_init(&sampler, &p->sampling, c->vocab_size, err);
     if (rc)
@@ -49,13 +73,22 @@ int kv_generate(kv_engine *e, const int32_t *prompt, int n_prompt, const kv_gen_
     double t0 = kv_now_s(), t_first = t0;
     int n = n_prompt;
     stats->finish = KV_FINISH_LENGTH;
-    if (p->no_kv_cache)
+    if (p->logprobs && p->prompt_logprobs)
+        rc = prefill_scored(e, &seq, tokens, n, p, ctx, logits, err);
+    else if (p->no_kv_cache)
         rc = recompute_logits(e, tokens, n, logits, err);
     else
         rc = kv_engine_prefill(e, &seq, tokens, n, logits, 0, err);
+    if (!rc && p->logprobs && p->prompt_logprobs && p->no_kv_cache)
+        kv_seq_release(&seq, kv_engine_pool(e)); /* the baseline keeps no cache */
     stats->prefill_s = kv_now_s() - t0;
     int32_t next = rc ? 0 : kv_sampler_sample(&sampler, logits);
+    kc_logprobs lp;
+    if (!rc && lp_top >= 0)
+        kc_logprobs_row(logits, c->vocab_size, next, lp_top, &lp);
     while (!rc && n < cap) {
+        if (lp_top >= 0 && p->on_logprobs)
+            p->on_logprobs(ctx, &lp, 1, 0);
         tokens[n++] = next;
         stats->n_generated++;
         if (stats->n_generated == 1) {
@@ -77,12 +110,15 @@ int kv_generate(kv_engine *e, const int32_t *prompt, int n_prompt, const kv_gen_
             break;
         }
         if (p->no_kv_cache) {
-            if (!(rc = recompute_logits(e, tokens, n, logits, err)))
+            if (!(rc = recompute_logits(e, tokens, n, logits, err))) {
                 next = kv_sampler_sample(&sampler, logits);
+                if (lp_top >= 0)
+                    kc_logprobs_row(logits, c->vocab_size, next, lp_top, &lp);
+            }
         } else {
             kv_seq *one = &seq;
             kv_sampler *s = &sampler;
-            rc = kv_engine_decode_sample(e, &one, &next, 1, &s, &next, err);
+            rc = kv_engine_decode_sample_lp(e, &one, &next, 1, &s, lp_top >= 0 ? &lp_top : NULL, &lp, &next, err);
         }
     }
     if (stats->n_generated > 0)

@@ -1,43 +1,72 @@
-/* A loaded Llama-family model: validated config + float32 weights for the CPU
- * engine (f32 checkpoints are used in place from the mmap; f16/bf16 are converted
- * once at load). */
+/* A loaded Llama-family model: validated config + weights in the format they are stored in
+ * (kv_weight), never expanded unless asked:
+ *   - an HF directory (config.json + model.safetensors or an indexed set of shards): f32, f16
+ *     and bf16 tensors used in place from the mapping (an f32 tensor not 4-byte aligned in
+ *     its file is copied);
+ *   - a GGUF file (a path ending in ".gguf"): config from its llama.* metadata (the
+ *     config.json `kvctl model import` writes), tensors used in place in their block format
+ *     from the mapping; only the Q and K projections are copied, their rows put back in HF
+ *     order (llama.cpp permutes them for its interleaved RoPE; blocks never cross rows).
+ * Norm vectors are always f32. kv_model_load_opts converts matrices at load when asked
+ * (--weights-dtype): every matrix to one type, or each to the type the same matrix has in
+ * another model (types_like). */
 #ifndef KV_MODEL_H
 #define KV_MODEL_H
 
 #include <stddef.h>
 
 #include "kv_err.h"
+#include "kv_type.h"
 #include "model_config.h"
-#include "safetensors.h"
+#include "weight.h"
 
 typedef struct kv_layer_weights {
     const float *attn_norm; /* [hidden] */
-    const float *wq;        /* [n_heads*head_dim, hidden] */
-    const float *wk;        /* [n_kv_heads*head_dim, hidden] */
-    const float *wv;        /* [n_kv_heads*head_dim, hidden] */
-    const float *wo;        /* [hidden, n_heads*head_dim] */
+    kv_weight wq;           /* [n_heads*head_dim, hidden] */
+    kv_weight wk;           /* [n_kv_heads*head_dim, hidden] */
+    kv_weight wv;           /* [n_kv_heads*head_dim, hidden] */
+    kv_weight wo;           /* [hidden, n_heads*head_dim] */
     const float *mlp_norm;  /* [hidden] */
-    const float *w_gate;    /* [intermediate, hidden] */
-    const float *w_up;      /* [intermediate, hidden] */
-    const float *w_down;    /* [hidden, intermediate] */
+    kv_weight w_gate;       /* [intermediate, hidden] */
+    kv_weight w_up;         /* [intermediate, hidden] */
+    kv_weight w_down;       /* [hidden, intermediate] */
 } kv_layer_weights;
 
 typedef struct kv_model_files kv_model_files;
 
 typedef struct kv_model {
     kv_model_config cfg;
-    kv_dtype checkpoint_dtype;
-    const float *embed;      /* [vocab, hidden] */
+    kv_weight embed;         /* [vocab, hidden]: rows gathered, not streamed */
     const float *final_norm; /* [hidden] */
-    const float *lm_head;    /* [vocab, hidden]; == embed when tied */
+    kv_weight lm_head;       /* [vocab, hidden]; lm_head.data == embed.data when tied */
     kv_layer_weights *layers;
-    size_t weight_bytes;     /* bytes of f32 weights a full forward touches */
+    size_t weight_bytes;     /* bytes a full forward streams, in their formats (embedding excluded) */
+    size_t type_bytes[KV_TYPE_COUNT]; /* resident weight bytes by type, each tensor once */
+    char weight_types[64];   /* the formats present, most bytes first: "q4_1+q8_0+f32" */
     kv_model_files *files;   /* mappings and converted buffers (private) */
 } kv_model;
 
-/* Loads DIR (config.json + model.safetensors or an indexed set of shards).
- * Errors name the file and tensor at fault. */
-int kv_model_load(const char *dir, kv_model **out, kv_err *err);
+typedef struct kv_model_load_options {
+    int weights_type;            /* -1: as stored; else a kv_type every matrix is converted to.
+                                  * A matrix whose rows are not whole blocks of it becomes f16
+                                  * (llama.cpp's fallback), or stays f16/bf16 when stored so. */
+    const kv_model *types_like;  /* NULL, or a model of the same shapes: each matrix converted to
+                                  * the type the same matrix has there (norms stay f32) */
+    int layout_only;             /* 1: shapes, types and byte counts only (kvctl capacity): nothing
+                                  * converted or copied, so the weights must not be computed with */
+} kv_model_load_options;
+
+void kv_model_load_options_default(kv_model_load_options *o);
+/* Loads PATH (a model directory or a .gguf file), weights as stored. Errors name the file
+ * and tensor at fault. */
+int kv_model_load(const char *path, kv_model **out, kv_err *err);
+int kv_model_load_opts(const char *path, const kv_model_load_options *o, kv_model **out, kv_err *err);
 void kv_model_free(kv_model *m);
+
+/* 1 when path names a GGUF file (ends in ".gguf") rather than a model directory. */
+int kv_model_path_is_gguf(const char *path);
+/* --weights-dtype: "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1" (the types
+ * with a quantizer) into *type; anything else is KV_EINVAL naming the choices. */
+int kv_weights_type_parse(const char *s, int *type, kv_err *err);
 
 #endif

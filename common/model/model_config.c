@@ -3,10 +3,12 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "json.h"
 #include <stdio.h>
 #include "kv_file.h"
+#include "model_gguf.h"
 
 /* Architectures whose weights and forward pass are exactly Llama's. */
 static const char *const supported_archs[] = {"LlamaForCausalLM", "MistralForCausalLM"};
@@ -171,13 +173,25 @@ int kv_model_config_parse(const char *text, size_t len, const char *origin, kv_m
     return rc;
 }
 
+/* DIR/config.json, or the config.json a GGUF file implies (model_gguf.h); path names it. */
+static int read_config(const char *dir, char *path, size_t cap, char **text, size_t *len, kv_err *err)
+{
+    size_t n = strlen(dir);
+    if (n > 5 && !strcasecmp(dir + n - 5, ".gguf")) {
+        snprintf(path, cap, "%s", dir);
+        return kv_model_gguf_config_file(dir, text, len, err);
+    }
+    int rc = kv_path_join(path, cap, dir, "config.json", err);
+    return rc ? rc : kv_file_read_all(path, text, len, err);
+}
+
 int kv_model_config_load(const char *dir, kv_model_config *cfg, kv_err *err)
 {
     char path[4096];
     char *text;
     size_t len;
-    int rc = kv_path_join(path, sizeof path, dir, "config.json", err);
-    if (rc || (rc = kv_file_read_all(path, &text, &len, err)))
+    int rc = read_config(dir, path, sizeof path, &text, &len, err);
+    if (rc)
         return rc;
     rc = kv_model_config_parse(text, len, path, cfg, err);
     free(text);
@@ -217,8 +231,8 @@ int kv_model_fingerprint(const char *dir, char out[9], kv_err *err)
     char path[4096];
     char *text;
     size_t len;
-    int rc = kv_path_join(path, sizeof path, dir, "config.json", err);
-    if (rc || (rc = kv_file_read_all(path, &text, &len, err)))
+    int rc = read_config(dir, path, sizeof path, &text, &len, err);
+    if (rc)
         return rc;
     snprintf(out, 9, "%08x", crc32c_bitwise((const unsigned char *)text, len));
     free(text);

@@ -32,13 +32,14 @@ typedef struct kv_model_config {
     int n_eos;
 } kv_model_config;
 
-/* Reads DIR/config.json. Errors name the file and the offending key. */
+/* Reads DIR/config.json, or for a path ending in .gguf the config.json its metadata implies
+ * (model_gguf.h). Errors name the file and the offending key. */
 int kv_model_config_load(const char *dir, kv_model_config *cfg, kv_err *err);
 /* Same from an in-memory JSON text; `origin` names it in error messages. */
 int kv_model_config_parse(const char *json, size_t len, const char *origin, kv_model_config *cfg,
                           kv_err *err);
 int kv_model_config_is_eos(const kv_model_config *cfg, int token);
-/* CRC-32C of DIR/config.json as 8 lowercase hex digits (+ NUL): processes serving one
+/* CRC-32C of DIR/config.json (a GGUF: of the config text it implies) as 8 lowercase hex digits (+ NUL): processes serving one
  * cluster must agree on it. */
 int kv_model_fingerprint(const char *dir, char out[9], kv_err *err);
 /* Parameters of the checkpoint (embeddings counted once when tied). */

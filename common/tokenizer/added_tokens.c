@@ -131,9 +131,10 @@ int tok_added_index_build(kv_tokenizer *tok, kv_err *err)
         const char *s = a->content;
         size_t n = a->len;
         if (a->normalized && tok->n_norm) {
-            if (tok_normalize(tok, a->content, a->len, &norm)) {
+            int rc = tok_normalize(tok, a->content, a->len, &norm, err);
+            if (rc) {
                 free(norm.p);
-                return kv_err_set(err, KV_ENOMEM, "out of memory");
+                return rc;
             }
             s = norm.p;
             n = norm.len;
@@ -143,6 +144,9 @@ int tok_added_index_build(kv_tokenizer *tok, kv_err *err)
             return kv_err_set(err, KV_ENOMEM, "out of memory");
         }
         a->match_len = n;
+        /* HF's id_to_token, and so decoding, gives a normalized token its normalized form. */
+        tok->id_str[a->id] = a->match;
+        tok->id_len[a->id] = (uint32_t)n;
     }
     free(norm.p);
     if (build_index(tok, &tok->match_raw, 0) || build_index(tok, &tok->match_normalized, 1))

@@ -1,5 +1,6 @@
-/* Decoding. Every supported decoder step except the final Strip acts on one token at a time,
- * so each id's decoded bytes are computed once at load; decoding is then concatenation plus
+/* Decoding. Every supported decoder step before a Fuse (or ByteLevel, which fuses too) acts on
+ * one token at a time, so each id's decoded bytes are computed once at load (twice where a
+ * Metaspace step treats the first token apart); decoding is then concatenation plus
  * UTF-8 assembly (bytes of an unfinished character wait for the rest; invalid sequences
  * become U+FFFD, one per maximal invalid subpart as in Rust's from_utf8_lossy) plus
  * the SentencePiece leading-space strip on the first character of the stream. */
@@ -12,35 +13,54 @@
 
 /* ---- loading ---------------------------------------------------------------------- */
 
-typedef enum { DEC_REPLACE, DEC_BYTE_FALLBACK, DEC_BYTE_LEVEL, DEC_STRIP } dec_kind;
+typedef enum { DEC_REPLACE, DEC_BYTE_FALLBACK, DEC_BYTE_LEVEL, DEC_STRIP, DEC_METASPACE } dec_kind;
 
 typedef struct {
     dec_kind kind;
-    const char *from, *to; /* Replace (point into the JSON doc, which outlives loading) */
-    size_t from_len, to_len;
-    const char *ch;        /* Strip's character */
+    pcre2_code *re;        /* Replace: its pattern (owned by the plan) */
+    const char *to;        /* Replace content (points into the JSON doc, which outlives loading) */
+    size_t to_len;
+    const char *ch;        /* Strip's character, Metaspace's replacement */
     size_t ch_len, start, stop;
+    int drop_first;        /* Metaspace: the first token loses its replacement characters */
 } dec_step;
 
 typedef struct {
     dec_step steps[16];
     size_t n;
-    int fused; /* a Fuse was seen: later steps see the whole text */
+    int fused; /* a Fuse or ByteLevel was seen: later steps see the whole text */
+    int has_first; /* a step decodes the first token differently */
 } dec_plan;
+
+static void plan_free(dec_plan *plan)
+{
+    for (size_t i = 0; i < plan->n; i++)
+        pcre2_code_free(plan->steps[i].re);
+}
+
+static int one_char(const json_value *v, const char *key, const char **ch, size_t *len, const char *where,
+                    kv_err *err)
+{
+    int rc = tok_json_string(v, key, ch, len, where, err);
+    if (rc)
+        return rc;
+    uint32_t cp;
+    if (*len == 0 || kv_utf8_invalid_at(*ch, *len) != *len || kv_utf8_next(*ch, *len, &cp) != *len)
+        return kv_err_set(err, KV_EFORMAT, "%s.%s: expected one character", where, key);
+    return 0;
+}
 
 static int load_strip(kv_tokenizer *tok, dec_plan *plan, const json_value *v, const char *where, kv_err *err)
 {
     const char *ch;
     size_t len;
     int64_t start, stop;
-    int rc = tok_json_string(v, "content", &ch, &len, where, err);
+    int rc = one_char(v, "content", &ch, &len, where, err);
     if (rc)
         return rc;
-    uint32_t cp;
-    if (len == 0 || kv_utf8_next(ch, len, &cp) != len)
-        return kv_err_set(err, KV_EFORMAT, "%s.content: expected one character", where);
-    if (!json_get_int(v, "start", &start) || !json_get_int(v, "stop", &stop) || start < 0 || stop < 0)
-        return kv_err_set(err, KV_EFORMAT, "%s: start/stop must be non-negative integers", where);
+    if (!json_get_int(v, "start", &start) || !json_get_int(v, "stop", &stop) || start < 0 || stop < 0 ||
+        start > 1024 || stop > 1024)
+        return kv_err_set(err, KV_EFORMAT, "%s: start/stop must be integers in [0, 1024]", where);
     if (plan->fused) {
         /* On the fused text: only a leading strip of one character can be streamed. */
         if (start > 1 || stop != 0)
@@ -57,42 +77,71 @@ static int load_strip(kv_tokenizer *tok, dec_plan *plan, const json_value *v, co
     return 0;
 }
 
-static int load_step(kv_tokenizer *tok, dec_plan *plan, const json_value *v, const char *where, kv_err *err)
+static int load_metaspace(dec_plan *plan, const json_value *v, const char *where, kv_err *err)
+{
+    dec_step st = {.kind = DEC_METASPACE, .drop_first = 1};
+    int rc = one_char(v, "replacement", &st.ch, &st.ch_len, where, err);
+    if (rc)
+        return rc;
+    const json_value *scheme = json_get(v, "prepend_scheme"), *legacy = json_get(v, "add_prefix_space");
+    if (scheme && scheme->type == JSON_STRING)
+        st.drop_first = strcmp(scheme->u.str.s, "never") != 0;
+    else if (legacy && legacy->type == JSON_BOOL)
+        st.drop_first = legacy->u.boolean;
+    plan->has_first |= st.drop_first;
+    plan->steps[plan->n++] = st;
+    return 0;
+}
+
+static int load_step(kv_tokenizer *tok, dec_plan *plan, const json_value *v, const char *where, int depth,
+                     kv_err *err)
 {
     const char *type;
     int rc = tok_json_type(v, &type, where, err);
     if (rc)
         return rc;
+    if (!strcmp(type, "Sequence")) {
+        const json_value *list = json_get(v, "decoders");
+        if (!list || list->type != JSON_ARRAY)
+            return kv_err_set(err, KV_EFORMAT, "%s.decoders: expected an array", where);
+        if (depth > 4)
+            return kv_err_set(err, KV_EFORMAT, "%s: Sequence nested too deep", where);
+        for (size_t i = 0; i < list->u.arr.n; i++) {
+            char sub[96];
+            snprintf(sub, sizeof sub, "%s.decoders[%zu]", where, i);
+            if ((rc = load_step(tok, plan, &list->u.arr.items[i], sub, depth + 1, err)))
+                return rc;
+        }
+        return 0;
+    }
     if (plan->n == sizeof plan->steps / sizeof *plan->steps)
         return kv_err_set(err, KV_EUNSUPPORTED, "%s: too many decoder steps", where);
     if (plan->fused && strcmp(type, "Strip") && strcmp(type, "Fuse"))
-        return kv_err_set(err, KV_EUNSUPPORTED, "%s: decoder '%s' after Fuse is not supported", where, type);
+        return kv_err_set(err, KV_EUNSUPPORTED, "%s: decoder '%s' after Fuse or ByteLevel is not supported", where,
+                          type);
     if (!strcmp(type, "Fuse")) {
         plan->fused = 1;
         return 0;
     }
     if (!strcmp(type, "Strip"))
         return load_strip(tok, plan, v, where, err);
+    if (!strcmp(type, "Metaspace"))
+        return load_metaspace(plan, v, where, err);
     if (!strcmp(type, "ByteFallback")) {
         plan->steps[plan->n++] = (dec_step){.kind = DEC_BYTE_FALLBACK};
         return 0;
     }
     if (!strcmp(type, "ByteLevel")) {
+        /* HF's ByteLevel decoder joins all tokens into one string. */
         plan->steps[plan->n++] = (dec_step){.kind = DEC_BYTE_LEVEL};
+        plan->fused = 1;
         return 0;
     }
     if (!strcmp(type, "Replace")) {
-        const json_value *p = json_get(v, "pattern");
         dec_step st = {.kind = DEC_REPLACE};
-        if (!p || p->type != JSON_OBJECT)
-            return kv_err_set(err, KV_EFORMAT, "%s.pattern: expected an object", where);
-        if (json_get(p, "Regex"))
-            return kv_err_set(err, KV_EUNSUPPORTED, "%s: Regex patterns are not supported", where);
-        if ((rc = tok_json_string(p, "String", &st.from, &st.from_len, where, err)) ||
-            (rc = tok_json_string(v, "content", &st.to, &st.to_len, where, err)))
+        if ((rc = tok_json_string(v, "content", &st.to, &st.to_len, where, err)) ||
+            (rc = tok_json_pattern(v, &st.re, where, err)))
             return rc;
-        if (st.from_len == 0)
-            return kv_err_set(err, KV_EFORMAT, "%s.pattern: empty String pattern", where);
         plan->steps[plan->n++] = st;
         return 0;
     }
@@ -105,22 +154,7 @@ static int load_plan(kv_tokenizer *tok, dec_plan *plan, const json_value *v, kv_
         tok->dec_join_space = 1;
         return 0;
     }
-    const char *type;
-    int rc = tok_json_type(v, &type, "decoder", err);
-    if (rc)
-        return rc;
-    if (strcmp(type, "Sequence"))
-        return load_step(tok, plan, v, "decoder", err);
-    const json_value *list = json_get(v, "decoders");
-    if (!list || list->type != JSON_ARRAY)
-        return kv_err_set(err, KV_EFORMAT, "decoder.decoders: expected an array");
-    for (size_t i = 0; i < list->u.arr.n; i++) {
-        char where[48];
-        snprintf(where, sizeof where, "decoder.decoders[%zu]", i);
-        if ((rc = load_step(tok, plan, &list->u.arr.items[i], where, err)))
-            return rc;
-    }
-    return 0;
+    return load_step(tok, plan, v, "decoder", 0, err);
 }
 
 static int hex_digit(char c)
@@ -131,26 +165,23 @@ static int hex_digit(char c)
     return -1;
 }
 
-/* Applies one step to in, writing out (replaced). */
-static int apply_step(const kv_tokenizer *tok, const dec_step *st, const tok_buf *in, tok_buf *out)
+typedef struct {
+    tok_buf a, b;
+    tok_spans matches;
+    pcre2_match_data *md;
+} dec_scratch;
+
+/* Applies one step to in, writing out (replaced). first: the token is the stream's first. */
+static int apply_step(const kv_tokenizer *tok, const dec_step *st, int first, dec_scratch *sc, const tok_buf *in,
+                      tok_buf *out)
 {
     const char *s = in->p;
     size_t n = in->len;
     out->len = 0;
     switch (st->kind) {
     case DEC_REPLACE: {
-        size_t i = 0, last = 0;
-        while (i + st->from_len <= n) {
-            if (!memcmp(s + i, st->from, st->from_len)) {
-                if (tok_buf_put(out, s + last, i - last) || tok_buf_put(out, st->to, st->to_len))
-                    return KV_ENOMEM;
-                i += st->from_len;
-                last = i;
-            } else {
-                i++;
-            }
-        }
-        return tok_buf_put(out, s + last, n - last);
+        kv_err ignored;
+        return tok_regex_replace(st->re, sc->md, s, n, st->to, st->to_len, out, &sc->matches, &ignored);
     }
     case DEC_BYTE_FALLBACK:
         if (n == 6 && !memcmp(s, "<0x", 3) && s[5] == '>' && hex_digit(s[3]) >= 0 && hex_digit(s[4]) >= 0) {
@@ -183,7 +214,58 @@ static int apply_step(const kv_tokenizer *tok, const dec_step *st, const tok_buf
             z -= st->ch_len;
         return tok_buf_put(out, s + a, z - a);
     }
+    case DEC_METASPACE: {
+        size_t last = 0;
+        for (size_t i = 0; i + st->ch_len <= n;) {
+            if (memcmp(s + i, st->ch, st->ch_len)) {
+                i++;
+                continue;
+            }
+            if (tok_buf_put(out, s + last, i - last) || (!(first && st->drop_first) && tok_buf_put(out, " ", 1)))
+                return KV_ENOMEM;
+            i += st->ch_len;
+            last = i;
+        }
+        return tok_buf_put(out, s + last, n - last);
     }
+    }
+    return 0;
+}
+
+/* The decoded bytes of every id, as the first token of a stream or not, into *pool / *off. */
+static int precompute(kv_tokenizer *tok, const dec_plan *plan, int first, dec_scratch *sc, char **pool_out,
+                      uint32_t **off_out)
+{
+    uint32_t *off = malloc(((size_t)tok->n_ids + 1) * sizeof *off);
+    if (!off)
+        return KV_ENOMEM;
+    tok_buf pool = {0};
+    int rc = 0;
+    off[0] = 0;
+    for (int32_t id = 0; id < tok->n_ids && !rc; id++) {
+        if (tok->id_str[id] && !(tok->id_flags[id] & TOK_ID_SPECIAL)) {
+            sc->a.len = 0;
+            rc = tok_buf_put(&sc->a, tok->id_str[id], tok->id_len[id]);
+            for (size_t k = 0; k < plan->n && !rc; k++) {
+                rc = apply_step(tok, &plan->steps[k], first, sc, &sc->a, &sc->b);
+                tok_buf t = sc->a;
+                sc->a = sc->b;
+                sc->b = t;
+            }
+            if (!rc)
+                rc = tok_buf_put(&pool, sc->a.p, sc->a.len);
+        }
+        if (!rc && pool.len > UINT32_MAX)
+            rc = KV_ENOMEM;
+        off[id + 1] = (uint32_t)pool.len;
+    }
+    if (rc) {
+        free(off);
+        free(pool.p);
+        return rc;
+    }
+    *pool_out = pool.p;
+    *off_out = off;
     return 0;
 }
 
@@ -191,36 +273,22 @@ int tok_decoder_load(kv_tokenizer *tok, const json_value *v, kv_err *err)
 {
     dec_plan plan = {.n = 0};
     int rc = load_plan(tok, &plan, v, err);
-    if (rc)
+    if (rc) {
+        plan_free(&plan);
         return rc;
-    tok->dec_off = malloc(((size_t)tok->n_ids + 1) * sizeof *tok->dec_off);
-    if (!tok->dec_off)
-        return kv_err_set(err, KV_ENOMEM, "out of memory");
-    tok_buf pool = {0}, a = {0}, b = {0};
-    rc = 0;
-    tok->dec_off[0] = 0;
-    for (int32_t id = 0; id < tok->n_ids && !rc; id++) {
-        if (tok->id_str[id] && !(tok->id_flags[id] & TOK_ID_SPECIAL)) {
-            a.len = 0;
-            rc = tok_buf_put(&a, tok->id_str[id], tok->id_len[id]);
-            for (size_t k = 0; k < plan.n && !rc; k++) {
-                rc = apply_step(tok, &plan.steps[k], &a, &b);
-                tok_buf t = a;
-                a = b;
-                b = t;
-            }
-            if (!rc)
-                rc = tok_buf_put(&pool, a.p, a.len);
-        }
-        if (!rc && pool.len > UINT32_MAX)
-            rc = KV_ENOMEM;
-        tok->dec_off[id + 1] = (uint32_t)pool.len;
     }
-    free(a.p);
-    free(b.p);
-    tok->dec_pool = pool.p;
+    dec_scratch sc = {.md = pcre2_match_data_create(1, NULL)};
+    rc = !sc.md ? KV_ENOMEM : precompute(tok, &plan, 0, &sc, &tok->dec_pool, &tok->dec_off);
+    if (!rc && plan.has_first)
+        rc = precompute(tok, &plan, 1, &sc, &tok->dec_first_pool, &tok->dec_first_off);
+    free(sc.a.p);
+    free(sc.b.p);
+    free(sc.matches.p);
+    pcre2_match_data_free(sc.md);
+    plan_free(&plan);
     if (rc)
-        return kv_err_set(err, KV_ENOMEM, "out of memory");
+        return kv_err_set(err, rc == KV_ENOMEM ? KV_ENOMEM : KV_EFORMAT,
+                          rc == KV_ENOMEM ? "out of memory" : "decoder: a Replace pattern failed on a token");
     return 0;
 }
 
@@ -282,19 +350,32 @@ static void feed(kv_detok *d, writer *w, const char *s, size_t n)
     }
 }
 
+/* The decoded bytes of id at this point of the stream. */
+static const char *id_text(const kv_tokenizer *tok, int32_t id, int first, size_t *len)
+{
+    if (first && tok->dec_first_pool) {
+        *len = tok->dec_first_off[id + 1] - tok->dec_first_off[id];
+        return tok->dec_first_pool + tok->dec_first_off[id];
+    }
+    *len = tok->dec_off[id + 1] - tok->dec_off[id];
+    return tok->dec_pool + tok->dec_off[id];
+}
+
 static void push_id(kv_detok *d, writer *w, int32_t id)
 {
     const kv_tokenizer *tok = d->tok;
-    if (tok->id_flags[id] & TOK_ID_SPECIAL)
+    /* HF leaves special tokens and ids without a token out of the chain it decodes. */
+    if ((tok->id_flags[id] & TOK_ID_SPECIAL) || !tok->id_str[id])
         return;
     if (tok->dec_join_space) {
-        if (!tok->id_str[id])
-            return;
         if (!d->at_start)
             feed(d, w, " ", 1);
         d->at_start = 0;
     }
-    feed(d, w, tok->dec_pool + tok->dec_off[id], tok->dec_off[id + 1] - tok->dec_off[id]);
+    size_t len;
+    const char *s = id_text(tok, id, d->first_token, &len);
+    d->first_token = 0;
+    feed(d, w, s, len);
 }
 
 void kv_detok_init(kv_detok *d, const kv_tokenizer *tok)
@@ -302,6 +383,7 @@ void kv_detok_init(kv_detok *d, const kv_tokenizer *tok)
     memset(d, 0, sizeof *d);
     d->tok = tok;
     d->at_start = 1;
+    d->first_token = 1;
 }
 
 int kv_detok_push(kv_detok *d, int32_t id, char *out, size_t cap, kv_err *err)
@@ -349,7 +431,10 @@ int kv_tokenizer_decode(const kv_tokenizer *tok, const int32_t *ids, size_t n, c
         if (ids[i] < 0 || ids[i] >= tok->n_ids)
             return kv_err_set(err, KV_ERANGE, "token id %d at position %zu out of range [0, %d)", ids[i], i,
                               tok->n_ids);
-        size_t len = tok->dec_off[ids[i] + 1] - tok->dec_off[ids[i]] + 1;
+        size_t later, first;
+        id_text(tok, ids[i], 0, &later);
+        id_text(tok, ids[i], 1, &first);
+        size_t len = (later > first ? later : first) + 1;
         if (len > (SIZE_MAX - bound) / 3)
             return kv_err_set(err, KV_ENOMEM, "decoded text too large");
         bound += 3 * len;

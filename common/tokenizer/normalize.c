@@ -1,5 +1,6 @@
-/* Normalizers: Sequence, Prepend, Replace (String pattern). SentencePiece-style tokenizers
- * use Prepend("▁") + Replace(" " -> "▁") so the whole text becomes one "▁"-joined word. */
+/* Normalizers: Sequence, Prepend, Replace (String or Regex pattern), NFC/NFD/NFKC/NFKD,
+ * Lowercase, Strip. SentencePiece-style tokenizers use Prepend("▁") + Replace(" " -> "▁") so
+ * the whole text becomes one "▁"-joined word; BERT-style ones NFD + Lowercase + Strip. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,46 +8,26 @@
 #include "tok_internal.h"
 #include "tok_utf8.h"
 
-static int add_step(kv_tokenizer *tok, tok_norm_kind kind, const char *from, size_t from_len,
-                    const char *to, size_t to_len, kv_err *err)
+static int oom(kv_err *err) { return kv_err_set(err, KV_ENOMEM, "out of memory"); }
+
+/* Takes ownership of re (freed on failure). */
+static int add_step(kv_tokenizer *tok, tok_norm_step st, const char *to, size_t to_len, kv_err *err)
 {
     /* Normalized text must stay valid UTF-8: the regexes and added-token matching rely on it. */
-    if ((from && kv_utf8_invalid_at(from, from_len) != from_len) || kv_utf8_invalid_at(to, to_len) != to_len)
+    if (to && kv_utf8_invalid_at(to, to_len) != to_len) {
+        pcre2_code_free(st.re);
         return kv_err_set(err, KV_EFORMAT, "normalizer: string is not valid UTF-8");
-    tok_norm_step *steps = realloc(tok->norm, (tok->n_norm + 1) * sizeof *steps);
-    if (!steps)
-        return kv_err_set(err, KV_ENOMEM, "out of memory");
-    tok->norm = steps;
-    tok_norm_step *s = &steps[tok->n_norm];
-    memset(s, 0, sizeof *s);
-    s->kind = kind;
-    s->from = from ? tok_strndup(from, from_len) : NULL;
-    s->to = tok_strndup(to, to_len);
-    if ((from && !s->from) || !s->to) {
-        free(s->from);
-        free(s->to);
-        return kv_err_set(err, KV_ENOMEM, "out of memory");
     }
-    s->from_len = from_len;
-    s->to_len = to_len;
-    tok->n_norm++;
-    return 0;
-}
-
-/* Replace/decoder patterns are {"String": "..."} or {"Regex": "..."}; only String is literal. */
-static int string_pattern(const json_value *obj, const char **s, size_t *len, const char *where,
-                          kv_err *err)
-{
-    const json_value *p = json_get(obj, "pattern");
-    if (!p || p->type != JSON_OBJECT)
-        return kv_err_set(err, KV_EFORMAT, "%s.pattern: expected an object", where);
-    if (json_get(p, "Regex"))
-        return kv_err_set(err, KV_EUNSUPPORTED, "%s: Regex patterns are not supported", where);
-    int rc = tok_json_string(p, "String", s, len, where, err);
-    if (rc)
-        return rc;
-    if (*len == 0)
-        return kv_err_set(err, KV_EFORMAT, "%s.pattern: empty String pattern", where);
+    tok_norm_step *steps = realloc(tok->norm, (tok->n_norm + 1) * sizeof *steps);
+    if (!steps || (to && !(st.to = tok_strndup(to, to_len)))) {
+        if (steps)
+            tok->norm = steps;
+        pcre2_code_free(st.re);
+        return oom(err);
+    }
+    st.to_len = to_len;
+    tok->norm = steps;
+    steps[tok->n_norm++] = st;
     return 0;
 }
 
@@ -75,15 +56,30 @@ static int load_one(kv_tokenizer *tok, const json_value *v, const char *where, i
         size_t n;
         if ((rc = tok_json_string(v, "prepend", &s, &n, where, err)))
             return rc;
-        return add_step(tok, TOK_NORM_PREPEND, NULL, 0, s, n, err);
+        return add_step(tok, (tok_norm_step){.kind = TOK_NORM_PREPEND}, s, n, err);
     }
     if (!strcmp(type, "Replace")) {
-        const char *from, *to;
-        size_t from_len, to_len;
-        if ((rc = string_pattern(v, &from, &from_len, where, err)) ||
-            (rc = tok_json_string(v, "content", &to, &to_len, where, err)))
+        const char *to;
+        size_t to_len;
+        pcre2_code *re;
+        if ((rc = tok_json_string(v, "content", &to, &to_len, where, err)) ||
+            (rc = tok_json_pattern(v, &re, where, err)))
             return rc;
-        return add_step(tok, TOK_NORM_REPLACE, from, from_len, to, to_len, err);
+        return add_step(tok, (tok_norm_step){.kind = TOK_NORM_REPLACE, .re = re}, to, to_len, err);
+    }
+    static const struct { const char *name; tok_unicode_form form; } forms[] = {
+        {"NFC", TOK_NFC}, {"NFD", TOK_NFD}, {"NFKC", TOK_NFKC}, {"NFKD", TOK_NFKD}};
+    for (size_t i = 0; i < sizeof forms / sizeof *forms; i++)
+        if (!strcmp(type, forms[i].name))
+            return add_step(tok, (tok_norm_step){.kind = TOK_NORM_UNICODE, .form = forms[i].form}, NULL, 0, err);
+    if (!strcmp(type, "Lowercase"))
+        return add_step(tok, (tok_norm_step){.kind = TOK_NORM_LOWERCASE}, NULL, 0, err);
+    if (!strcmp(type, "Strip")) {
+        tok_norm_step st = {.kind = TOK_NORM_STRIP};
+        if ((rc = tok_json_opt_bool(v, "strip_left", 1, &st.strip_left, where, err)) ||
+            (rc = tok_json_opt_bool(v, "strip_right", 1, &st.strip_right, where, err)))
+            return rc;
+        return add_step(tok, st, NULL, 0, err);
     }
     return kv_err_set(err, KV_EUNSUPPORTED, "%s: normalizer type '%s' is not supported", where, type);
 }
@@ -98,7 +94,7 @@ int tok_normalizer_load(kv_tokenizer *tok, const json_value *v, kv_err *err)
 void tok_normalizer_free(kv_tokenizer *tok)
 {
     for (size_t i = 0; i < tok->n_norm; i++) {
-        free(tok->norm[i].from);
+        pcre2_code_free(tok->norm[i].re);
         free(tok->norm[i].to);
     }
     free(tok->norm);
@@ -106,44 +102,79 @@ void tok_normalizer_free(kv_tokenizer *tok)
     tok->n_norm = 0;
 }
 
-static int replace_all(const tok_norm_step *st, const char *s, size_t n, tok_buf *out)
+/* Rust's trim_start / trim_end: White_Space characters. */
+static int strip(const tok_norm_step *st, const char *s, size_t n, tok_buf *out)
 {
-    size_t i = 0, last = 0;
-    while (i + st->from_len <= n) {
-        if (s[i] == st->from[0] && !memcmp(s + i, st->from, st->from_len)) {
-            if (tok_buf_put(out, s + last, i - last) || tok_buf_put(out, st->to, st->to_len))
-                return KV_ENOMEM;
-            i += st->from_len;
-            last = i;
-        } else {
-            i++;
-        }
+    size_t a = 0, z = n;
+    while (st->strip_left && a < z) {
+        uint32_t cp;
+        size_t k = kv_utf8_next(s + a, z - a, &cp);
+        if (!tok_is_space(cp))
+            break;
+        a += k;
     }
-    return tok_buf_put(out, s + last, n - last);
+    while (st->strip_right && z > a) {
+        size_t k = z - 1;
+        while (k > a && ((unsigned char)s[k] & 0xC0) == 0x80)
+            k--;
+        uint32_t cp;
+        kv_utf8_next(s + k, z - k, &cp);
+        if (!tok_is_space(cp))
+            break;
+        z = k;
+    }
+    return tok_buf_put(out, s + a, z - a);
 }
 
-int tok_normalize(const kv_tokenizer *tok, const char *s, size_t n, tok_buf *out)
+static int apply(const tok_norm_step *st, pcre2_match_data *md, tok_spans *matches, const tok_buf *in,
+                 tok_buf *out, kv_err *err)
+{
+    out->len = 0;
+    int rc = 0;
+    switch (st->kind) {
+    case TOK_NORM_PREPEND:
+        rc = tok_buf_put(out, st->to, st->to_len) || tok_buf_put(out, in->p, in->len);
+        break;
+    case TOK_NORM_REPLACE:
+        return tok_regex_replace(st->re, md, in->p, in->len, st->to, st->to_len, out, matches, err);
+    case TOK_NORM_UNICODE:
+        rc = tok_unicode_normalize(st->form, in->p, in->len, out);
+        break;
+    case TOK_NORM_LOWERCASE:
+        rc = tok_lowercase(in->p, in->len, out);
+        break;
+    case TOK_NORM_STRIP:
+        rc = strip(st, in->p, in->len, out);
+        break;
+    }
+    return rc ? oom(err) : 0;
+}
+
+int tok_normalize(const kv_tokenizer *tok, const char *s, size_t n, tok_buf *out, kv_err *err)
 {
     out->len = 0;
     if (tok_buf_put(out, s, n))
-        return KV_ENOMEM;
+        return oom(err);
     tok_buf tmp = {0};
-    for (size_t k = 0; k < tok->n_norm; k++) {
+    tok_spans matches = {0};
+    pcre2_match_data *md = NULL;
+    int rc = 0;
+    for (size_t k = 0; k < tok->n_norm && !rc; k++) {
         const tok_norm_step *st = &tok->norm[k];
         if (out->len == 0)
-            break; /* HF: every supported normalizer leaves an empty string empty */
-        tmp.len = 0;
-        int rc = st->kind == TOK_NORM_PREPEND
-                     ? (tok_buf_put(&tmp, st->to, st->to_len) || tok_buf_put(&tmp, out->p, out->len))
-                     : replace_all(st, out->p, out->len, &tmp);
-        if (rc) {
-            free(tmp.p);
-            return KV_ENOMEM;
+            break; /* HF: every normalizer leaves an empty string empty */
+        if (st->re && !md && !(md = pcre2_match_data_create(1, NULL))) {
+            rc = oom(err);
+            break;
         }
+        if ((rc = apply(st, md, &matches, out, &tmp, err)))
+            break;
         tok_buf swap = *out;
         *out = tmp;
         tmp = swap;
     }
     free(tmp.p);
-    return 0;
+    free(matches.p);
+    pcre2_match_data_free(md);
+    return rc;
 }

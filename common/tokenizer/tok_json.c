@@ -1,4 +1,5 @@
 /* Small typed accessors over the JSON DOM whose errors say which field is wrong. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,4 +52,20 @@ char *tok_strndup(const char *s, size_t n)
         memcpy(p, s, n);
     p[n] = '\0';
     return p;
+}
+
+int tok_json_pattern(const json_value *obj, pcre2_code **re, const char *where, kv_err *err)
+{
+    const json_value *p = json_get(obj, "pattern");
+    if (!p || p->type != JSON_OBJECT)
+        return kv_err_set(err, KV_EFORMAT, "%s.pattern: expected {\"String\": ...} or {\"Regex\": ...}", where);
+    char pwhere[128];
+    snprintf(pwhere, sizeof pwhere, "%s.pattern", where);
+    const char *s;
+    size_t len;
+    int literal = json_get(p, "Regex") == NULL;
+    int rc = tok_json_string(p, literal ? "String" : "Regex", &s, &len, pwhere, err);
+    if (rc)
+        return rc;
+    return tok_regex_compile(s, len, literal, re, pwhere, err);
 }

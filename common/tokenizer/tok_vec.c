@@ -53,3 +53,11 @@ int tok_spans_push(tok_spans *v, size_t off, size_t len)
     v->len++;
     return 0;
 }
+
+int tok_marks_push(tok_marks *v, size_t start, size_t end, int is_match)
+{
+    if (tok_grow((void **)&v->p, &v->cap, v->len + 1, sizeof *v->p))
+        return KV_ENOMEM;
+    v->p[v->len++] = (tok_mark){start, end, is_match};
+    return 0;
+}

@@ -1,4 +1,5 @@
-/* Loading a HF tokenizer.json (BPE model) and the id/string lookups. */
+/* Loading a HF tokenizer.json (BPE model) and tokenizer_config.json beside it; the id/string
+ * lookups. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -217,6 +218,7 @@ static int load_json(kv_tokenizer *tok, const json_value *root, kv_err *err)
         (rc = tok_normalizer_load(tok, json_get(root, "normalizer"), err)) ||
         (rc = tok_added_index_build(tok, err)) ||
         (rc = tok_pre_tokenizer_load(tok, json_get(root, "pre_tokenizer"), err)) ||
+        (rc = tok_post_processor_load(tok, json_get(root, "post_processor"), err)) ||
         (rc = tok_decoder_load(tok, json_get(root, "decoder"), err)))
         return rc;
     return 0;
@@ -247,6 +249,10 @@ int kv_tokenizer_load(const char *path, kv_tokenizer **out, kv_err *err)
         kv_tokenizer_free(tok);
         return kv_err_wrap(err, "%s", path);
     }
+    if ((rc = tok_config_load(tok, path, err))) { /* its errors name the config's path */
+        kv_tokenizer_free(tok);
+        return rc;
+    }
     *out = tok;
     return 0;
 }
@@ -266,6 +272,11 @@ void kv_tokenizer_free(kv_tokenizer *tok)
     free(tok->id_flags);
     free(tok->dec_pool);
     free(tok->dec_off);
+    free(tok->dec_first_pool);
+    free(tok->dec_first_off);
+    free(tok->post);
+    free(tok->bos_token);
+    free(tok->eos_token);
     free(tok);
 }
 

@@ -1,7 +1,10 @@
 #include "worker_control.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kv_log.h"
@@ -26,6 +29,7 @@ int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, c
     snprintf(wc->fingerprint, sizeof wc->fingerprint, "%s", we->fingerprint);
     snprintf(wc->kv_endpoint, sizeof wc->kv_endpoint, "%s", kv_endpoint ? kv_endpoint : "");
     snprintf(wc->device, sizeof wc->device, "%s", f->device_name);
+    wc->alive_file = f->alive_file;
     worker_engine_layout(we, &wc->layout);
     kvserve__register__init(&wc->reg);
     wc->reg.worker_id = wc->id;
@@ -34,6 +38,7 @@ int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, c
     wc->reg.model_fingerprint = wc->fingerprint;
     wc->reg.kv_endpoint = wc->kv_endpoint;
     wc->reg.device = wc->device;
+    wc->reg.weights = (char *)we->model->weight_types;
     wc->reg.layout = &wc->layout;
     wc->reg.kv_blocks_total = (uint32_t)we->pool->n_blocks;
     wc->reg.max_context = (uint32_t)we->model->cfg.max_position;
@@ -65,6 +70,25 @@ void worker_control_close(worker_control *wc)
     if (wc->sock)
         zmq_close(wc->sock);
     wc->sock = NULL;
+}
+
+/* --alive-file: its mtime is the last time this loop turned. A failure is not fatal (the
+ * probe that reads the file fails instead, which is the point); it is logged once. */
+static void touch_alive(worker_control *wc, double now)
+{
+    if (!wc->alive_file || now < wc->alive_next_s)
+        return;
+    wc->alive_next_s = now + WORKER_ALIVE_PERIOD_S;
+    int fd = open(wc->alive_file, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    int ok = fd >= 0 && futimens(fd, NULL) == 0;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (!ok && !wc->alive_failing)
+        KV_WARN(wc->comp, "msg=\"cannot touch the alive file\" path=%s err=\"%s\"", wc->alive_file, strerror(e));
+    else if (ok && wc->alive_failing)
+        KV_INFO(wc->comp, "msg=\"alive file touched again\" path=%s", wc->alive_file);
+    wc->alive_failing = !ok;
 }
 
 static int send_register(worker_control *wc, int timeout_ms)
@@ -111,6 +135,7 @@ int worker_control_register(worker_control *wc, kv_err *err)
     double resend_at = 0;
     while (!kv_stop_requested()) {
         double now = kv_now_s();
+        touch_alive(wc, now);
         if (now >= resend_at) {
             if (!resend_at)
                 KV_INFO(wc->comp, "msg=\"registering\" worker=%s router=%s", wc->id, wc->router);
@@ -185,6 +210,7 @@ int worker_control_handle(worker_control *wc, const kv_wire_msg *m)
 void worker_control_tick(worker_control *wc, const worker_load *load)
 {
     double now = kv_now_s();
+    touch_alive(wc, now);
     if (!wc->registered) {
         if (wc->register_at_s && now >= wc->register_at_s) {
             send_register(wc, CONTROL_SEND_TIMEOUT_MS);

@@ -12,6 +12,7 @@
 
 #define WORKER_REGISTER_RETRY_S 5.0
 #define WORKER_DEFAULT_HEARTBEAT_MS 500
+#define WORKER_ALIVE_PERIOD_S 1.0
 
 /* What a heartbeat reports. */
 typedef struct worker_load {
@@ -32,6 +33,9 @@ typedef struct worker_control {
     int heartbeat_ms;
     double next_heartbeat_s;
     double register_at_s;       /* when to (re)send Register while not registered; 0 = not pending */
+    const char *alive_file;     /* --alive-file, or NULL */
+    double alive_next_s;        /* when to touch it next */
+    int alive_failing;          /* the last touch failed (logged once per failing spell) */
 } worker_control;
 
 /* Connects the DEALER to f->router and prepares the Register message. kv_endpoint: the
@@ -53,7 +57,9 @@ int worker_control_serve(worker_control *wc, const char *prog, int (*loop)(void 
  * Error "register first"), 0 when the role should handle it. */
 int worker_control_handle(worker_control *wc, const kv_wire_msg *m);
 
-/* Sends what is due: a heartbeat, or a pending Register. */
+/* Sends what is due: a heartbeat, or a pending Register; touches the --alive-file (at most
+ * once a second, whether or not the router is there: its age tells a liveness probe whether
+ * this loop still turns). */
 void worker_control_tick(worker_control *wc, const worker_load *load);
 
 /* When worker_control_tick next has something to do (monotonic seconds). */

@@ -26,7 +26,9 @@ static void usage(const worker_flags *f, FILE *out)
             "  --precision P        f32 | bf16: weights, activations and KV blocks (default f32 on\n"
             "                       the cpu, bf16 on a GPU; the cpu computes in f32 only)\n"
             "  --kv-transport T     auto | zmq | cuda-ipc | nccl: how KV moves between prefill and\n"
-            "                       decode workers (default auto: the fastest both ends support)\n",
+            "                       decode workers (default auto: the fastest both ends support)\n"
+            "  --alive-file PATH    touch PATH about once a second while the worker's loop runs,\n"
+            "                       registered or not (a liveness probe checks its age)\n",
             f->prog,
             decode ? "Decode worker: receives KV from prefill workers, runs continuous-batching decode."
                    : "Prefill worker: runs chunked prefill and ships the KV cache to decode workers.",
@@ -109,7 +111,7 @@ static int bad_flag(const worker_flags *f, const char *msg, const char *arg)
 
 enum {
     O_MODEL = 256, O_ROUTER, O_ID, O_BLOCKS, O_BS, O_CHUNK, O_THREADS, O_DEVICE, O_PRECISION, O_BATCH, O_LISTEN,
-    O_ADVERTISE, O_FAULT, O_TRANSPORT, O_MSG_KIB, O_PEER_IDLE, O_HELP
+    O_ADVERTISE, O_FAULT, O_TRANSPORT, O_MSG_KIB, O_PEER_IDLE, O_ALIVE, O_HELP
 };
 
 /* A role's own flag given to the other role is as unknown as a misspelt one. */
@@ -164,6 +166,11 @@ static int parse_one(worker_flags *f, int c, const char *arg)
         f->max_batch = (int)v;
         return 0;
     case O_LISTEN: f->kv_listen = arg; return 0;
+    case O_ALIVE:
+        if (!*arg || strlen(arg) > 1024)
+            return bad_flag(f, "--alive-file expects a path of 1..1024 bytes, got", arg);
+        f->alive_file = arg;
+        return 0;
     case O_ADVERTISE:
         if (!*arg || strlen(arg) > 200)
             return bad_flag(f, "--advertise expects a host name or address, got", arg);
@@ -203,7 +210,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         {"max-batch", required_argument, 0, O_BATCH},   {"kv-listen", required_argument, 0, O_LISTEN},
         {"advertise", required_argument, 0, O_ADVERTISE}, {"fault", required_argument, 0, O_FAULT},
         {"kv-transport", required_argument, 0, O_TRANSPORT}, {"kv-message-kib", required_argument, 0, O_MSG_KIB},
-        {"kv-peer-idle-s", required_argument, 0, O_PEER_IDLE},
+        {"kv-peer-idle-s", required_argument, 0, O_PEER_IDLE}, {"alive-file", required_argument, 0, O_ALIVE},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
     };
     memset(f, 0, sizeof *f);
@@ -237,7 +244,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         li = -1;
         int rc = parse_one(f, c, optarg);
         if (rc) {
-            if (rc == 2 && c != O_ID && c != O_ADVERTISE && c != O_FAULT && c != O_TRANSPORT)
+            if (rc == 2 && c != O_ID && c != O_ADVERTISE && c != O_FAULT && c != O_TRANSPORT && c != O_ALIVE)
                 usage(f, stderr);
             return 2;
         }

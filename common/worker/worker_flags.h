@@ -34,6 +34,7 @@ typedef struct worker_flags {
     int fault_corrupt_kv_once;  /* decode: --fault corrupt-kv-once */
     int fault_exit_mid_transfer; /* prefill: --fault exit-mid-transfer */
     int kv_transport;           /* --kv-transport: KV_TRANSPORT_FLAG_AUTO (default) or a kv_transport */
+    const char *alive_file;     /* --alive-file PATH: touched while the loop turns (NULL = none) */
 } worker_flags;
 
 /* Returns 0 to run, -1 when --help was printed (exit 0), or 2 (usage printed; exit 2). */

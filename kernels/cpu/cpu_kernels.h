@@ -98,6 +98,24 @@ int kc_sample_candidates(const float *logits, int vocab, const kc_sample_params 
  * room for cap candidates leaves the other rows to the host (KV_CUDA_SAMPLE_ON_HOST). */
 int kc_sample_fits(const float *logits, int vocab, const kc_sample_params *sp, int cap, kc_prob_id *cands);
 
+/* Log-probabilities under the full-vocabulary log-softmax of the raw logits (before any
+ * temperature, top-k or top-p: vLLM's default "raw logprobs"), as OpenAI's `logprobs`
+ * report them (kv_cuda_logprobs is its twin). The log-sum-exp accumulates in double:
+ * lse = max + log(sum exp(x_i - max)); logprob_i = x_i - lse, rounded to float once.
+ * A NaN logit counts as -inf (it is never a top alternative); a row with no finite
+ * maximum (all -inf or NaN, or a +inf) gives NaN logprobs. */
+#define KC_LOGPROBS_TOP_MAX 20
+typedef struct kc_logprobs {
+    float logprob;                          /* of the token (NaN when the token is outside the row) */
+    int32_t n_top;                          /* top alternatives below, most likely first */
+    int32_t top_ids[KC_LOGPROBS_TOP_MAX];   /* ties by lowest id, as kc_argmax */
+    float top_logprobs[KC_LOGPROBS_TOP_MAX];
+} kc_logprobs;
+/* The row's log-sum-exp (double), +inf/NaN as above. */
+double kc_logsumexp(const float *logits, int vocab);
+/* token's logprob and the n_top (clamped to [0, KC_LOGPROBS_TOP_MAX] and vocab) largest. */
+void kc_logprobs_row(const float *logits, int vocab, int32_t token, int n_top, kc_logprobs *out);
+
 /* Checksum of a KV block as the GPU transports verify it (kv_cuda_block_hash is its twin):
  * the sum mod 2^32 of fmix32(w[i] ^ i * 0x9E3779B9) over the block's 32-bit little-endian
  * words w[i] (a tail of 1-3 bytes is zero-padded into a last word), then fmix32 of that

@@ -151,6 +151,22 @@ typedef struct kv_cuda_sample_params {
 int kv_cuda_sample(int32_t *ids, const void *logits, int rows, int vocab, kv_cuda_dtype dt,
                    const kv_cuda_sample_params *params, void *stream, kv_err *err);
 
+/* Log-probabilities of row r's token tokens[r] and its n_top[r] (<= 20) most likely
+ * alternatives under the full-vocabulary log-softmax of the raw logits: the twin of
+ * kc_logprobs_row (kernels/cpu/logprobs.c), with the same layout (kc_logprobs). The
+ * log-sum-exp accumulates in double; one block per row. Rows with n_top[r] < 0 are
+ * skipped (out[r] untouched); a token outside [0, vocab) (KV_CUDA_SAMPLE_ON_HOST) gives a
+ * NaN logprob. tokens, n_top and out are device arrays of rows entries. */
+#define KV_CUDA_LOGPROBS_TOP_MAX 20
+typedef struct kv_cuda_logprob_row {
+    float logprob;
+    int32_t n_top;
+    int32_t top_ids[KV_CUDA_LOGPROBS_TOP_MAX];
+    float top_logprobs[KV_CUDA_LOGPROBS_TOP_MAX];
+} kv_cuda_logprob_row;
+int kv_cuda_logprobs(kv_cuda_logprob_row *out, const void *logits, int rows, int vocab, kv_cuda_dtype dt,
+                     const int32_t *tokens, const int32_t *n_top, void *stream, kv_err *err);
+
 /* ---- GEMM (cuBLAS) ------------------------------------------------------------------ */
 
 /* A cuBLAS handle (cublasHandle_t) behind a void pointer. */

@@ -1,0 +1,364 @@
+/* Weight kernels (kernels/cpu/wkernels.h), every type under every ISA this CPU runs, against
+ * an independent reference: the weight row through kv_type's bit-exact to_f32, the activation
+ * as its quantized blocks say (d * q), the dot in double. Error is relative to sum |w_i a_i|
+ * (the dot's own rounding scale): f32/f16/bf16 1e-5, block formats 1e-4; NaN never passes.
+ * Also: batch and row-split invariance (bit for bit), vec_dot == gemv_rows, no write outside
+ * the rows asked for, the activation quantizers, the prefill GEMM, the dispatcher. */
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv_test.h"
+#include "wkernels.h"
+
+static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
+
+static uint32_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 32);
+}
+
+static float rnd_unit(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; } /* [-1, 1) */
+
+/* A finite half of magnitude about 2^-14 .. 2^-3 (scales as real files have), random sign
+ * unless positive. */
+static uint16_t rnd_half_scale(int positive)
+{
+    uint16_t exp = (uint16_t)(1 + rnd() % 12), mant = (uint16_t)(rnd() & 0x3ff);
+    uint16_t sign = positive ? 0 : (uint16_t)((rnd() & 1) << 15);
+    return (uint16_t)(sign | exp << 10 | mant);
+}
+
+static void put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+/* n_blocks random blocks of type t with sane scale fields. */
+static void fill_weights(kv_type t, uint8_t *w, size_t n_elems)
+{
+    const struct kv_type_traits *tr = kv_type_traits(t);
+    size_t nb = n_elems / tr->block_elems, bb = tr->block_bytes;
+    for (size_t i = 0; i < nb * bb; i++)
+        w[i] = (uint8_t)rnd();
+    for (size_t i = 0; i < nb; i++) {
+        uint8_t *b = w + i * bb;
+        switch (t) {
+        case KV_TYPE_F32: {
+            float f = rnd_unit();
+            memcpy(b, &f, 4);
+            break;
+        }
+        case KV_TYPE_F16: put_u16(b, (uint16_t)((rnd() & 0x8000) | (uint16_t)(8 + rnd() % 8) << 10 | (rnd() & 0x3ff))); break;
+        case KV_TYPE_BF16: put_u16(b, (uint16_t)((rnd() & 0x8000) | (uint16_t)(118 + rnd() % 10) << 7 | (rnd() & 0x7f))); break;
+        case KV_TYPE_Q8_0:
+        case KV_TYPE_Q4_0:
+        case KV_TYPE_Q5_0: put_u16(b, rnd_half_scale(0)); break;
+        case KV_TYPE_Q4_1:
+        case KV_TYPE_Q5_1:
+            put_u16(b, rnd_half_scale(1));
+            put_u16(b + 2, rnd_half_scale(0));
+            break;
+        case KV_TYPE_Q4_K:
+        case KV_TYPE_Q5_K:
+            put_u16(b, rnd_half_scale(1));
+            put_u16(b + 2, rnd_half_scale(1));
+            break;
+        case KV_TYPE_Q6_K: put_u16(b + 208, rnd_half_scale(0)); break;
+        default: break;
+        }
+    }
+}
+
+static void fill_acts(float *x, int n)
+{
+    for (int i = 0; i < n; i++)
+        x[i] = rnd_unit() * (i % 97 == 5 ? 8.0f : 1.0f); /* outliers: blocks differ in scale */
+}
+
+/* The activation row the kernel sees, as floats: x itself, or d * q per block. */
+static void act_to_f32(kc_act act, const uint8_t *a, const float *x, int cols, double *out)
+{
+    int be = act == KC_ACT_Q8_32 ? 32 : 256, bb = act == KC_ACT_Q8_32 ? KC_Q8_32_BYTES : KC_Q8_K_BYTES;
+    int qs_at = act == KC_ACT_Q8_32 ? 8 : 36;
+    if (act == KC_ACT_F32) {
+        for (int i = 0; i < cols; i++)
+            out[i] = x[i];
+        return;
+    }
+    for (int b = 0; b < cols / be; b++) {
+        float d;
+        memcpy(&d, a + (size_t)b * bb, 4);
+        for (int j = 0; j < be; j++)
+            out[b * be + j] = (double)d * (int8_t)a[(size_t)b * bb + qs_at + j];
+    }
+}
+
+typedef struct case_stats {
+    double max_err;
+    int fails;
+} case_stats;
+
+static double tolerance(kv_type t) { return t == KV_TYPE_F32 || t == KV_TYPE_F16 || t == KV_TYPE_BF16 ? 1e-5 : 1e-4; }
+
+/* One (isa, type, rows, cols, n_vec) case. */
+static void run_case(const kc_isa *isa, kv_type t, int rows, int cols, int n_vec, case_stats *st)
+{
+    const kc_wkernel *k = &isa->k[t];
+    size_t wrb = (size_t)kv_type_bytes(t, (uint64_t)cols), arb = kc_act_row_bytes(k->act, cols);
+    CHECK_MSG(wrb && arb, "%s %s cols %d", isa->name, kv_type_name(t), cols);
+    if (!wrb || !arb)
+        return;
+    uint8_t *w = malloc(wrb * (size_t)rows), *act = malloc(arb * (size_t)n_vec);
+    float *x = malloc(sizeof(float) * (size_t)cols * (size_t)n_vec), *wf = malloc(sizeof(float) * (size_t)cols);
+    double *af = malloc(sizeof(double) * (size_t)cols * (size_t)n_vec);
+    size_t ldy = (size_t)rows + 3;
+    float *y = malloc(sizeof(float) * ldy * (size_t)n_vec), *y2 = malloc(sizeof(float) * ldy * (size_t)n_vec);
+    fill_weights(t, w, (size_t)rows * (size_t)cols);
+    fill_acts(x, cols * n_vec);
+    if (n_vec > 2)
+        memset(x + cols, 0, sizeof(float) * (size_t)cols); /* an all-zero vector: d = 0 */
+    for (int v = 0; v < n_vec; v++) {
+        k->quantize_act(act + (size_t)v * arb, x + (size_t)v * cols, cols);
+        act_to_f32(k->act, act + (size_t)v * arb, x + (size_t)v * cols, cols, af + (size_t)v * cols);
+    }
+    const float sentinel = -12345.5f;
+    for (size_t i = 0; i < ldy * (size_t)n_vec; i++)
+        y[i] = y2[i] = sentinel;
+    k->gemv_rows(y, ldy, w, wrb, 0, rows, act, arb, n_vec, cols);
+    /* the same rows split in two ranges, one vector at a time */
+    int split = rows / 2 + 1;
+    for (int v = 0; v < n_vec; v++) {
+        k->gemv_rows(y2 + (size_t)v * ldy, ldy, w, wrb, 0, split < rows ? split : rows, act + (size_t)v * arb, arb, 1, cols);
+        if (split < rows)
+            k->gemv_rows(y2 + (size_t)v * ldy, ldy, w, wrb, split, rows, act + (size_t)v * arb, arb, 1, cols);
+    }
+    for (int r = 0; r < rows; r++) {
+        kv_type_traits(t)->to_f32(w + (size_t)r * wrb, wf, (size_t)cols);
+        for (int v = 0; v < n_vec; v++) {
+            double ref = 0, scale = 0;
+            for (int i = 0; i < cols; i++) {
+                double p = (double)wf[i] * af[(size_t)v * cols + i];
+                ref += p;
+                scale += fabs(p);
+            }
+            float got = y[(size_t)v * ldy + (size_t)r];
+            double err = fabs((double)got - ref) / (scale > 0 ? scale : DBL_MIN);
+            if (got == 0.0f && ref == 0.0)
+                err = 0;
+            if (err > st->max_err || isnan(err))
+                st->max_err = err;
+            if (!(err <= tolerance(t)) && st->fails++ < 3)
+                fprintf(stderr, "  %s %s %dx%d n_vec %d: y[%d][%d] = %.9g, reference %.9g (rel err %.3g)\n", isa->name,
+                        kv_type_name(t), rows, cols, n_vec, v, r, (double)got, ref, err);
+            float again = y2[(size_t)v * ldy + (size_t)r];
+            CHECK_MSG(!memcmp(&got, &again, sizeof got), "%s %s %dx%d: y[%d][%d] %.9g batched, %.9g alone", isa->name,
+                      kv_type_name(t), rows, cols, v, r, (double)got, (double)again);
+            if (r == rows - 1 && v == n_vec - 1) {
+                float dot = k->vec_dot(w + (size_t)r * wrb, act + (size_t)v * arb, cols);
+                CHECK_MSG(!memcmp(&got, &dot, sizeof got), "%s %s: vec_dot %.9g, gemv %.9g", isa->name,
+                          kv_type_name(t), (double)dot, (double)got);
+            }
+        }
+        for (int v = 0; v < n_vec; v++)
+            for (size_t c = (size_t)rows; c < ldy; c++)
+                CHECK(y[(size_t)v * ldy + c] == sentinel && y2[(size_t)v * ldy + c] == sentinel);
+    }
+    free(w);
+    free(act);
+    free(x);
+    free(wf);
+    free(af);
+    free(y);
+    free(y2);
+}
+
+static void test_kernels(const kc_isa *isa)
+{
+    static const int rows_list[] = {1, 2, 3, 5, 7, 13};
+    for (int t = 0; t < KV_TYPE_COUNT; t++) {
+        const kc_wkernel *k = &isa->k[t];
+        CHECK_MSG(k->gemv_rows && k->vec_dot && k->quantize_act, "%s %s has no kernels", isa->name,
+                  kv_type_name((kv_type)t));
+        if (!k->gemv_rows)
+            continue;
+        int be = (int)kv_type_traits((kv_type)t)->block_elems;
+        int blk = be > 1 ? be : (k->act == KC_ACT_F32 ? 1 : 32);
+        int cols_list[] = {blk * 1 * (be > 1 ? 1 : 32), blk * 3 * (be > 1 ? 1 : 32), be > 1 ? blk * 5 : 37,
+                           be > 1 ? blk * 2 : 301};
+        case_stats st = {0, 0};
+        for (size_t ri = 0; ri < sizeof rows_list / sizeof rows_list[0]; ri++)
+            for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++)
+                for (int nv = 1; nv <= 11; nv += (nv < 8 ? 1 : 3))
+                    run_case(isa, (kv_type)t, rows_list[ri], cols_list[ci], nv, &st);
+        /* the GEMM order (> 8 vectors over row tiles) with more rows than a tile */
+        run_case(isa, (kv_type)t, 37, cols_list[1], 19, &st);
+        fprintf(stderr, "%-6s %-5s max rel err %.3g\n", isa->name, kv_type_name((kv_type)t), st.max_err);
+        CHECK_MSG(st.fails == 0, "%s %s: %d values outside %.0e", isa->name, kv_type_name((kv_type)t), st.fails,
+                  tolerance((kv_type)t));
+    }
+}
+
+/* Non-finite activations give NaN, never a finite number. */
+static void test_nonfinite(const kc_isa *isa)
+{
+    const kv_type types[] = {KV_TYPE_F32, KV_TYPE_Q8_0, KV_TYPE_Q4_1, KV_TYPE_Q4_K, KV_TYPE_Q6_K};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        kv_type t = types[i];
+        const kc_wkernel *k = &isa->k[t];
+        int cols = 512;
+        size_t wrb = (size_t)kv_type_bytes(t, (uint64_t)cols);
+        uint8_t *w = malloc(wrb), *act = malloc(kc_act_row_bytes(k->act, cols));
+        float x[512];
+        fill_weights(t, w, (size_t)cols);
+        fill_acts(x, cols);
+        x[300] = NAN;
+        k->quantize_act(act, x, cols);
+        CHECK_MSG(isnan(k->vec_dot(w, act, cols)), "%s %s: NaN input", isa->name, kv_type_name(t));
+        x[300] = INFINITY;
+        k->quantize_act(act, x, cols);
+        float y = k->vec_dot(w, act, cols);
+        CHECK_MSG(!isfinite(y), "%s %s: inf input gave %g", isa->name, kv_type_name(t), (double)y);
+        free(w);
+        free(act);
+    }
+}
+
+static void test_quantize_act(void)
+{
+    CHECK_EQ_INT(kc_act_row_bytes(KC_ACT_F32, 7), 28);
+    CHECK_EQ_INT(kc_act_row_bytes(KC_ACT_Q8_32, 64), 2 * KC_Q8_32_BYTES);
+    CHECK_EQ_INT(kc_act_row_bytes(KC_ACT_Q8_32, 33), 0);
+    CHECK_EQ_INT(kc_act_row_bytes(KC_ACT_Q8_K, 512), 2 * KC_Q8_K_BYTES);
+    CHECK_EQ_INT(kc_act_row_bytes(KC_ACT_Q8_K, 0), 0);
+    const kc_isa *s = kc_isa_by_name("scalar");
+    float x[256];
+    fill_acts(x, 256);
+    x[17] = 2.5f; /* amax = 2.5 unless an outlier is larger */
+    uint8_t a[KC_Q8_K_BYTES], b[KC_Q8_32_BYTES * 8];
+    s->k[KV_TYPE_Q4_K].quantize_act(a, x, 256);
+    s->k[KV_TYPE_Q4_0].quantize_act(b, x, 256);
+    float d;
+    memcpy(&d, a, 4);
+    int maxq = 0;
+    for (int g = 0; g < 16; g++) {
+        int16_t bs, sum = 0;
+        memcpy(&bs, a + 4 + 2 * g, 2);
+        for (int j = 0; j < 16; j++) {
+            int8_t q = (int8_t)a[36 + 16 * g + j];
+            sum = (int16_t)(sum + q);
+            maxq = abs(q) > maxq ? abs(q) : maxq;
+            CHECK(fabsf(q * d - x[16 * g + j]) <= d * 0.5f * (1 + 1e-6f));
+        }
+        CHECK_EQ_INT(bs, sum);
+    }
+    CHECK_EQ_INT(maxq, 127);
+    for (int blk = 0; blk < 8; blk++) {
+        float db, sb;
+        memcpy(&db, b + blk * KC_Q8_32_BYTES, 4);
+        memcpy(&sb, b + blk * KC_Q8_32_BYTES + 4, 4);
+        int sum = 0;
+        for (int j = 0; j < 32; j++)
+            sum += (int8_t)b[blk * KC_Q8_32_BYTES + 8 + j];
+        CHECK(sb == db * (float)sum);
+    }
+}
+
+/* Prefill GEMM: sgemm on dequantized tiles, f32 activations: 1e-5 for every type. */
+static void test_wgemm(void)
+{
+    const kv_type types[] = {KV_TYPE_F32, KV_TYPE_BF16, KV_TYPE_Q8_0, KV_TYPE_Q4_1, KV_TYPE_Q6_K};
+    const int rows = 2 * KC_WGEMM_TILE_ROWS + 5, n_tok = 9, cols = 512;
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        kv_type t = types[i];
+        size_t wrb = (size_t)kv_type_bytes(t, (uint64_t)cols), ldy = (size_t)rows + 1;
+        uint8_t *w = malloc(wrb * rows);
+        float *x = malloc(sizeof(float) * n_tok * cols), *y = malloc(sizeof(float) * ldy * n_tok);
+        float *tile = malloc(sizeof(float) * KC_WGEMM_TILE_ROWS * cols), *wf = malloc(sizeof(float) * cols);
+        fill_weights(t, w, (size_t)rows * cols);
+        fill_acts(x, n_tok * cols);
+        for (size_t j = 0; j < ldy * n_tok; j++)
+            y[j] = -1.0f;
+        kc_wgemm_rows(y, ldy, w, t, wrb, 3, rows, x, n_tok, cols, tile);
+        int bad = 0;
+        for (int r = 0; r < rows; r++) {
+            kv_type_traits(t)->to_f32(w + (size_t)r * wrb, wf, cols);
+            for (int tk = 0; tk < n_tok; tk++) {
+                double ref = 0, scale = 0;
+                for (int c = 0; c < cols; c++) {
+                    ref += (double)wf[c] * x[tk * cols + c];
+                    scale += fabs((double)wf[c] * x[tk * cols + c]);
+                }
+                float got = y[(size_t)tk * ldy + r];
+                if (r < 3 ? got != -1.0f : !(fabs(got - ref) <= 1e-5 * scale))
+                    bad++;
+            }
+        }
+        CHECK_MSG(bad == 0, "wgemm %s: %d wrong", kv_type_name(t), bad);
+        free(w);
+        free(x);
+        free(y);
+        free(tile);
+        free(wf);
+    }
+}
+
+static void test_dispatch(void)
+{
+    int n = 0;
+    const kc_isa *const *all = kc_isa_all(&n);
+    CHECK(n == 3 && !strcmp(all[0]->name, "scalar") && !strcmp(all[n - 1]->name, "avx512"));
+    kv_err err = {0};
+    const kc_isa *isa = NULL;
+    unsetenv("KVSERVE_ISA");
+    CHECK(kc_isa_pick(&isa, &err) == KV_OK && isa && kc_isa_runnable(isa));
+    /* the pick is the best runnable one: avx512 where the CPU has it, else the avx2 fallback */
+    const kc_isa *best = kc_isa_runnable(all[2]) ? all[2] : all[1];
+    CHECK_MSG(isa == best, "picked %s", isa ? isa->name : "none");
+    fprintf(stderr, "picked ISA: %s (avx512 %s on this CPU)\n", isa ? isa->name : "none",
+            kc_isa_runnable(all[2]) ? "runs" : "does not run");
+    setenv("KVSERVE_ISA", "scalar", 1);
+    CHECK(kc_isa_pick(&isa, &err) == KV_OK && isa == all[0]);
+    setenv("KVSERVE_ISA", "avx2", 1);
+    CHECK(kc_isa_pick(&isa, &err) == KV_OK && isa == all[1]);
+    setenv("KVSERVE_ISA", "avx512", 1);
+    int rc = kc_isa_pick(&isa, &err);
+    if (kc_isa_runnable(all[2]))
+        CHECK(rc == KV_OK && isa == all[2]);
+    else
+        CHECK(rc == KV_EINVAL && strstr(err.msg, "avx512") && kc_isa_by_name("avx512") == NULL);
+    setenv("KVSERVE_ISA", "sse9", 1);
+    CHECK(kc_isa_pick(&isa, &err) == KV_EINVAL && strstr(err.msg, "sse9"));
+    unsetenv("KVSERVE_ISA");
+    /* row split: every row exactly once, slices aligned */
+    for (int rows = 0; rows < 70; rows += 7)
+        for (int nt = 1; nt <= 5; nt++) {
+            int next = 0;
+            for (int t = 0; t < nt; t++) {
+                int r0, r1;
+                kc_split_rows(rows, nt, t, 16, &r0, &r1);
+                CHECK(r0 == next && r1 >= r0 && (r0 % 16 == 0 || r0 == rows));
+                next = r1;
+            }
+            CHECK_EQ_INT(next, rows);
+        }
+}
+
+int main(void)
+{
+    test_dispatch();
+    test_quantize_act();
+    int n = 0;
+    const kc_isa *const *all = kc_isa_all(&n);
+    for (int i = 0; i < n; i++) {
+        if (!kc_isa_runnable(all[i])) {
+            fprintf(stderr, "%s: not run (this CPU lacks it)\n", all[i]->name);
+            continue;
+        }
+        test_kernels(all[i]);
+        test_nonfinite(all[i]);
+    }
+    test_wgemm();
+    return kv_test_result();
+}
