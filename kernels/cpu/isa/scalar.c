@@ -180,21 +180,19 @@ SCALAR_GEMV(q4_k)
 SCALAR_GEMV(q5_k)
 SCALAR_GEMV(q6_k)
 
-#define ENTRY(ACT, QUANT, NAME) {ACT, QUANT, dot_##NAME, gemv_##NAME}
-
 const kc_isa kc_isa_scalar = {
     "scalar",
     {
-        [KV_TYPE_F32] = ENTRY(KC_ACT_F32, kc_quantize_f32, f32),
-        [KV_TYPE_F16] = ENTRY(KC_ACT_F32, kc_quantize_f32, f16),
-        [KV_TYPE_BF16] = ENTRY(KC_ACT_F32, kc_quantize_f32, bf16),
-        [KV_TYPE_Q8_0] = ENTRY(KC_ACT_Q8_32, kc_quantize_q8_32, q8_0),
-        [KV_TYPE_Q4_0] = ENTRY(KC_ACT_Q8_32, kc_quantize_q8_32, q4_0),
-        [KV_TYPE_Q4_1] = ENTRY(KC_ACT_Q8_32, kc_quantize_q8_32, q4_1),
-        [KV_TYPE_Q5_0] = ENTRY(KC_ACT_Q8_32, kc_quantize_q8_32, q5_0),
-        [KV_TYPE_Q5_1] = ENTRY(KC_ACT_Q8_32, kc_quantize_q8_32, q5_1),
-        [KV_TYPE_Q4_K] = ENTRY(KC_ACT_Q8_K, kc_quantize_q8_k, q4_k),
-        [KV_TYPE_Q5_K] = ENTRY(KC_ACT_Q8_K, kc_quantize_q8_k, q5_k),
-        [KV_TYPE_Q6_K] = ENTRY(KC_ACT_Q8_K, kc_quantize_q8_k, q6_k),
+        KC_ISA_ENTRY(F32, dot_f32, gemv_f32),
+        KC_ISA_ENTRY(F16, dot_f16, gemv_f16),
+        KC_ISA_ENTRY(BF16, dot_bf16, gemv_bf16),
+        KC_ISA_ENTRY(Q8_0, dot_q8_0, gemv_q8_0),
+        KC_ISA_ENTRY(Q4_0, dot_q4_0, gemv_q4_0),
+        KC_ISA_ENTRY(Q4_1, dot_q4_1, gemv_q4_1),
+        KC_ISA_ENTRY(Q5_0, dot_q5_0, gemv_q5_0),
+        KC_ISA_ENTRY(Q5_1, dot_q5_1, gemv_q5_1),
+        KC_ISA_ENTRY(Q4_K, dot_q4_k, gemv_q4_k),
+        KC_ISA_ENTRY(Q5_K, dot_q5_k, gemv_q5_k),
+        KC_ISA_ENTRY(Q6_K, dot_q6_k, gemv_q6_k),
     },
 };
