@@ -136,27 +136,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 /* ---- the generator ---- */
 
-typedef struct out {
-    uint8_t *p;
-    size_t cap, len;
-} out;
-
-static void put(out *o, const void *s, size_t n)
-{
-    n = n < o->cap - o->len ? n : o->cap - o->len;
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-static void put_le(out *o, uint64_t v, int bytes)
+static void put_le(kv_fuzz_out *o, uint64_t v, int bytes)
 {
     uint8_t b[8];
     for (int i = 0; i < bytes; i++)
         b[i] = (uint8_t)(v >> (8 * i));
-    put(o, b, (size_t)bytes);
+    kv_fuzz_out_bytes(o, b, (size_t)bytes);
 }
 
-static void put_str(out *o, const char *s) { put_le(o, strlen(s), 8), put(o, s, strlen(s)); }
+static void put_str(kv_fuzz_out *o, const char *s) { put_le(o, strlen(s), 8), kv_fuzz_out_bytes(o, s, strlen(s)); }
 
 /* Real blocks: the tensors of quant_vectors.gguf (NULL without it; then random bytes). */
 static kv_gguf *vectors;
@@ -183,7 +171,7 @@ static const int kv_of_id[] = {KV_TYPE_F32,  KV_TYPE_F16,  KV_TYPE_Q4_0, KV_TYPE
 static int broken(kv_fuzz_rng *r) { return !kv_fuzz_below(r, 40); }
 
 /* A metadata value of type t (arrays: of a scalar type, a few elements). */
-static void put_value(kv_fuzz_rng *r, out *o, uint32_t t, int depth)
+static void put_value(kv_fuzz_rng *r, kv_fuzz_out *o, uint32_t t, int depth)
 {
     static const char *const strs[] = {"llama", "", "gpt2", "\xc3\xa9t\xc3\xa9", "<s>", "a b"};
     static const unsigned sizes[] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
@@ -206,11 +194,11 @@ static void put_value(kv_fuzz_rng *r, out *o, uint32_t t, int depth)
 size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
 {
     load_vectors();
-    out o = {buf, cap, 0};
+    kv_fuzz_out o = {buf, cap, 0};
     uint32_t n_kv = kv_fuzz_below(r, 6), n_t = kv_fuzz_below(r, 5);
     uint32_t align = kv_fuzz_below(r, 4) ? 32 : 8u << kv_fuzz_below(r, 4);
     int align_key = align != 32 || !kv_fuzz_below(r, 4);
-    put(&o, broken(r) ? "GGUX" : "GGUF", 4);
+    kv_fuzz_out_bytes(&o, broken(r) ? "GGUX" : "GGUF", 4);
     put_le(&o, broken(r) ? kv_fuzz_below(r, 5) : 2 + kv_fuzz_below(r, 2), 4);
     put_le(&o, broken(r) ? kv_fuzz_next(r) : n_t, 8);
     put_le(&o, broken(r) ? kv_fuzz_next(r) : n_kv + (uint32_t)align_key, 8);
@@ -262,7 +250,7 @@ size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
     for (uint32_t i = 0; i < n_t; i++) {
         for (uint64_t b = 0; b < t[i].bytes; b++) {
             uint8_t v = t[i].src ? ((const uint8_t *)t[i].src->data)[b % t[i].src->nbytes] : (uint8_t)kv_fuzz_next(r);
-            put(&o, &v, 1);
+            kv_fuzz_out_bytes(&o, &v, 1);
         }
         while (o.len % align)
             put_le(&o, 0, 1);

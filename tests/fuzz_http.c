@@ -213,21 +213,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 /* ---- the generator ---------------------------------------------------------------------- */
 
-typedef struct {
-    uint8_t *p;
-    size_t cap, len;
-} out;
 
-static void put(out *o, const char *s)
-{
-    size_t n = strlen(s) < o->cap - o->len ? strlen(s) : o->cap - o->len;
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-#define PICK(r, list) (list)[kv_fuzz_below(r, sizeof(list) / sizeof *(list))]
-
-static void gen_field(kv_fuzz_rng *r, out *o)
+static void gen_field(kv_fuzz_rng *r, kv_fuzz_out *o)
 {
     static const char *const fields[] = {
         "\"max_tokens\":16", "\"max_tokens\":0", "\"max_tokens\":\"8\"", "\"max_tokens\":4294967296",
@@ -246,14 +233,14 @@ static void gen_field(kv_fuzz_rng *r, out *o)
         "\"messages\":[{\"role\":\"system\",\"content\":null},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"}]}]",
         "\"messages\":[{\"role\":\"bot\",\"content\":\"x\"}]", "\"messages\":[{\"role\":\"user\",\"content\":{}}]",
         "\"messages\":[{\"role\":\"user\",\"content\":\"\\ud83e\\udd99\",\"name\":\"n\"}]", "\"messages\":[1]"};
-    put(o, PICK(r, fields));
+    kv_fuzz_out_str(o, KV_FUZZ_PICK(r, fields));
 }
 
 size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
 {
-    out o = {buf, cap, 0};
+    kv_fuzz_out o = {buf, cap, 0};
     uint8_t mode = (uint8_t)kv_fuzz_below(r, 5);
-    put(&o, (char[]){(char)(mode ? mode : 5), 0});
+    kv_fuzz_out_str(&o, (char[]){(char)(mode ? mode : 5), 0});
     if (mode == 3) {
         static const char *const methods[] = {"GET", "POST", "HEAD", "PUT", "DELETE", ""};
         static const char *const urls[] = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health",
@@ -263,35 +250,35 @@ size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
         static const char *const lens[] = {"0", "12", " 7 ", "-1", "1e3", "18446744073709551615",
                                            "18446744073709551616", ""};
         static const char *const keys[] = {"k1", "k1,k2", " a , b ,", ",,,", "", "x,y,z,w,v,u,t,s,r,q,p,o,n,m,l,k,j"};
-        put(&o, PICK(r, methods));
-        put(&o, " ");
-        put(&o, PICK(r, urls));
-        put(&o, "\n");
-        put(&o, PICK(r, auth));
-        put(&o, "\n");
-        put(&o, PICK(r, lens));
-        put(&o, "\n");
-        put(&o, PICK(r, keys));
+        kv_fuzz_out_str(&o, KV_FUZZ_PICK(r, methods));
+        kv_fuzz_out_str(&o, " ");
+        kv_fuzz_out_str(&o, KV_FUZZ_PICK(r, urls));
+        kv_fuzz_out_str(&o, "\n");
+        kv_fuzz_out_str(&o, KV_FUZZ_PICK(r, auth));
+        kv_fuzz_out_str(&o, "\n");
+        kv_fuzz_out_str(&o, KV_FUZZ_PICK(r, lens));
+        kv_fuzz_out_str(&o, "\n");
+        kv_fuzz_out_str(&o, KV_FUZZ_PICK(r, keys));
         return o.len;
     }
     if (mode == 4) {
         static const char *const stops[] = {"END", "\n\n", "a", "ab", "\xc3\xa9", "aa", "x\xc3"};
         static const char *const pieces[] = {"a", "b", "E", "N", "D", "\n", "\xc3\xa9", "\xc3", " ", "ab"};
         for (int i = (int)kv_fuzz_below(r, 4); i > 0; i--) {
-            put(&o, PICK(r, stops));
-            put(&o, "\x01");
+            kv_fuzz_out_str(&o, KV_FUZZ_PICK(r, stops));
+            kv_fuzz_out_str(&o, "\x01");
         }
-        put(&o, "\x02");
+        kv_fuzz_out_str(&o, "\x02");
         for (int i = (int)kv_fuzz_below(r, 30); i > 0; i--)
-            put(&o, PICK(r, pieces));
+            kv_fuzz_out_str(&o, KV_FUZZ_PICK(r, pieces));
         return o.len;
     }
-    put(&o, "{");
+    kv_fuzz_out_str(&o, "{");
     for (int n = (int)kv_fuzz_below(r, 7), i = 0; i < n; i++) {
         if (i)
-            put(&o, kv_fuzz_below(r, 40) ? "," : "");
+            kv_fuzz_out_str(&o, kv_fuzz_below(r, 40) ? "," : "");
         gen_field(r, &o);
     }
-    put(&o, kv_fuzz_below(r, 30) ? "}" : "");
+    kv_fuzz_out_str(&o, kv_fuzz_below(r, 30) ? "}" : "");
     return o.len;
 }

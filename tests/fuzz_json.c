@@ -161,26 +161,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 /* ---- the generator: documents mostly well-formed, with what breaks parsers ---- */
 
-typedef struct {
-    uint8_t *p;
-    size_t cap, len;
-} out;
-
-static void put(out *o, const char *s)
-{
-    size_t n = strlen(s) < o->cap - o->len ? strlen(s) : o->cap - o->len;
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-}
-
-#define PICK(r, list) (list)[kv_fuzz_below(r, sizeof(list) / sizeof *(list))]
 
 /* A piece of a document is broken now and then: a parse stops at the first error, so
  * mostly valid documents reach deeper into the parser. */
 static int broken(kv_fuzz_rng *r) { return !kv_fuzz_below(r, 60); }
 
 /* A number, a literal or (always, for a key) a string. */
-static void gen_scalar(kv_fuzz_rng *r, out *o, int key)
+static void gen_scalar(kv_fuzz_rng *r, kv_fuzz_out *o, int key)
 {
     /* Edges of double (overflow to inf, underflow, subnormal, 2^53 + 1) and of the parser's
      * 64-character number buffer. */
@@ -205,20 +192,20 @@ static void gen_scalar(kv_fuzz_rng *r, out *o, int key)
         snprintf(tmp, sizeof tmp, "%d.%ue%+d", (int)kv_fuzz_below(r, 2000) - 1000, kv_fuzz_u32(r),
                  (int)kv_fuzz_below(r, 700) - 350);
         break;
-    case 2: put(o, PICK(r, edge)); return;
-    case 9: put(o, PICK(r, bad)); return;
+    case 2: kv_fuzz_out_str(o, KV_FUZZ_PICK(r, edge)); return;
+    case 9: kv_fuzz_out_str(o, KV_FUZZ_PICK(r, bad)); return;
     default: /* a string: escapes, raw UTF-8, any code point but the surrogates as \u */
-        put(o, "\"");
+        kv_fuzz_out_str(o, "\"");
         for (int n = (int)kv_fuzz_below(r, 8); n > 0; n--) {
             snprintf(tmp, sizeof tmp, "\\u%04x", kv_fuzz_below(r, kv_fuzz_below(r, 2) ? 0x800 : 0xD800));
-            put(o, kv_fuzz_below(r, 3) ? PICK(r, piece) : tmp);
+            kv_fuzz_out_str(o, kv_fuzz_below(r, 3) ? KV_FUZZ_PICK(r, piece) : tmp);
         }
         snprintf(tmp, sizeof tmp, "\"");
     }
-    put(o, tmp);
+    kv_fuzz_out_str(o, tmp);
 }
 
-static void gen_value(kv_fuzz_rng *r, out *o, int depth)
+static void gen_value(kv_fuzz_rng *r, kv_fuzz_out *o, int depth)
 {
     /* Keys from tokenizer.json, few enough that duplicates are common. */
     static const char *const key[] = {"\"model\"", "\"type\"", "\"vocab\"", "\"merges\"", "\"added_tokens\"", "\"id\"",
@@ -231,48 +218,48 @@ static void gen_value(kv_fuzz_rng *r, out *o, int depth)
         "[{\"id\":0,\"content\":\"<unk>\",\"single_word\":false,\"lstrip\":false,\"special\":true}]",
         "{\"dtype\":\"F32\",\"shape\":[512,64],\"data_offsets\":[0,131072]}"};
     static const char *const ws[] = {"", "", "", " ", "\n", "\t", "\r\n  "};
-    put(o, PICK(r, ws));
+    kv_fuzz_out_str(o, KV_FUZZ_PICK(r, ws));
     /* containers at the root, fewer further down and none once the buffer is nearly full */
     if (o->len + 64 > o->cap || (kv_fuzz_below(r, (unsigned)depth + 2) && (depth || !kv_fuzz_below(r, 8)))) {
         gen_scalar(r, o, 0);
     } else if (!kv_fuzz_below(r, 8)) {
-        put(o, PICK(r, fragment));
+        kv_fuzz_out_str(o, KV_FUZZ_PICK(r, fragment));
     } else {
         int object = (int)kv_fuzz_below(r, 2);
-        put(o, object ? "{" : "[");
+        kv_fuzz_out_str(o, object ? "{" : "[");
         for (int n = (int)kv_fuzz_below(r, 9), i = 0; i < n; i++) {
-            put(o, !i || broken(r) ? "" : ",");
+            kv_fuzz_out_str(o, !i || broken(r) ? "" : ",");
             if (object) {
-                put(o, PICK(r, ws));
+                kv_fuzz_out_str(o, KV_FUZZ_PICK(r, ws));
                 if (kv_fuzz_below(r, 3))
-                    put(o, PICK(r, key));
+                    kv_fuzz_out_str(o, KV_FUZZ_PICK(r, key));
                 else
                     gen_scalar(r, o, 1);
-                put(o, PICK(r, ws));
-                put(o, broken(r) ? "" : ":");
+                kv_fuzz_out_str(o, KV_FUZZ_PICK(r, ws));
+                kv_fuzz_out_str(o, broken(r) ? "" : ":");
             }
             gen_value(r, o, depth + 1);
         }
-        put(o, PICK(r, ws));
-        put(o, broken(r) ? "" : object ? "}" : "]");
+        kv_fuzz_out_str(o, KV_FUZZ_PICK(r, ws));
+        kv_fuzz_out_str(o, broken(r) ? "" : object ? "}" : "]");
     }
-    put(o, PICK(r, ws));
+    kv_fuzz_out_str(o, KV_FUZZ_PICK(r, ws));
 }
 
 size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
 {
-    out o = {buf, cap, 0};
+    kv_fuzz_out o = {buf, cap, 0};
     if (!kv_fuzz_below(r, 10)) { /* around the nesting limit, arrays and objects mixed */
         int levels = MAX_DEPTH - 6 + (int)kv_fuzz_below(r, 12), objects = (int)kv_fuzz_below(r, 2);
         for (int i = 0; i < levels; i++)
-            put(&o, objects && i % 2 ? "{\"a\":" : "[");
+            kv_fuzz_out_str(&o, objects && i % 2 ? "{\"a\":" : "[");
         gen_value(r, &o, 7);
         for (int i = levels - 1; i >= 0; i--)
-            put(&o, objects && i % 2 ? "}" : "]");
+            kv_fuzz_out_str(&o, objects && i % 2 ? "}" : "]");
     } else {
         gen_value(r, &o, 0);
     }
     if (broken(r))
-        put(&o, kv_fuzz_below(r, 2) ? "," : "}");
+        kv_fuzz_out_str(&o, kv_fuzz_below(r, 2) ? "," : "}");
     return o.len;
 }

@@ -103,7 +103,6 @@ static void put(gen_out *o, const char *s)
     o->len += n;
 }
 
-#define PICK(r, list) (list)[kv_fuzz_below(r, sizeof(list) / sizeof *(list))]
 
 static const char *const exprs[] = {
     "messages", "messages[0]", "messages[-1].content", "message.role", "message['content']", "tools",
@@ -125,13 +124,13 @@ static const char *const binops[] = {" + ", " - ", " * ", " / ", " // ", " % ", 
 static void gen_expr(kv_fuzz_rng *r, gen_out *o, int depth)
 {
     if (depth > 3 || kv_fuzz_below(r, 3)) {
-        put(o, PICK(r, exprs));
+        put(o, KV_FUZZ_PICK(r, exprs));
         return;
     }
     switch (kv_fuzz_below(r, 4)) {
     case 0:
         gen_expr(r, o, depth + 1);
-        put(o, PICK(r, binops));
+        put(o, KV_FUZZ_PICK(r, binops));
         gen_expr(r, o, depth + 1);
         break;
     case 1:
@@ -158,12 +157,12 @@ static void gen_body(kv_fuzz_rng *r, gen_out *o, int depth)
     static const char *const ws[] = {"", "-", "+"};
     for (int n = 1 + (int)kv_fuzz_below(r, 3); n > 0 && o->len * 4 < o->cap; n--) { /* room for the closing tags */
         int k = (int)kv_fuzz_below(r, depth > 3 ? 3 : 11);
-        const char *l = PICK(r, ws), *rr = kv_fuzz_below(r, 2) ? PICK(r, ws) : "";
+        const char *l = KV_FUZZ_PICK(r, ws), *rr = kv_fuzz_below(r, 2) ? KV_FUZZ_PICK(r, ws) : "";
         char open[8], close[8];
         snprintf(open, sizeof open, "{%%%s ", l);
         snprintf(close, sizeof close, " %s%%}", rr);
         switch (k) {
-        case 0: put(o, PICK(r, text)); break;
+        case 0: put(o, KV_FUZZ_PICK(r, text)); break;
         case 1:
             put(o, kv_fuzz_below(r, 2) ? "{{- " : "{{ ");
             gen_expr(r, o, 0);

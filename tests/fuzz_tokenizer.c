@@ -299,7 +299,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 /* ---- the generator: stories-like text with what a tokenizer must survive ---- */
 
-#define PICK(r, list) (list)[kv_fuzz_below(r, sizeof(list) / sizeof *(list))]
 
 size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
 {
@@ -323,17 +322,17 @@ size_t kv_fuzz_target_seed(kv_fuzz_rng *r, uint8_t *buf, size_t cap)
         const char *s;
         size_t sl = 0;
         unsigned c = kv_fuzz_below(r, 100);
-        if (c < 45) s = kv_fuzz_below(r, 2) ? PICK(r, word) : PICK(r, spaced);
-        else if (c < 70) s = PICK(r, space);
-        else if (c < 85) s = PICK(r, multi);
-        else if (c < 91) s = PICK(r, special);
+        if (c < 45) s = kv_fuzz_below(r, 2) ? KV_FUZZ_PICK(r, word) : KV_FUZZ_PICK(r, spaced);
+        else if (c < 70) s = KV_FUZZ_PICK(r, space);
+        else if (c < 85) s = KV_FUZZ_PICK(r, multi);
+        else if (c < 91) s = KV_FUZZ_PICK(r, special);
         else if (c < 97 || !allow_invalid) { /* any code point but the surrogates, NUL rarely */
             uint32_t cp = kv_fuzz_below(r, 4) ? kv_fuzz_below(r, 0x3000) : kv_fuzz_below(r, 0x110000);
             if (cp >= 0xD800 && cp < 0xE000)
                 cp -= 0x800;
             sl = kv_utf8_put(tmp, cp);
             s = tmp;
-        } else s = PICK(r, invalid);
+        } else s = KV_FUZZ_PICK(r, invalid);
         if (s != tmp)
             sl = strlen(s);
         if (sl > cap - len)

@@ -108,4 +108,23 @@ static inline void kv_fuzz_put(kv_fuzz_writer *w, const void *src, size_t n)
     w->p += n, w->left -= n;
 }
 
+/* A generator's output buffer: unlike kv_fuzz_writer, appends keep what fits and drop the
+ * rest, so a generator writes freely and its input is cut at the fuzzer's size. */
+typedef struct kv_fuzz_out {
+    uint8_t *p;
+    size_t cap, len;
+} kv_fuzz_out;
+
+static inline void kv_fuzz_out_bytes(kv_fuzz_out *o, const void *s, size_t n)
+{
+    n = n < o->cap - o->len ? n : o->cap - o->len;
+    memcpy(o->p + o->len, s, n);
+    o->len += n;
+}
+
+static inline void kv_fuzz_out_str(kv_fuzz_out *o, const char *s) { kv_fuzz_out_bytes(o, s, strlen(s)); }
+
+/* A random element of a fixed array. */
+#define KV_FUZZ_PICK(r, list) (list)[kv_fuzz_below(r, sizeof(list) / sizeof *(list))]
+
 #endif
