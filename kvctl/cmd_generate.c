@@ -335,6 +335,15 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
     return cli->prompt ? 0 : 1;
 }
 
+/* --chat: the prompt as the one user message of a chat (a JSON messages array), as the
+ * router's chat_messages and kv_prompt_encode_chat_json take it. */
+static void user_message_json(kv_textbuf *b, const char *prompt)
+{
+    kv_textbuf_puts(b, "[{\"role\": \"user\", \"content\": ");
+    kv_textbuf_json_string(b, prompt, strlen(prompt));
+    kv_textbuf_puts(b, "}]");
+}
+
 /* The prompt as one user message of the chat template (--chat), or as text. */
 static int encode_cli_prompt(const gen_cli *cli, const kv_prompt_encoder *pe, int32_t **ids, int *n, kv_err *err)
 {
@@ -343,9 +352,7 @@ static int encode_cli_prompt(const gen_cli *cli, const kv_prompt_encoder *pe, in
     if (cli->chat) {
         kv_textbuf msgs;
         kv_textbuf_init(&msgs);
-        kv_textbuf_puts(&msgs, "[{\"role\": \"user\", \"content\": ");
-        kv_textbuf_json_string(&msgs, cli->prompt, len);
-        kv_textbuf_puts(&msgs, "}]");
+        user_message_json(&msgs, cli->prompt);
         rc = kv_textbuf_failed(&msgs) ? kv_err_set(err, KV_ENOMEM, "out of memory")
                                       : kv_prompt_encode_chat_json(pe, msgs.data, msgs.len, 1, ids, &n_ids, err);
         kv_textbuf_free(&msgs);
@@ -477,9 +484,7 @@ static int run_router(const gen_cli *cli)
     int32_t *gen_ids = NULL;
     size_t n_gen = 0, cap_gen = 0;
     if (cli->chat) {
-        kv_textbuf_puts(&chat, "[{\"role\": \"user\", \"content\": ");
-        kv_textbuf_json_string(&chat, cli->prompt, strlen(cli->prompt));
-        kv_textbuf_puts(&chat, "}]");
+        user_message_json(&chat, cli->prompt);
         r.chat_messages = chat.data;
     } else {
         r.prompt = cli->prompt;
