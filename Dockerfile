@@ -53,7 +53,7 @@ ARG CUDA_KEYRING
 ARG KVSERVE_CUDA=ON
 ADD ${CUDA_KEYRING} /tmp/cuda-keyring.deb
 # The shared libraries the binaries load (readelf NEEDED; tests/test_deploy.sh checks this
-# list against a build): ZeroMQ (+ libsodium for CURVE), protobuf-c, PCRE2, utf8proc,
+# list against a build): ZeroMQ (+ libsodium for CURVE), protobuf-c, PCRE2, utf8proc, xxHash,
 # libmicrohttpd (kv-frontend), the OpenMP runtime. OpenBLAS is linked statically (its OpenMP
 # build, CMakeLists.txt), so no libopenblas package. CUDA: the runtime and cuBLAS(Lt) the
 # backend links, and NCCL, which the workers load at run time for the nccl KV transport.
@@ -61,7 +61,7 @@ RUN set -eux; \
     export DEBIAN_FRONTEND=noninteractive; \
     apt-get update -qq; \
     apt-get install -y -qq --no-install-recommends \
-      libzmq5 libsodium23 libprotobuf-c1 libpcre2-8-0 libutf8proc2 libmicrohttpd12 libgomp1 ca-certificates; \
+      libzmq5 libsodium23 libprotobuf-c1 libpcre2-8-0 libutf8proc2 libmicrohttpd12 libxxhash0 libgomp1 ca-certificates; \
     if [ "$KVSERVE_CUDA" = ON ]; then \
       dpkg -i /tmp/cuda-keyring.deb; \
       apt-get update -qq; \

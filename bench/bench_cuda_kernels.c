@@ -159,6 +159,33 @@ static void bench_gemv(bench *b, int m, int n, int k, const char *what)
     kv_cuda_blas_destroy(g.blas);
 }
 
+/* The block-format GEMV (kv_cuda_wgemv): GB/s of weight bytes in their format, over copies
+ * as above. Bytes are 0x3C: every scale is a finite fp16 (1.06), every weight in range. */
+typedef struct wgemv_ctx { float *y, *x; void *w; kv_type t; int m, n, k, copies, next; size_t wbytes; } wgemv_ctx;
+static void run_wgemv(bench *b, void *ctx)
+{
+    wgemv_ctx *g = ctx;
+    const char *w = (const char *)g->w + (size_t)g->next * g->wbytes;
+    g->next = (g->next + 1) % g->copies;
+    KV(kv_cuda_wgemv(g->y, g->x, w, g->t, g->m, g->n, g->k, b->stream, &b->err));
+}
+
+static void bench_wgemv(bench *b, kv_type t, int m, int n, int k, const char *what)
+{
+    wgemv_ctx g = {NULL, NULL, NULL, t, m, n, k, 1, 0, (size_t)n * (size_t)kv_type_bytes(t, (uint64_t)k)};
+    g.copies = (int)((((size_t)256 << 20) + g.wbytes - 1) / g.wbytes);
+    g.x = dalloc((size_t)m * k * 4, 0x3C);
+    g.w = dalloc(g.wbytes * (size_t)g.copies, 0x3C);
+    g.y = dalloc((size_t)m * n * 4, 0);
+    double ms = time_ms(b, run_wgemv, &g, 50), gbs = (double)g.wbytes / 1e9 / (ms * 1e-3);
+    char label[64];
+    snprintf(label, sizeof label, "wgemv %s %dx%dx%d %s", kv_type_name(t), m, n, k, what);
+    printf("%-44s %10.3f ms %10.0f GB/s (%3.0f%% of copy)\n", label, ms, gbs, 100.0 * gbs / b->copy_gbs);
+    CK(cudaFree(g.x));
+    CK(cudaFree(g.w));
+    CK(cudaFree(g.y));
+}
+
 /* ---- attention ---- */
 
 #define N_HEADS 32
@@ -301,6 +328,13 @@ int main(void)
         bench_gemv(b, m, 28672, 4096, "gate_up");
         bench_gemv(b, m, 4096, 14336, "down");
     }
+    /* The same shapes with weights as a GGUF stores them (f32 activations). */
+    const kv_type wtypes[] = {KV_TYPE_Q8_0, KV_TYPE_Q4_0, KV_TYPE_Q4_1};
+    for (int t = 0; t < 3; t++)
+        for (int m = 1; m <= 4; m *= 4) {
+            bench_wgemv(b, wtypes[t], m, 6144, 4096, "qkv");
+            bench_wgemv(b, wtypes[t], m, 4096, 14336, "down");
+        }
     const int seqs[] = {512, 2048, 8192};
     for (int i = 0; i < 3; i++) bench_prefill(b, seqs[i]);
     const int ctxs[] = {1024, 8192}, batches[] = {1, 8, 64};

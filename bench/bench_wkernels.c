@@ -4,7 +4,8 @@
  *                  replicated past the last-level cache and cycled, as a model's layers are.
  *   GEMM (prefill): GFLOP/s at 64/256/512 tokens, dequantized tiles + sgemm (kc_wgemm_rows)
  *                  against the int8 path (quantize activations, gemv_rows over all tokens).
- * A benchmark, not a test: prints tables, asserts nothing. Usage: kv-bench-wkernels [--quick] */
+ * A benchmark, not a test: prints tables, asserts nothing.
+ * Usage: kv-bench-wkernels [--quick] [--types q4_1,q8_0,...] [--no-gemm] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,9 +203,35 @@ static void print_load(const char *when)
     printf("load average (%s): %s", when, buf);
 }
 
+/* Whether t's name is an item of the comma-separated list (every type when list is NULL). */
+static int type_listed(const char *list, kv_type t)
+{
+    if (!list)
+        return 1;
+    const char *name = kv_type_name(t);
+    size_t n = strlen(name);
+    for (const char *p = list; *p; p += strcspn(p, ","), p += *p == ',')
+        if (strcspn(p, ",") == n && !strncmp(p, name, n))
+            return 1;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    int quick = argc > 1 && !strcmp(argv[1], "--quick");
+    int quick = 0, gemm = 1;
+    const char *only = NULL; /* comma-separated type names, NULL: all */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick"))
+            quick = 1;
+        else if (!strcmp(argv[i], "--no-gemm"))
+            gemm = 0;
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc)
+            only = argv[++i];
+        else {
+            fprintf(stderr, "usage: kv-bench-wkernels [--quick] [--types q4_1,q8_0,...] [--no-gemm]\n");
+            return 2;
+        }
+    }
     kv_err err = {0};
     const kc_isa *isa;
     if (kc_isa_pick(&isa, &err)) {
@@ -230,6 +257,8 @@ int main(int argc, char **argv)
     for (int s = 0; s < n_shapes; s++)
         for (int ti = 0; ti < n_types; ti++) {
             mat m;
+            if (!type_listed(only, types[ti]))
+                continue;
             if (kv_type_bytes(types[ti], (uint64_t)shapes[s].cols) == 0)
                 continue; /* k-quants need cols % 256 == 0 (SmolLM2's 576 is not: its GGUFs use q5_0/q8_0 there) */
             if (mat_init(&m, types[ti], shapes[s].rows, shapes[s].cols, past_cache))
@@ -245,6 +274,10 @@ int main(int argc, char **argv)
             free(m.w);
         }
 
+    if (!gemm) {
+        print_load("end");
+        return 0;
+    }
     printf("\nGEMM (prefill) GFLOP/s, 2 threads: dequantized tiles + sgemm | int8 gemv_rows\n");
     printf("%-13s %-5s %17s %17s %17s\n", "shape", "type", "64 tok", "256 tok", "512 tok");
     static const kv_type gemm_types[] = {KV_TYPE_F32, KV_TYPE_F16, KV_TYPE_Q8_0, KV_TYPE_Q4_1, KV_TYPE_Q4_K,
@@ -254,6 +287,8 @@ int main(int argc, char **argv)
         for (size_t ti = 0; ti < sizeof gemm_types / sizeof gemm_types[0]; ti++) {
             mat m;
             int sh = gemm_shapes[s];
+            if (!type_listed(only, gemm_types[ti]))
+                continue;
             if (kv_type_bytes(gemm_types[ti], (uint64_t)shapes[sh].cols) == 0)
                 continue;
             if (mat_init(&m, gemm_types[ti], shapes[sh].rows, shapes[sh].cols, 0))

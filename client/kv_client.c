@@ -52,6 +52,16 @@ struct kv_client {
      * reports the disconnect before it retires the dead connection's pipe, so a send in
      * between would "succeed" into that pipe and be lost: sends wait for a handshake. */
     int link_down;
+    /* Liveness (kv_client_tick): a ClientHeartbeat when nothing was sent for heartbeat_ms
+     * while requests are in flight; 0 = off. */
+    int heartbeat_ms;
+    double last_sent;
+    /* kv_client_set_resume: streams to ask again of the next router after a drop, for up to
+     * resume_ms (0 = off: a drop ends every request with KVC_ERR_DISCONNECTED). */
+    int resume_ms;
+    kvc_resume resume;
+    double down_since; /* the link dropped with streams to resume (0 = not waiting) */
+    int resume_due;    /* a new connection is up: send the resumes */
 };
 
 static int fail(kv_client *c, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -144,6 +154,11 @@ void kv_client_request_init(kv_client_request *r)
 
 int kv_client_connect(const char *endpoint, kv_client **out, char *errbuf, size_t errcap)
 {
+    return kv_client_connect_key(endpoint, NULL, out, errbuf, errcap);
+}
+
+int kv_client_connect_key(const char *endpoint, const char *key_file, kv_client **out, char *errbuf, size_t errcap)
+{
     *out = NULL;
     if (errbuf && errcap)
         errbuf[0] = '\0';
@@ -159,6 +174,7 @@ int kv_client_connect(const char *endpoint, kv_client **out, char *errbuf, size_
         return KVC_ENOMEM;
     }
     snprintf(c->endpoint, sizeof c->endpoint, "%s", endpoint);
+    c->heartbeat_ms = KV_CLIENT_HEARTBEAT_MS;
     if (getrandom(&c->id_prefix, sizeof c->id_prefix, GRND_NONBLOCK) != (ssize_t)sizeof c->id_prefix)
         c->id_prefix = kv_now_ns() ^ ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)c;
     int rc = KVC_EIO;
@@ -183,6 +199,10 @@ int kv_client_connect(const char *endpoint, kv_client **out, char *errbuf, size_
     if (!c->mon || zmq_connect(c->mon, MONITOR_EP) != 0)
         goto fail;
     zmq_setsockopt(c->mon, ZMQ_LINGER, &zero, sizeof zero);
+    if (kvc_curve_apply(c->sock, endpoint, key_file, errbuf, errcap)) {
+        kv_client_close(c);
+        return KVC_EINVAL;
+    }
     what = endpoint;
     if (zmq_connect(c->sock, endpoint) != 0) {
         rc = KVC_EINVAL;
@@ -202,6 +222,7 @@ void kv_client_close(kv_client *c)
     if (!c)
         return;
     item_free(&c->cur);
+    kvc_resume_free(&c->resume);
     for (size_t i = 0; i < c->n_q; i++)
         item_free(&c->q[i]);
     free(c->q);
@@ -253,6 +274,7 @@ static void track_remove(kv_client *c, const char *id)
     kvc_track *t = track_find(c, id);
     if (t)
         *t = c->track[--c->n_track];
+    kvc_resume_forget(&c->resume, id);
 }
 
 static int track_add(kv_client *c, const char *id)
@@ -311,21 +333,76 @@ static const char *item_request_id(const kvc_item *it)
 
 /* ---- receiving ------------------------------------------------------------------- */
 
-/* The connection dropped: queue a final error for every request in flight. */
+static void fail_disconnected(kv_client *c, kvc_track *t)
+{
+    t->failed = 1;
+    kvc_item it = {0};
+    snprintf(it.id, sizeof it.id, "%s", t->id);
+    it.code = KVC_ERR_DISCONNECTED;
+    snprintf(it.msg, sizeof it.msg, "connection to the router at %.100s lost", c->endpoint);
+    queue_push(c, &it);
+}
+
+/* The connection dropped: queue a final error for every request in flight, but for the
+ * streams waiting to be resumed (down_since set; a cancelled one is not resumed). */
 static void fail_all_in_flight(kv_client *c)
 {
     for (size_t i = 0; i < c->n_track; i++) {
         kvc_track *t = &c->track[i];
-        if (t->failed)
+        if (t->failed || (c->down_since && !t->cancel_sent && kvc_resume_has(&c->resume, t->id)))
             continue;
-        t->failed = 1;
-        kvc_item it = {0};
-        snprintf(it.id, sizeof it.id, "%s", t->id);
-        it.code = KVC_ERR_DISCONNECTED;
-        snprintf(it.msg, sizeof it.msg, "connection to the router at %.100s lost", c->endpoint);
-        queue_push(c, &it);
+        fail_disconnected(c, t);
     }
     c->status_pending = 0;
+}
+
+/* kv_client_set_resume: once a new connection is up, asks it for every stream the old one
+ * left unfinished; when none came within resume_ms, they end as disconnected after all. */
+static void resume_tick(kv_client *c)
+{
+    if (c->resume_due) {
+        c->resume_due = 0;
+        c->down_since = 0;
+        for (size_t i = 0; i < c->resume.n; i++) {
+            kvc_track *t = track_find(c, c->resume.e[i].id);
+            kv_err err;
+            if (t && !t->failed && kvc_resume_send(&c->resume.e[i], c->sock, 1000, &err))
+                fail_disconnected(c, t);
+        }
+    } else if (c->down_since && kv_now_s() - c->down_since > c->resume_ms * 1e-3) {
+        c->down_since = 0;
+        fail_all_in_flight(c);
+    }
+}
+
+/* A poll's wait, cut to the end of the resume window. */
+static int resume_wait(const kv_client *c, int ms)
+{
+    if (!c->down_since)
+        return ms;
+    double left = c->down_since + c->resume_ms * 1e-3 - kv_now_s();
+    int left_ms = left <= 0 ? 0 : (int)(left * 1e3) + 1;
+    return ms < 0 || left_ms < ms ? left_ms : ms;
+}
+
+/* A message as it arrives (not as the caller takes it: a drop may come in between): a
+ * reply's tokens join what the stream would resume from, and an ended request is never
+ * resumed. Returns 1 when the reply only repeats tokens held (to be dropped). */
+static int resume_noted(kv_client *c, const Kvserve__Envelope *env)
+{
+    if (!c->resume.n)
+        return 0;
+    if (env->body_case == KVSERVE__ENVELOPE__BODY_ERROR) {
+        if (env->error->request_id && env->error->request_id[0])
+            kvc_resume_forget(&c->resume, env->error->request_id);
+        return 0;
+    }
+    if (env->body_case != KVSERVE__ENVELOPE__BODY_REPLY)
+        return 0;
+    int repeat = kvc_resume_note(&c->resume, env->reply);
+    if (env->reply->finish_reason != KVSERVE__FINISH_REASON__FINISH_NONE && env->reply->request_id)
+        kvc_resume_forget(&c->resume, env->reply->request_id);
+    return repeat;
 }
 
 static void drain_monitor(kv_client *c)
@@ -353,9 +430,12 @@ static void drain_monitor(kv_client *c)
         }
         if (event == ZMQ_EVENT_DISCONNECTED) {
             c->link_down = 1;
+            if (c->resume_ms && c->resume.n && !c->down_since)
+                c->down_since = kv_now_s();
             fail_all_in_flight(c);
         } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
             c->link_down = 0;
+            c->resume_due = c->down_since != 0;
         }
     }
 }
@@ -368,8 +448,13 @@ static int recv_item(kv_client *c, int timeout_ms, kvc_item *out)
     double deadline = kv_now_s() + timeout_ms * 1e-3;
     memset(out, 0, sizeof *out);
     for (;;) {
+        size_t queued = c->n_q;
+        resume_tick(c);
+        if (c->n_q != queued)
+            return 2;
         zmq_pollitem_t items[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(items, 2, ms_left(deadline));
+        int wait = resume_wait(c, ms_left(deadline)), hb = kv_client_tick(c); /* a long wait still heartbeats */
+        int n = zmq_poll(items, 2, hb >= 0 && hb < wait ? hb : wait);
         if (n < 0) {
             if (zmq_errno() == EINTR)
                 return 0; /* let the caller look at its signal flags */
@@ -397,6 +482,10 @@ static int recv_item(kv_client *c, int timeout_ms, kvc_item *out)
                         (out->env->body_case == KVSERVE__ENVELOPE__BODY_ERROR && !out->env->error) ||
                         (out->env->body_case == KVSERVE__ENVELOPE__BODY_STATUS_REPLY && !out->env->status_reply)) {
                         item_free(out);
+                        break;
+                    }
+                    if (resume_noted(c, out->env)) {
+                        item_free(out); /* a repeat of tokens this client already holds */
                         break;
                     }
                     return 1;
@@ -427,6 +516,10 @@ static void fill_timings(kv_client_timings *t, const Kvserve__Timings *p)
     t->prompt_tokens = p->prompt_tokens;
     t->generated_tokens = p->generated_tokens;
     snprintf(t->kv_transport, sizeof t->kv_transport, "%s", p->kv_transport ? p->kv_transport : "");
+    t->prefill_cached_tokens = p->prefill_cached_tokens;
+    t->decode_cached_tokens = p->decode_cached_tokens;
+    t->kv_bytes_saved = p->kv_bytes_saved;
+    t->local_prefill = p->local_prefill != 0;
 }
 
 /* n TokenLogprobs into *buf (grown to *cap): the array, or NULL when out of memory. Top
@@ -591,6 +684,8 @@ static int send_env(kv_client *c, const Kvserve__Envelope *env, double deadline,
 {
     kv_err err;
     int rc = kv_wire_send(c->sock, NULL, env, NULL, 0, ms_left(deadline), &err);
+    if (rc == KV_OK)
+        c->last_sent = kv_now_s(); /* any message says this client is alive */
     if (rc == KV_ETIMEOUT)
         return fail(c, KVC_ETIMEOUT, "router at %s not reachable within %d ms", c->endpoint, timeout_ms);
     if (rc)
@@ -656,9 +751,55 @@ int kv_client_submit(kv_client *c, const kv_client_request *r, char id_out[KV_CL
         track_remove(c, id);
         return rc;
     }
+    /* Out of memory here only costs the resume: the request ends as disconnected on a drop. */
+    if (c->resume_ms && kvc_resume_add(&c->resume, id, &g))
+        fail(c, KVC_ENOMEM, "request %s: no memory to keep it resumable", id);
     if (id_out)
         snprintf(id_out, KV_CLIENT_ID_MAX + 1, "%s", id);
     return KVC_OK;
+}
+
+int kv_client_set_resume(kv_client *c, int window_ms)
+{
+    if (window_ms < 0 || window_ms > KV_CLIENT_RESUME_MAX_MS)
+        return fail(c, KVC_EINVAL, "resume window must be in [0, %d] ms, got %d", KV_CLIENT_RESUME_MAX_MS, window_ms);
+    c->resume_ms = window_ms;
+    return KVC_OK;
+}
+
+int kv_client_set_heartbeat(kv_client *c, int heartbeat_ms)
+{
+    if (heartbeat_ms < 0 || heartbeat_ms > KV_CLIENT_HEARTBEAT_MAX_MS)
+        return fail(c, KVC_EINVAL, "heartbeat_ms must be in [0, %d], got %d", KV_CLIENT_HEARTBEAT_MAX_MS,
+                    heartbeat_ms);
+    c->heartbeat_ms = heartbeat_ms;
+    return KVC_OK;
+}
+
+int kv_client_tick(kv_client *c)
+{
+    /* link_down as the last drain of the monitor left it: draining here could queue
+     * failures that a waiting recv_item would not notice. */
+    if (!c->heartbeat_ms || !c->n_track || c->link_down)
+        return -1;
+    double now = kv_now_s(), due = c->last_sent + c->heartbeat_ms * 1e-3;
+    if (now >= due) {
+        Kvserve__Envelope env;
+        Kvserve__ClientHeartbeat hb;
+        kv_wire_envelope_init(&env);
+        kvserve__client_heartbeat__init(&hb);
+        env.body_case = KVSERVE__ENVELOPE__BODY_CLIENT_HEARTBEAT;
+        env.client_heartbeat = &hb;
+        kv_err err;
+        /* Never waits: a full pipe means the router has not read our last messages yet,
+         * and the next tick tries again. */
+        if (kv_wire_send(c->sock, NULL, &env, NULL, 0, 0, &err) == KV_OK)
+            c->last_sent = now;
+        else
+            c->last_sent = now - c->heartbeat_ms * 1e-3 + 0.05; /* retry in 50 ms */
+        due = c->last_sent + c->heartbeat_ms * 1e-3;
+    }
+    return ms_left(due);
 }
 
 int kv_client_cancel(kv_client *c, const char *request_id, int timeout_ms)

@@ -5,7 +5,8 @@
  * thread-safe: use it from one thread (or one client per thread). Every call that waits
  * takes a timeout in milliseconds (0 = do not wait); nothing blocks forever. If the
  * connection to the router drops, every request in flight ends with
- * KVC_ERR_DISCONNECTED (the router forgets a client that goes away).
+ * KVC_ERR_DISCONNECTED (the router forgets a client that goes away), unless resume is on
+ * (kv_client_set_resume): then the streams go on with the router that comes back.
  *
  *     kv_client *c;
  *     char err[256];
@@ -88,6 +89,13 @@ typedef struct kv_client_timings {
     uint64_t kv_bytes;
     uint32_t prompt_tokens, generated_tokens;
     char kv_transport[16];  /* "zmq" | "cuda-ipc" | "nccl" ("" when no KV moved) */
+    /* Prefix cache (0 when it is off or the workers are older): prompt tokens the prefill
+     * worker found cached (not computed), prompt tokens the decode worker already held
+     * (not shipped), the KV bytes that saved, and whether the decode worker prefilled the
+     * uncached tail itself (no prefill worker, no transfer). */
+    uint32_t prefill_cached_tokens, decode_cached_tokens;
+    uint64_t kv_bytes_saved;
+    int local_prefill;
 } kv_client_timings;
 
 /* One token's log-probabilities: under the full-vocabulary log-softmax of the model's raw
@@ -131,6 +139,14 @@ void kv_client_request_init(kv_client_request *r);
  * background: an unreachable router shows up as KVC_ETIMEOUT from the first submit.
  * On failure *out is NULL and errbuf (may be NULL) holds the reason. */
 int kv_client_connect(const char *endpoint, kv_client **out, char *errbuf, size_t errcap);
+/* The same, with CURVE (DESIGN.md "Security"). key_file: a client key file (kvctl keys gen;
+ * its server= line, or a router.pub beside it, names the router's key). NULL: found as
+ * kubectl finds its kubeconfig: $KVSERVE_CLIENT_KEY, else the client.key that `kvctl up`
+ * wrote for the cluster serving endpoint (under $XDG_RUNTIME_DIR/kvserve or
+ * /tmp/kvserve-<uid>); when none applies, no CURVE (a router run with --insecure).
+ * kv_client_connect(e, ...) is kv_client_connect_key(e, NULL, ...). A key file that exists
+ * but cannot be used (mode open to others, malformed) fails the call with the reason. */
+int kv_client_connect_key(const char *endpoint, const char *key_file, kv_client **out, char *errbuf, size_t errcap);
 void kv_client_close(kv_client *c);
 /* The message of the last failed call on c. */
 const char *kv_client_last_error(const kv_client *c);
@@ -185,6 +201,37 @@ typedef struct kv_client_event {
 #define KV_CLIENT_MAX_FDS 2
 int kv_client_poll_fds(kv_client *c, int fds[KV_CLIENT_MAX_FDS]);
 
+/* Liveness (PROTOCOL.md "Client liveness"): while requests are in flight the client sends
+ * a ClientHeartbeat whenever it has sent nothing for heartbeat_ms, and the router cancels
+ * the requests of a client silent for its --client-timeout (default 10 s). The library has
+ * no thread: heartbeats go out from the calls that wait (kv_client_next_event,
+ * kv_client_generate, kv_client_status, each also while it waits) and from kv_client_tick.
+ * An application that holds a request while calling none of them for longer than the
+ * router's timeout has it cancelled. */
+#define KV_CLIENT_HEARTBEAT_MS 1000
+#define KV_CLIENT_HEARTBEAT_MAX_MS 3600000
+/* heartbeat_ms in [0, KV_CLIENT_HEARTBEAT_MAX_MS]; 0 = never (the router then times the
+ * client out unless it is run with --client-timeout 0). Keep it well under the router's
+ * timeout (the defaults: 1 s and 10 s). KVC_OK or KVC_EINVAL. */
+int kv_client_set_heartbeat(kv_client *c, int heartbeat_ms);
+
+/* Resume (DESIGN.md "Request life cycle"): with a window > 0, a dropped router connection no
+ * longer ends the requests in flight. When a connection is up again within window_ms (the
+ * router restarted on its port), every unfinished stream is sent again with the tokens this
+ * client already received (GenerateRequest.resume_tokens), and its events go on from the
+ * next index, as if nothing happened (greedy output is identical; a seeded sampler goes on
+ * with its stream); chunks repeating tokens already received are dropped. Requests being
+ * cancelled, and all of them once the window passes, end with KVC_ERR_DISCONNECTED. Applies
+ * to requests submitted afterwards. 0 (the default) = off. KVC_OK or KVC_EINVAL. */
+#define KV_CLIENT_RESUME_MAX_MS 3600000
+#define KV_CLIENT_RESUME_DEFAULT_MS 30000 /* what kvctl and kv-frontend use: a router restart */
+int kv_client_set_resume(kv_client *c, int window_ms);
+/* For event loops: sends a heartbeat if one is due, and returns the milliseconds until the
+ * next one is (poll no longer than that), or -1 when none is planned (nothing in flight,
+ * heartbeats off, no connection). kv_client_next_event(c, 0, ...) calls it too, so a loop
+ * that drains events at least every heartbeat_ms needs nothing else. */
+int kv_client_tick(kv_client *c);
+
 /* Waits up to timeout_ms for the next event of any request: KVC_OK (ev filled) or
  * KVC_ETIMEOUT. Replies of requests this client does not track (cancelled by
  * kv_client_generate's timeout, for instance) are dropped. */
@@ -237,6 +284,8 @@ typedef struct kv_status_worker {
     uint32_t kv_blocks_used, kv_blocks_free, kv_blocks_total;
     char *kv_transports;  /* what it may move KV with, preferred first ("cuda-ipc,nccl,zmq") */
     char *weights;        /* its weight formats, most bytes first ("q4_1+q8_0+f32"; "" from an old worker) */
+    uint32_t kv_blocks_cached; /* prefix cache: blocks indexed by hash (held or evictable) */
+    uint64_t prefix_query_tokens, prefix_hit_tokens; /* its own lookups since it started */
 } kv_status_worker;
 
 typedef struct kv_status_request {
@@ -280,6 +329,10 @@ typedef struct kv_status_metrics {
     kv_status_histogram ttft, itl, e2e, queue, prefill, decode;
     kv_status_transfer transfers[KV_STATUS_MAX_TRANSPORTS];
     size_t n_transfers;
+    /* Prefix cache counters (kvserve.proto ClusterMetrics 17..22; 0 from an older router). */
+    uint64_t prefix_query_tokens_prefill, prefix_hit_tokens_prefill;
+    uint64_t prefix_query_tokens_decode, prefix_hit_tokens_decode;
+    uint64_t prefill_tokens_computed, kv_bytes_saved;
 } kv_status_metrics;
 
 /* The q-quantile (0..1) of a histogram as Prometheus' histogram_quantile estimates it
@@ -311,7 +364,8 @@ void kv_status_free(kv_status *s);
  *                 "address": str, "device": str, "healthy": bool,
  *                 "last_heartbeat_ms_ago": num, "running": int, "queued": int,
  *                 "kv_blocks_used": int, "kv_blocks_free": int, "kv_blocks_total": int,
- *                 "kv_transports": str, "weights": str}],
+ *                 "kv_transports": str, "weights": str, "kv_blocks_cached": int,
+ *                 "prefix_query_tokens": int, "prefix_hit_tokens": int}],
  *    "requests": [{"request_id": str, "state": str, "prefill_worker": str,
  *                  "decode_worker": str, "block_ids": [int], "generated_tokens": int,
  *                  "age_ms": num}],
@@ -323,7 +377,10 @@ void kv_status_free(kv_status *s);
  *                "request_queue_time_s", "request_prefill_time_s", "request_decode_time_s":
  *                    {"count": int, "sum": num, "p50": num|null, "p99": num|null},
  *                "kv_transfers": [{"transport": str, "bytes": int, "count": int, "sum_s": num,
- *                                  "p50_s": num|null, "p99_s": num|null}]}
+ *                                  "p50_s": num|null, "p99_s": num|null}],
+ *                "prefix_cache": {"prefill": {"query_tokens": int, "hit_tokens": int},
+ *                                 "decode": {"query_tokens": int, "hit_tokens": int},
+ *                                 "prefill_tokens_computed": int, "kv_bytes_saved": int}}
  *    (the "metrics" key only when the router sent them)} */
 char *kv_status_to_json(const kv_status *s);
 

@@ -79,6 +79,12 @@ static int metrics_from_proto(const Kvserve__ClusterMetrics *p, kv_status_metric
             return KVC_EPROTO;
     }
     m->n_transfers = p->n_kv_transfers;
+    m->prefix_query_tokens_prefill = p->prefix_query_tokens_prefill;
+    m->prefix_hit_tokens_prefill = p->prefix_hit_tokens_prefill;
+    m->prefix_query_tokens_decode = p->prefix_query_tokens_decode;
+    m->prefix_hit_tokens_decode = p->prefix_hit_tokens_decode;
+    m->prefill_tokens_computed = p->prefill_tokens_computed;
+    m->kv_bytes_saved = p->kv_bytes_saved;
     return KVC_OK;
 }
 
@@ -132,6 +138,9 @@ int kvc_status_from_proto(const Kvserve__StatusReply *p, kv_status **out)
         o->kv_blocks_used = w->kv_blocks_used;
         o->kv_blocks_free = w->kv_blocks_free;
         o->kv_blocks_total = w->kv_blocks_total;
+        o->kv_blocks_cached = w->kv_blocks_cached;
+        o->prefix_query_tokens = w->prefix_query_tokens;
+        o->prefix_hit_tokens = w->prefix_hit_tokens;
     }
     if (p->n_requests) {
         s->requests = calloc(p->n_requests, sizeof *s->requests);
@@ -315,7 +324,13 @@ static void metrics_json(sbuf *b, const kv_status_metrics *m)
         sb_num(b, kv_status_histogram_quantile(&t->seconds, 0.99));
         sb_printf(b, "}");
     }
-    sb_printf(b, "]}");
+    sb_printf(b,
+              "],\"prefix_cache\":{\"prefill\":{\"query_tokens\":%llu,\"hit_tokens\":%llu},"
+              "\"decode\":{\"query_tokens\":%llu,\"hit_tokens\":%llu},\"prefill_tokens_computed\":%llu,"
+              "\"kv_bytes_saved\":%llu}}",
+              (unsigned long long)m->prefix_query_tokens_prefill, (unsigned long long)m->prefix_hit_tokens_prefill,
+              (unsigned long long)m->prefix_query_tokens_decode, (unsigned long long)m->prefix_hit_tokens_decode,
+              (unsigned long long)m->prefill_tokens_computed, (unsigned long long)m->kv_bytes_saved);
 }
 
 char *kv_status_to_json(const kv_status *s)
@@ -343,7 +358,9 @@ char *kv_status_to_json(const kv_status *s)
         sb_str(&b, w->kv_transports);
         sb_printf(&b, ",\"weights\":");
         sb_str(&b, w->weights);
-        sb_printf(&b, "}");
+        sb_printf(&b, ",\"kv_blocks_cached\":%u,\"prefix_query_tokens\":%llu,\"prefix_hit_tokens\":%llu}",
+                  w->kv_blocks_cached, (unsigned long long)w->prefix_query_tokens,
+                  (unsigned long long)w->prefix_hit_tokens);
     }
     sb_printf(&b, "],\"requests\":[");
     for (size_t i = 0; i < s->n_requests; i++) {

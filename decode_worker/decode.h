@@ -49,6 +49,11 @@ typedef struct decode_req {
     uint32_t n_generated;
     int n_ctx;                  /* prompt + generated tokens */
     double t_first;
+    /* prefix cache */
+    int32_t *ctx_tokens;        /* prompt + generated ids (NULL when the router sent no prompt ids) */
+    int32_t n_ctx_tokens, cap_ctx_tokens;
+    int32_t cached_blocks;      /* leading blocks found in the cache at reservation */
+    int kv_valid;               /* seq's K/V are complete (started, not failed): indexable at the end */
 } decode_req;
 
 typedef struct decode_list {
@@ -82,6 +87,12 @@ typedef struct kv_link {
     kv_pending *head, *tail;    /* completion order = enqueue order on the lane */
 } kv_link;
 
+/* decode_held.c: Register.held's messages (they point into the running requests). */
+typedef struct decode_held {
+    Kvserve__HeldRequest *m, **p;
+    size_t n;
+} decode_held;
+
 typedef struct decode_worker {
     const worker_flags *f;
     worker_engine *we;
@@ -98,6 +109,7 @@ typedef struct decode_worker {
     int32_t *b_tokens, *b_next;
     int *b_lp_top;               /* per row: logprobs' alternatives, -1 = none */
     kc_logprobs *b_lp;
+    decode_held held;            /* what the last Register announced */
 } decode_worker;
 
 /* decode_reserve.c: the request table, reservations and their ends; the control channel. */
@@ -115,6 +127,20 @@ void decode_free_all(decode_worker *dw);
 double decode_wake(const decode_worker *dw);
 /* A message on the control channel (a worker_msg_fn): ReserveRequest, Abort, Error. */
 void decode_on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err);
+
+/* decode_prefix.c: the decode side of the prefix cache. */
+/* Looks the prompt up (ids: rr's prompt ids, n of them) into r->blocks[0..hit), capped so the
+ * prompt's last token is never cached: returns hit (0 with the cache off). */
+int32_t decode_prefix_lookup(decode_worker *dw, decode_req *r, const int32_t *ids, int32_t n);
+/* Indexes the sealed blocks of r's K/V (prompt and generated tokens) in the cache. */
+void decode_prefix_store(decode_worker *dw, const decode_req *r);
+/* Prefills the prompt's uncached tail here and samples its first token (as a prefill worker
+ * would): KV_OK with *first, or an error with err. */
+int decode_prefill_local(decode_worker *dw, decode_req *r, int32_t *first, kv_err *err);
+
+/* decode_held.c: fills reg->held with the running requests (worker_control's register_fill). */
+void decode_held_fill(void *ctx, Kvserve__Register *reg);
+void decode_held_free(decode_held *h);
 
 /* kv_receiver.c: the KV endpoint. */
 int kv_receiver_bind(decode_worker *dw, kv_err *err);

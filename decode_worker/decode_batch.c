@@ -74,6 +74,8 @@ static Kvserve__FinishReason accept_token(decode_worker *dw, decode_req *r, int3
 {
     const kv_model_config *c = &dw->we->model->cfg;
     r->last_token = tok;
+    if (r->ctx_tokens && r->n_ctx_tokens < r->cap_ctx_tokens)
+        r->ctx_tokens[r->n_ctx_tokens++] = tok;
     r->n_generated++;
     r->n_ctx++;
     if (!r->ignore_eos && kv_model_config_is_eos(c, tok))
@@ -122,6 +124,9 @@ void decode_start(decode_worker *dw, decode_req *r, int32_t first_token)
     /* The prefill worker drew the first token, after the draws of earlier attempts. */
     kv_sampler_advance(&r->sampler, 1 + (int)r->sampling_offset);
     r->state = DR_RUNNING;
+    r->kv_valid = 1; /* the prompt's K/V are verified (or computed here) */
+    /* Its sealed prompt blocks serve requests with the same prefix from now on, while it runs. */
+    decode_prefix_store(dw, r);
     KV_INFO(COMP, "msg=\"request started\" request=%s prompt_tokens=%u first_token=%d running=%d", r->id,
             r->prompt_tokens, first_token, dw->running.n + 1);
     if (emit(dw, r, first_token, &r->first_lp)) {

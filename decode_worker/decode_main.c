@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "decode.h"
+#include "kv_auth.h"
 #include "kv_log.h"
 #include "kv_time.h"
 #include "worker_loop.h"
@@ -32,7 +33,7 @@ static int run_loop(void *ctx)
             worker_drain(dw->kv_sock, 1, DRAIN_MAX, kv_receiver_on_msg, dw);
         kv_links_poll(dw);
         decode_expire(dw);
-        worker_load load = {(uint32_t)dw->running.n, (uint32_t)dw->waiting.n, (uint32_t)kv_pool_n_free(dw->we->pool),
+        worker_load load = {(uint32_t)dw->running.n, (uint32_t)dw->waiting.n, (uint32_t)kv_pool_n_available(dw->we->pool),
                             (uint32_t)dw->we->pool->n_blocks};
         worker_control_tick(dw->ctl, &load);
         decode_step(dw);
@@ -66,17 +67,23 @@ int main(int argc, char **argv)
     dw.we = &we;
     dw.ctl = &ctl;
     dw.fault_corrupt_pending = f.fault_corrupt_kv_once;
+    decode_kv_auth kv_auth;
+    memset(&kv_auth, 0, sizeof kv_auth);
     void *zctx = zmq_ctx_new();
     if (zctx)
         dw.kv_sock = zmq_socket(zctx, ZMQ_ROUTER);
     if (!zctx || !dw.kv_sock || decode_alloc_batch(&dw)) {
         fprintf(stderr, "%s: cannot set up sockets or memory\n", f.prog);
-    } else if (worker_sock_defaults(dw.kv_sock, 0), kv_receiver_bind(&dw, &err) ||
+    } else if (worker_sock_defaults(dw.kv_sock, 0), decode_kv_auth_open(&kv_auth, zctx, dw.kv_sock, &f, &err) ||
+               kv_receiver_bind(&dw, &err) ||
                worker_control_open(&ctl, zctx, &f, &we, dw.kv_endpoint, &err)) {
         fprintf(stderr, "%s: %s\n", f.prog, err.msg);
     } else {
+        ctl.register_fill = decode_held_fill; /* a restarted router adopts what runs here */
+        ctl.register_ctx = &dw;
         status = worker_control_serve(&ctl, f.prog, run_loop, &dw);
     }
+    decode_held_free(&dw.held);
     decode_free_all(&dw);
     kv_links_close_all(&dw);
     worker_control_close(&ctl);
@@ -84,6 +91,7 @@ int main(int argc, char **argv)
         zmq_close(dw.kv_sock);
     if (zctx)
         zmq_ctx_term(zctx);
+    decode_kv_auth_close(&kv_auth);
     free(dw.b_seqs);
     free(dw.b_samplers);
     free(dw.b_tokens);

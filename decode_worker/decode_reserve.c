@@ -46,6 +46,9 @@ void decode_req_free(decode_worker *dw, decode_req *r)
     kv_pool *pool = dw->we->pool;
     if (r->xfer_pending)
         kv_links_forget(dw, r); /* no copy may land in the blocks once they are free */
+    if (r->kv_valid)
+        decode_prefix_store(dw, r);
+    free(r->ctx_tokens);
     if (r->blocks)
         kv_pool_release(pool, r->blocks, r->n_blocks);
     free(r->blocks);
@@ -56,7 +59,8 @@ void decode_req_free(decode_worker *dw, decode_req *r)
     free(r);
 }
 
-static void reply(decode_worker *dw, const char *id, const decode_req *r, Kvserve__ErrorCode code, const char *msg)
+static void reply_ok(decode_worker *dw, const char *id, const decode_req *r, int local, Kvserve__ErrorCode code,
+                     const char *msg)
 {
     Kvserve__ReserveReply rep;
     Kvserve__Error e;
@@ -66,6 +70,8 @@ static void reply(decode_worker *dw, const char *id, const decode_req *r, Kvserv
         rep.ok = 1;
         rep.n_block_ids = (size_t)r->n_blocks;
         rep.block_ids = r->blocks;
+        rep.cached_blocks = (uint32_t)r->cached_blocks;
+        rep.local_prefill = local;
     } else {
         worker_error_init(&e, code, id, msg);
         rep.error = &e;
@@ -76,6 +82,42 @@ static void reply(decode_worker *dw, const char *id, const decode_req *r, Kvserv
     env.body_case = KVSERVE__ENVELOPE__BODY_RESERVE_REPLY;
     env.reserve_reply = &rep;
     worker_send(dw->ctl->sock, NULL, &env, 200, COMP, "ReserveReply");
+}
+
+static void reply(decode_worker *dw, const char *id, const decode_req *r, Kvserve__ErrorCode code, const char *msg)
+{
+    reply_ok(dw, id, r, 0, code, msg);
+}
+
+/* The prompt ids the router sent for the prefix cache: none, or exactly the prompt, in the
+ * vocabulary. */
+static int check_prompt_ids(const Kvserve__ReserveRequest *rr, int vocab, char *msg, size_t cap)
+{
+    if (rr->n_prompt_token_ids && rr->n_prompt_token_ids != rr->prompt_tokens)
+        return snprintf(msg, cap, "%zu prompt ids for a prompt of %u tokens", rr->n_prompt_token_ids,
+                        rr->prompt_tokens), -1;
+    for (size_t i = 0; i < rr->n_prompt_token_ids; i++)
+        if (rr->prompt_token_ids[i] < 0 || rr->prompt_token_ids[i] >= vocab)
+            return snprintf(msg, cap, "prompt id %zu is %d, outside the vocabulary (%d)", i, rr->prompt_token_ids[i],
+                            vocab), -1;
+    return 0;
+}
+
+/* The uncached tail is short: prefill it here, no prefill worker, no transfer. The reply
+ * goes first, so the router knows the request before its first TokenEvent. */
+static void start_local(decode_worker *dw, decode_req *r, int32_t n, uint32_t tail)
+{
+    kv_err err;
+    int32_t first = 0;
+    KV_INFO(COMP, "msg=\"reserved, prefilling here\" request=%s prompt_tokens=%u cached_blocks=%d tail=%u blocks=%d",
+            r->id, r->prompt_tokens, r->cached_blocks, tail, n);
+    reply_ok(dw, r->id, r, 1, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
+    if (decode_prefill_local(dw, r, &first, &err)) {
+        decode_fail(dw, r, err.code == KV_EFULL ? KVSERVE__ERROR_CODE__NO_CAPACITY : KVSERVE__ERROR_CODE__INTERNAL,
+                    err.msg);
+        return;
+    }
+    decode_start(dw, r, first);
 }
 
 void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
@@ -113,6 +155,10 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
         reply(dw, id, NULL, KVSERVE__ERROR_CODE__INVALID_ARGUMENT, msg);
         return;
     }
+    if (check_prompt_ids(rr, c->vocab_size, msg, sizeof msg)) {
+        reply(dw, id, NULL, KVSERVE__ERROR_CODE__INVALID_ARGUMENT, msg);
+        return;
+    }
     uint32_t max_tokens = rr->max_tokens ? rr->max_tokens : DECODE_DEFAULT_MAX_TOKENS;
     uint64_t tokens = (uint64_t)rr->prompt_tokens + max_tokens;
     if (tokens > (uint64_t)c->max_position)
@@ -129,7 +175,23 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
         reply(dw, id, NULL, KVSERVE__ERROR_CODE__INTERNAL, "out of memory");
         return;
     }
-    if (kv_pool_reserve(pool, n, r->blocks, &err)) {
+    if (rr->n_prompt_token_ids) {
+        /* The context's ids (prompt, then what is generated): the cache's keys at the end. */
+        r->cap_ctx_tokens = (int32_t)tokens;
+        if (!(r->ctx_tokens = malloc((size_t)r->cap_ctx_tokens * sizeof *r->ctx_tokens))) {
+            decode_req_free(dw, r);
+            reply(dw, id, NULL, KVSERVE__ERROR_CODE__INTERNAL, "out of memory");
+            return;
+        }
+        memcpy(r->ctx_tokens, rr->prompt_token_ids, rr->n_prompt_token_ids * sizeof *r->ctx_tokens);
+        r->n_ctx_tokens = (int32_t)rr->n_prompt_token_ids;
+        r->n_blocks = n; /* the lookup's bound */
+        r->cached_blocks = decode_prefix_lookup(dw, r, rr->prompt_token_ids, (int32_t)rr->n_prompt_token_ids);
+        r->n_blocks = 0;
+    }
+    int32_t hit = r->cached_blocks;
+    if (kv_pool_reserve(pool, n - hit, r->blocks + hit, &err)) {
+        kv_pool_release(pool, r->blocks, hit);
         free(r->blocks);
         r->blocks = NULL;
         decode_req_free(dw, r);
@@ -138,6 +200,7 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
         return;
     }
     r->n_blocks = n;
+    r->blocks_received = hit; /* the first KvChunk starts after the cached blocks */
     r->n_prompt_blocks = (int32_t)((rr->prompt_tokens + (uint32_t)bs - 1) / (uint32_t)bs);
     r->prompt_tokens = rr->prompt_tokens;
     r->max_tokens = max_tokens;
@@ -148,13 +211,21 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
     r->t_reserved = kv_now_s();
     uint32_t dl = rr->transfer_deadline_ms ? rr->transfer_deadline_ms : DECODE_DEFAULT_TRANSFER_DEADLINE_MS;
     r->deadline = r->t_reserved + dl * 1e-3;
+    uint32_t tail = r->prompt_tokens - (uint32_t)hit * (uint32_t)bs;
+    /* Only a prompt mostly held here: a short uncached prompt is still the prefill worker's. */
+    if (hit > 0 && rr->local_prefill_max && tail <= rr->local_prefill_max) {
+        start_local(dw, r, n, tail);
+        return;
+    }
     if (decode_list_push(&dw->waiting, r)) {
         decode_req_free(dw, r);
         reply(dw, id, NULL, KVSERVE__ERROR_CODE__INTERNAL, "out of memory");
         return;
     }
-    KV_INFO(COMP, "msg=\"reserved\" request=%s prompt_tokens=%u max_tokens=%u blocks=%d free=%d/%d deadline_ms=%u", id,
-            r->prompt_tokens, r->max_tokens, n, kv_pool_n_free(pool), pool->n_blocks, dl);
+    KV_INFO(COMP,
+            "msg=\"reserved\" request=%s prompt_tokens=%u max_tokens=%u blocks=%d cached_blocks=%d free=%d/%d "
+            "deadline_ms=%u",
+            id, r->prompt_tokens, r->max_tokens, n, hit, kv_pool_n_available(pool), pool->n_blocks, dl);
     reply(dw, id, r, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
 }
 
@@ -163,6 +234,7 @@ void decode_fail(decode_worker *dw, decode_req *r, Kvserve__ErrorCode code, cons
     KV_WARN(COMP, "msg=\"request failed\" request=%s error=%s reason=\"%s\" tokens=%u", r->id, worker_error_name(code),
             msg, r->n_generated);
     decode_send_event(dw, r, NULL, NULL, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
+    r->kv_valid = 0; /* a failed request's K/V are not offered to the next one */
     decode_req_free(dw, r);
 }
 

@@ -35,6 +35,8 @@ static void advertised(const char *bound, const char *advertise, char *out, size
         snprintf(out, n, "%s", bound);
 }
 
+#define KV_HANDSHAKE_MS 5000
+
 int kv_receiver_bind(decode_worker *dw, kv_err *err)
 {
     /* No ZMQ_ROUTER_HANDOVER: with it, any process connecting under a prefill worker's
@@ -44,6 +46,12 @@ int kv_receiver_bind(decode_worker *dw, kv_err *err)
     /* A frame far larger than a block is not KV: refuse it at the transport. */
     int64_t max = (int64_t)dw->we->block_bytes + (4 << 20);
     zmq_setsockopt(dw->kv_sock, ZMQ_MAXMSGSIZE, &max, sizeof max);
+    /* A connection that has not finished its ZMTP (and CURVE) handshake within this long is
+     * dropped: a peer that connects and says nothing, or half a greeting, would otherwise
+     * hold its file descriptor for ZeroMQ's default 30 s (issue 13; tests/test_kv_badpeer.sh).
+     * A real prefill worker's handshake takes milliseconds. */
+    int handshake_ms = KV_HANDSHAKE_MS;
+    zmq_setsockopt(dw->kv_sock, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof handshake_ms);
     if (zmq_bind(dw->kv_sock, dw->f->kv_listen) != 0)
         return kv_err_set(err, KV_EIO, "--kv-listen %s: %s", dw->f->kv_listen, zmq_strerror(zmq_errno()));
     char bound[256];

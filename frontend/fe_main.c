@@ -22,6 +22,8 @@ static void usage(FILE *out)
             "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models), /health, /metrics,\n"
             "/tokenize and /detokenize over HTTP for the model a kv-router serves.\n"
             "  --router EP              the router's client endpoint\n"
+            "  --key FILE               the CURVE client key for the router (kvctl keys gen; default\n"
+            "                           $KVSERVE_CLIENT_KEY, else the one kvctl up wrote for EP)\n"
             "  --model DIR              the served model's directory (config.json, tokenizer.json)\n"
             "  --host ADDR              IPv4 address to listen on (default 127.0.0.1)\n"
             "  --port N                 TCP port (default 8000; 0 = any free port, see --ready-file)\n"
@@ -50,14 +52,14 @@ static int parse_long(const char *flag, const char *s, long lo, long hi, long *o
 /* -1 to run, else the exit status. */
 static int parse_args(int argc, char **argv, fe_config *c)
 {
-    enum { O_ROUTER = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_MAUTH, O_BODY, O_TIMEOUT, O_THREADS, O_READY, O_HELP };
+    enum { O_ROUTER = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_MAUTH, O_BODY, O_TIMEOUT, O_THREADS, O_READY, O_CKEY, O_HELP };
     static const struct option opts[] = {
         {"router", required_argument, 0, O_ROUTER}, {"model", required_argument, 0, O_MODEL},
         {"host", required_argument, 0, O_HOST}, {"port", required_argument, 0, O_PORT},
         {"api-key", required_argument, 0, O_KEY}, {"metrics-auth", no_argument, 0, O_MAUTH},
         {"max-body-bytes", required_argument, 0, O_BODY}, {"request-timeout-s", required_argument, 0, O_TIMEOUT},
         {"threads", required_argument, 0, O_THREADS}, {"ready-file", required_argument, 0, O_READY},
-        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"key", required_argument, 0, O_CKEY}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
@@ -71,6 +73,7 @@ static int parse_args(int argc, char **argv, fe_config *c)
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case O_ROUTER: c->router = optarg; break;
+        case O_CKEY: c->client_key = optarg; break;
         case O_MODEL: c->model_dir = optarg; break;
         case O_HOST: c->host = optarg; break;
         case O_PORT:

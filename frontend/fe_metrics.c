@@ -168,6 +168,23 @@ static void request_metrics(kv_textbuf *b, const char *model, const kv_status_me
     for (size_t i = 0; i < m->n_transfers; i++)
         sample_u64(b, "kvserve:kv_transfer_bytes_total", model, (labels){"transport", m->transfers[i].transport, 0, 0},
                    m->transfers[i].bytes);
+    /* vLLM's prefix_cache_queries / prefix_cache_hits (in tokens), per side of the transfer. */
+    family(b, "kvserve:prefix_cache_queries_total", "counter",
+           "Prompt tokens looked up in the workers' prefix caches, by side (prefill, decode).");
+    family(b, "kvserve:prefix_cache_hits_total", "counter", "Of those, tokens found (not computed / not shipped).");
+    const char *sides[] = {"prefill", "decode"};
+    const uint64_t q[] = {m->prefix_query_tokens_prefill, m->prefix_query_tokens_decode};
+    const uint64_t h[] = {m->prefix_hit_tokens_prefill, m->prefix_hit_tokens_decode};
+    for (int i = 0; i < 2; i++) {
+        sample_u64(b, "kvserve:prefix_cache_queries_total", model, (labels){"side", sides[i], 0, 0}, q[i]);
+        sample_u64(b, "kvserve:prefix_cache_hits_total", model, (labels){"side", sides[i], 0, 0}, h[i]);
+    }
+    family(b, "kvserve:prefill_tokens_computed_total", "counter",
+           "Prompt tokens prefilled (by prefill workers, or by decode workers for a short uncached tail).");
+    sample_u64(b, "kvserve:prefill_tokens_computed_total", model, none, m->prefill_tokens_computed);
+    family(b, "kvserve:kv_bytes_saved_total", "counter",
+           "KV bytes not shipped because the decode worker already held those blocks.");
+    sample_u64(b, "kvserve:kv_bytes_saved_total", model, none, m->kv_bytes_saved);
 }
 
 void fe_metrics_render(kv_textbuf *b, const char *model, const kv_status *st)

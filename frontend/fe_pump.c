@@ -544,8 +544,9 @@ static void *pump_main(void *arg)
 int fe_pump_start(frontend *fe, kv_err *err)
 {
     char buf[512];
-    if (kv_client_connect(fe->cfg.router, &fe->client, buf, sizeof buf))
+    if (kv_client_connect_key(fe->cfg.router, fe->cfg.client_key, &fe->client, buf, sizeof buf))
         return kv_err_set(err, KV_EIO, "%s", buf);
+    kv_client_set_resume(fe->client, KV_CLIENT_RESUME_DEFAULT_MS); /* streams survive a router restart */
     fe->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (fe->wake_fd < 0)
         return kv_err_set(err, KV_EIO, "eventfd: %s", strerror(errno));

@@ -56,7 +56,7 @@ static void *status_main(void *arg)
 int fe_status_start(frontend *fe, kv_err *err)
 {
     char buf[512];
-    if (kv_client_connect(fe->cfg.router, &fe->status_client, buf, sizeof buf))
+    if (kv_client_connect_key(fe->cfg.router, fe->cfg.client_key, &fe->status_client, buf, sizeof buf))
         return kv_err_set(err, KV_EIO, "%s", buf);
     if (pthread_create(&fe->status_thread, NULL, status_main, fe))
         return kv_err_set(err, KV_EIO, "cannot start the status thread");

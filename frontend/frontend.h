@@ -25,6 +25,7 @@
 
 typedef struct fe_config {
     const char *router;       /* tcp://HOST:PORT */
+    const char *client_key;   /* --key: CURVE client key file (NULL: KVSERVE_CLIENT_KEY, kvctl up's) */
     const char *model_dir;
     const char *host;         /* IPv4 address to listen on */
     int port;                 /* 0 = any free port */

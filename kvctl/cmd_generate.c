@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "engine_kv_flags.h"
 #include "generate.h"
 #include "kv_client.h"
 #include "kv_prompt.h"
@@ -25,6 +26,7 @@ typedef struct gen_cli {
     const char *model_dir;
     int local;
     const char *router;
+    const char *key_file;        /* --key: the client key (else KVSERVE_CLIENT_KEY, kvctl up's) */
     const char *local_only_flag; /* last flag given that only makes sense with --local */
     int max_tokens_set;
     long deadline_ms;
@@ -56,6 +58,8 @@ static void usage(FILE *out)
             "       kvctl generate --local --model DIR|FILE.gguf [OPTIONS] [--] PROMPT\n"
             "Prints only the generated continuation on stdout (as it arrives); timings go to stderr.\n"
             "  --router ADDR        the router's client endpoint (default " DEFAULT_ROUTER ")\n"
+            "  --key FILE           with a router: the client key to connect with (kvctl keys gen;\n"
+            "                       default $KVSERVE_CLIENT_KEY, else the one kvctl up wrote)\n"
             "  --local              run the model in this process instead\n"
             "  --model DIR          with --local: HuggingFace Llama directory (config.json, *.safetensors,\n"
             "                       tokenizer.json) or a llama GGUF file (weights served as stored);\n"
@@ -78,6 +82,8 @@ static void usage(FILE *out)
             "  --no-kv-cache        recompute the whole sequence every step (baseline)\n"
             "  --block-size N       KV block size in tokens (default 16)\n"
             "  --kv-blocks N        KV pool size in blocks (default: 4 full contexts)\n"
+            "  --kv-dtype T, --kv-residual N, --kv-group G, --kv-keys channel|token\n"
+            "                       KV cache dtype (f32 | f16 | bf16 | int8 | int4 | int2 on the CPU) and its grouping\n"
             "  --threads N          CPU threads (default: all cores)\n"
             "  --weights-dtype T    convert the weights at load: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
             "                       (default: as stored)\n"
@@ -223,7 +229,7 @@ static int resolve_device(gen_cli *cli)
 static int parse_args(int argc, char **argv, gen_cli *cli)
 {
     enum { O_LOCAL = 256, O_MODEL, O_MAX, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_CHUNK, O_NOKV, O_IGNEOS, O_BS, O_BLOCKS,
-           O_THREADS, O_ROUTER, O_DEADLINE, O_DEVICE, O_PRECISION, O_CHAT, O_JSON, O_HELP, O_LOGPROBS, O_PROMPT_LP, O_WDT };
+           O_THREADS, O_ROUTER, O_DEADLINE, O_DEVICE, O_PRECISION, O_CHAT, O_JSON, O_HELP, O_LOGPROBS, O_PROMPT_LP, O_WDT, O_KV, O_CKEY };
     static const struct option opts[] = {
         {"local", no_argument, 0, O_LOCAL}, {"model", required_argument, 0, O_MODEL},
         {"max-tokens", required_argument, 0, O_MAX}, {"temperature", required_argument, 0, O_TEMP},
@@ -236,7 +242,9 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         {"precision", required_argument, 0, O_PRECISION}, {"chat", no_argument, 0, O_CHAT},
         {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP},
         {"logprobs", required_argument, 0, O_LOGPROBS}, {"prompt-logprobs", no_argument, 0, O_PROMPT_LP},
-        {"weights-dtype", required_argument, 0, O_WDT}, {0, 0, 0, 0},
+        {"weights-dtype", required_argument, 0, O_WDT}, {"kv-dtype", required_argument, 0, O_KV},
+        {"kv-residual", required_argument, 0, O_KV}, {"kv-group", required_argument, 0, O_KV},
+        {"kv-keys", required_argument, 0, O_KV}, {"key", required_argument, 0, O_CKEY}, {0, 0, 0, 0},
     };
     memset(cli, 0, sizeof *cli);
     cli->gen.max_tokens = 256;
@@ -246,10 +254,10 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
     kv_err perr;
     optind = 1;
     opterr = 0;
-    int c;
+    int c, which = 0;
     long v;
     double d;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+h", opts, &which)) != -1) {
         int bad = 0;
         switch (c) {
         case O_LOCAL: cli->local = 1; break;
@@ -281,6 +289,12 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         case O_DEVICE: cli->local_only_flag = "--device"; cli->device = optarg; break;
         case O_PRECISION: cli->local_only_flag = "--precision"; cli->precision = optarg; break;
         case O_ROUTER: cli->router = optarg; break;
+        case O_CKEY: cli->key_file = optarg; break;
+        case O_KV:
+            cli->local_only_flag = "--kv-dtype";
+            if ((bad = kv_engine_kv_flag(&cli->engine, opts[which].name, optarg, &perr) != 0))
+                fprintf(stderr, "kvctl generate: %s\n", perr.msg);
+            break;
         case O_CHAT: cli->chat = 1; break;
         case O_JSON: cli->json = 1; break;
         case O_LOGPROBS:
@@ -298,8 +312,8 @@ static int parse_args(int argc, char **argv, gen_cli *cli)
         if (bad)
             return 2;
     }
-    if (cli->local && cli->router) {
-        fprintf(stderr, "kvctl generate: --local and --router exclude each other\n");
+    if (cli->local && (cli->router || cli->key_file)) {
+        fprintf(stderr, "kvctl generate: --local excludes --router and --key\n");
         return 2;
     }
     if ((cli->gen.logprobs && !cli->json) || (cli->gen.prompt_logprobs && !cli->gen.logprobs)) {
@@ -466,10 +480,11 @@ static int run_router(const gen_cli *cli)
 {
     char errbuf[512];
     kv_client *c = NULL;
-    if (kv_client_connect(cli->router, &c, errbuf, sizeof errbuf)) {
+    if (kv_client_connect_key(cli->router, cli->key_file, &c, errbuf, sizeof errbuf)) {
         fprintf(stderr, "kvctl: %s\n", errbuf);
         return 1;
     }
+    kv_client_set_resume(c, KV_CLIENT_RESUME_DEFAULT_MS); /* survive a router restart */
     struct sigaction sa = {0}, old_int, old_term;
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -589,9 +604,12 @@ static int run_router(const gen_cli *cli)
         char timings[768];
         snprintf(timings, sizeof timings,
                  "\"queue_ms\": %.3f, \"prefill_ms\": %.3f, \"transfer_ms\": %.3f, \"ttft_ms\": %.3f, "
-                 "\"decode_ms\": %.3f, \"total_ms\": %.3f, \"kv_bytes\": %llu, \"kv_transport\": \"%s\"",
+                 "\"decode_ms\": %.3f, \"total_ms\": %.3f, \"kv_bytes\": %llu, \"kv_transport\": \"%s\", "
+                 "\"prefill_cached_tokens\": %u, \"decode_cached_tokens\": %u, \"kv_bytes_saved\": %llu, "
+                 "\"local_prefill\": %s",
                  t->queue_ms, t->prefill_ms, t->transfer_ms, t->ttft_ms, t->decode_ms, t->total_ms,
-                 (unsigned long long)t->kv_bytes, t->kv_transport);
+                 (unsigned long long)t->kv_bytes, t->kv_transport, t->prefill_cached_tokens, t->decode_cached_tokens,
+                 (unsigned long long)t->kv_bytes_saved, t->local_prefill ? "true" : "false");
         if (kv_textbuf_failed(&text)) {
             fprintf(stderr, "kvctl: out of memory\n");
             goto out;
@@ -612,12 +630,13 @@ static int run_router(const gen_cli *cli)
     fprintf(stderr,
             "prompt_tokens=%u generated_tokens=%u finish=%s ttft_ms=%.2f prefill_tok_s=%.1f decode_tok_s=%.1f "
             "kv_cache=on queue_ms=%.2f prefill_ms=%.2f transfer_ms=%.2f kv_bytes=%llu kv_transport=%s decode_ms=%.2f "
-            "total_ms=%.2f\n",
+            "total_ms=%.2f prefill_cached_tokens=%u decode_cached_tokens=%u kv_bytes_saved=%llu local_prefill=%d\n",
             t->prompt_tokens, t->generated_tokens, kv_client_finish_name(ev.finish_reason), t->ttft_ms,
             t->prefill_ms > 0 ? t->prompt_tokens / (t->prefill_ms * 1e-3) : 0,
             t->generated_tokens > 1 && t->decode_ms > 0 ? (t->generated_tokens - 1) / (t->decode_ms * 1e-3) : 0,
             t->queue_ms, t->prefill_ms, t->transfer_ms, (unsigned long long)t->kv_bytes,
-            t->kv_transport[0] ? t->kv_transport : "-", t->decode_ms, t->total_ms);
+            t->kv_transport[0] ? t->kv_transport : "-", t->decode_ms, t->total_ms, t->prefill_cached_tokens,
+            t->decode_cached_tokens, (unsigned long long)t->kv_bytes_saved, t->local_prefill);
     status = ev.finish_reason == KVC_FINISH_CANCELLED ? 130 : 0;
 out:
     kv_textbuf_free(&chat);

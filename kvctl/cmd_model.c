@@ -28,6 +28,8 @@ static void synth_usage(FILE *out)
             "  --seed S           weight seed (default 0; same seed, same bytes)\n"
             "  --layers N         override the number of layers\n"
             "  --vocab N          override the vocabulary size (at least 258)\n"
+            "  --cla F            cross-layer KV sharing: layer i attends with the K/V of layer\n"
+            "                     i - (i mod F), the only layers with k_proj/v_proj (default 1)\n"
             "  --max-shard SIZE   shard the weights above SIZE, e.g. 2GiB (default 4GiB)\n"
             "  --force            replace a model already in DIR\n"
             "shapes:\n");
@@ -52,13 +54,14 @@ static int parse_dtype(const char *s, kv_dtype *out)
 
 static int cmd_synth(int argc, char **argv)
 {
-    enum { O_SHAPE = 256, O_DTYPE, O_OUT, O_SEED, O_LAYERS, O_VOCAB, O_SHARD, O_FORCE, O_HELP };
+    enum { O_SHAPE = 256, O_DTYPE, O_OUT, O_SEED, O_LAYERS, O_VOCAB, O_SHARD, O_FORCE, O_CLA, O_HELP };
     static const struct option opts[] = {
         {"shape", required_argument, 0, O_SHAPE},   {"dtype", required_argument, 0, O_DTYPE},
         {"out", required_argument, 0, O_OUT},       {"seed", required_argument, 0, O_SEED},
         {"layers", required_argument, 0, O_LAYERS}, {"vocab", required_argument, 0, O_VOCAB},
         {"max-shard", required_argument, 0, O_SHARD}, {"force", no_argument, 0, O_FORCE},
-        {"help", no_argument, 0, O_HELP},           {0, 0, 0, 0},
+        {"cla", required_argument, 0, O_CLA},       {"help", no_argument, 0, O_HELP},
+        {0, 0, 0, 0},
     };
     kv_synth_options opt = {.progress = stderr};
     int have_dtype = 0;
@@ -105,6 +108,10 @@ static int cmd_synth(int argc, char **argv)
             opt.max_shard_bytes = size;
             break;
         case O_FORCE: opt.force = 1; break;
+        case O_CLA:
+            bad = kvctl_parse_int("--cla", optarg, 1, KV_SYNTH_MAX_LAYERS, &v);
+            opt.cla_share = (int)v;
+            break;
         case O_HELP: case 'h': synth_usage(stdout); return 0;
         default:
             fprintf(stderr, "kvctl model synth: unknown or incomplete option '%s'\n", argv[optind - 1]);

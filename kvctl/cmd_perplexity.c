@@ -7,8 +7,10 @@
 #include <time.h>
 
 #include "engine.h"
+#include "engine_kv_flags.h"
 #include "kv_file.h"
 #include "kv_perplexity.h"
+#include "kv_prompt.h"
 #include "kv_textbuf.h"
 #include "kvctl_args.h"
 #include "kvctl_cmds.h"
@@ -18,8 +20,9 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: kvctl perplexity --model DIR --file TEXT [--ctx N] [--chunks N] [--batch N] [--threads N]\n"
-            "                        [--device D] [--json]\n"
+            "usage: kvctl perplexity --model DIR|FILE.gguf --file TEXT [--ctx N] [--chunks N] [--batch N] [--threads N]\n"
+            "                        [--device D] [--kv-dtype T] [--kv-residual N] [--kv-group G]\n"
+            "                        [--kv-keys channel|token] [--json]\n"
             "Perplexity as llama.cpp's llama-perplexity computes it: TEXT (one trailing newline dropped)\n"
             "tokenized with the tokenizer's specials, cut into chunks of N tokens, each run from an\n"
             "empty KV cache with BOS first when the tokenizer adds one, the second half of each scored.\n"
@@ -28,6 +31,9 @@ static void usage(FILE *out)
             "  --batch N     tokens per forward pass (default 512; only float rounding changes with it)\n"
             "  --threads N   CPU threads (default: all cores)\n"
             "  --device D    cpu | auto | cuda:N (default cpu; a GPU computes in f32)\n"
+            KV_ENGINE_KV_FLAGS_USAGE
+            "                   (a scored token attends to what decoding would see: sealed blocks\n"
+            "                   outside the residual window read back in the KV dtype)\n"
             "  --json        one object: {\"ppl\", \"ppl_stderr\", \"chunks\", \"tokens_scored\"}\n");
 }
 
@@ -35,26 +41,35 @@ typedef struct ppl_cli {
     const char *model_dir, *file, *device;
     long ctx, chunks, batch, threads;
     int json;
+    kv_engine_options kv; /* the --kv-* flags */
 } ppl_cli;
 
 /* 0 to run, else the exit status (usage printed). */
 static int parse_args(int argc, char **argv, ppl_cli *cli)
 {
-    enum { O_MODEL = 256, O_FILE, O_CTX, O_CHUNKS, O_BATCH, O_THREADS, O_DEVICE, O_JSON, O_HELP };
+    enum { O_MODEL = 256, O_FILE, O_CTX, O_CHUNKS, O_BATCH, O_THREADS, O_DEVICE, O_JSON, O_HELP, O_KV };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},   {"file", required_argument, 0, O_FILE},
         {"ctx", required_argument, 0, O_CTX},       {"chunks", required_argument, 0, O_CHUNKS},
         {"batch", required_argument, 0, O_BATCH},   {"threads", required_argument, 0, O_THREADS},
         {"device", required_argument, 0, O_DEVICE}, {"json", no_argument, 0, O_JSON},
-        {"help", no_argument, 0, O_HELP},           {0, 0, 0, 0},
+        {"help", no_argument, 0, O_HELP},           {"kv-dtype", required_argument, 0, O_KV},
+        {"kv-residual", required_argument, 0, O_KV}, {"kv-group", required_argument, 0, O_KV},
+        {"kv-keys", required_argument, 0, O_KV},    {0, 0, 0, 0},
     };
     *cli = (ppl_cli){.ctx = 512};
+    kv_engine_options_default(&cli->kv);
     optind = 1;
     opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    int c, which = 0;
+    while ((c = getopt_long(argc, argv, "+h", opts, &which)) != -1) {
         int bad = 0;
+        kv_err kerr;
         switch (c) {
+        case O_KV:
+            if ((bad = kv_engine_kv_flag(&cli->kv, opts[which].name, optarg, &kerr) != 0))
+                fprintf(stderr, "kvctl perplexity: %s\n", kerr.msg);
+            break;
         case O_MODEL: cli->model_dir = optarg; break;
         case O_FILE: cli->file = optarg; break;
         case O_CTX: bad = kvctl_parse_int("--ctx", optarg, 4, 1L << 20, &cli->ctx); break;
@@ -148,20 +163,23 @@ int kvctl_cmd_perplexity(int argc, char **argv)
         return st < 0 ? 0 : st;
     kv_err err;
     kv_model *model = NULL;
-    kv_tokenizer *tok = NULL;
+    kv_prompt_encoder pe = {.config_bos = -1}; /* the tokenizer, from DIR or the GGUF's metadata */
     kv_engine *engine = NULL;
     int32_t *ids = NULL;
     size_t n_ids = 0;
     int status = 1;
-    char tok_path[4096];
     kv_engine_options eo;
     kv_engine_options_default(&eo);
     eo.n_threads = (int)cli.threads;
     eo.precision = KV_PRECISION_F32;
+    eo.kv_dtype = cli.kv.kv_dtype;
+    eo.kv_residual = cli.kv.kv_residual;
+    eo.kv_group = cli.kv.kv_group;
+    eo.kv_keys = cli.kv.kv_keys;
     if (kv_engine_parse_device(cli.device ? cli.device : "cpu", &eo.device, &err) ||
         kv_model_load(cli.model_dir, &model, &err) ||
-        kv_path_join(tok_path, sizeof tok_path, cli.model_dir, "tokenizer.json", &err) ||
-        kv_tokenizer_load(tok_path, &tok, &err) || tokenize_file(cli.file, tok, &ids, &n_ids, &err)) {
+        kv_prompt_encoder_load(cli.model_dir, model->cfg.bos_id, &pe, &err) ||
+        tokenize_file(cli.file, pe.tok, &ids, &n_ids, &err)) {
         fprintf(stderr, "kvctl: %s\n", err.msg);
         goto out;
     }
@@ -178,6 +196,7 @@ int kvctl_cmd_perplexity(int argc, char **argv)
         fprintf(stderr, "kvctl: %s\n", err.msg);
         goto out;
     }
+    const kv_tokenizer *tok = pe.tok;
     int adds_bos = kv_tokenizer_adds_bos(tok);
     kv_ppl_options po = {.ctx = (int)cli.ctx, .max_chunks = (int)cli.chunks,
                          .bos_id = adds_bos ? kv_tokenizer_bos_id(tok) : -1, .on_chunk = on_chunk};
@@ -203,7 +222,7 @@ int kvctl_cmd_perplexity(int argc, char **argv)
 out:
     free(ids);
     kv_engine_free(engine);
-    kv_tokenizer_free(tok);
+    kv_prompt_encoder_free(&pe);
     kv_model_free(model);
     return status;
 }

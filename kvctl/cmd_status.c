@@ -5,7 +5,8 @@
  *   {"model": str, "uptime_s": num, "requests_total": int, "requests_failed": int, "requests_replanned": int,
  *    "workers": [{"worker_id", "role": "prefill"|"decode"|"unspecified", "address",
  *                 "device", "healthy": bool, "last_heartbeat_ms_ago": num, "running",
- *                 "queued", "kv_blocks_used", "kv_blocks_free", "kv_blocks_total", "kv_transports", "weights"}],
+ *                 "queued", "kv_blocks_used", "kv_blocks_free", "kv_blocks_total", "kv_transports", "weights",
+ *                 "kv_blocks_cached", "prefix_query_tokens", "prefix_hit_tokens"}],
  *    "requests": [{"request_id", "state", "prefill_worker", "decode_worker",
  *                  "block_ids": [int], "generated_tokens", "age_ms": num}],
  *    "metrics": {...}}  (the router's counters and histograms: see kv_client.h) */
@@ -24,13 +25,15 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: kvctl status [--router ADDR] [--json] [--timeout-ms N] [--worker ID]\n"
+            "usage: kvctl status [--router ADDR] [--key FILE] [--json] [--timeout-ms N] [--worker ID]\n"
             "Shows the router's workers (role, id, address, device, health, heartbeat age,\n"
             "running/queued, KV blocks), its requests in flight with their owners, and what it\n"
             "counted since it started (requests by finish, tokens, latency percentiles, KV moved\n"
             "by transport: the numbers kv-frontend's /metrics serves).\n"
             "  --router ADDR    the router's client endpoint (default " DEFAULT_ROUTER ")\n"
             "  --json           one line of JSON with a stable schema (for scripts)\n"
+            "  --key FILE       the client key to connect with (kvctl keys gen; default\n"
+            "                   $KVSERVE_CLIENT_KEY, else the one kvctl up wrote for this router)\n"
             "  --timeout-ms N   how long to wait for the router (default 3000)\n"
             "  --worker ID      only that worker's health: exit 0 when the router has it registered\n"
             "                   and healthy, else 1 (for probes: a router that does not answer\n"
@@ -91,6 +94,13 @@ static void print_metrics(const kv_status_metrics *m)
                i + 1 < m->n_transfers ? "," : "");
     }
     printf("\n");
+    const uint64_t q[2] = {m->prefix_query_tokens_prefill, m->prefix_query_tokens_decode};
+    const uint64_t h[2] = {m->prefix_hit_tokens_prefill, m->prefix_hit_tokens_decode};
+    printf("  prefix     prefill %llu of %llu tokens hit (%.1f %%), decode %llu of %llu (%.1f %%); %llu tokens "
+           "computed, %.1f MiB not shipped\n",
+           (unsigned long long)h[0], (unsigned long long)q[0], q[0] ? 100.0 * (double)h[0] / (double)q[0] : 0.0,
+           (unsigned long long)h[1], (unsigned long long)q[1], q[1] ? 100.0 * (double)h[1] / (double)q[1] : 0.0,
+           (unsigned long long)m->prefill_tokens_computed, (double)m->kv_bytes_saved / (1 << 20));
 }
 
 static void print_table(const kv_status *s)
@@ -107,17 +117,23 @@ static void print_table(const kv_status *s)
         w_wt = maxi(w_wt, (int)strlen(s->workers[i].weights));
     }
     printf("workers (%zu)\n", s->n_workers);
-    printf("%-8s %-*s %-*s %-*s %-*s %-*s %-9s %10s %11s %22s\n", "ROLE", w_id, "ID", w_addr, "ADDRESS", w_dev, "DEVICE",
-           w_wt, "WEIGHTS", w_xfer, "KV TRANSPORT", "HEALTH", "HEARTBEAT", "RUN/QUEUE", "KV USED/FREE (TOTAL)");
+    printf("%-8s %-*s %-*s %-*s %-*s %-*s %-9s %10s %11s %22s %8s %8s\n", "ROLE", w_id, "ID", w_addr, "ADDRESS", w_dev,
+           "DEVICE", w_wt, "WEIGHTS", w_xfer, "KV TRANSPORT", "HEALTH", "HEARTBEAT", "RUN/QUEUE", "KV USED/FREE (TOTAL)",
+           "CACHED", "HIT %");
     for (size_t i = 0; i < s->n_workers; i++) {
         const kv_status_worker *w = &s->workers[i];
         char hb[32], rq[32], kv[48];
         snprintf(hb, sizeof hb, "%.0f ms", w->last_heartbeat_ms_ago);
         snprintf(rq, sizeof rq, "%u/%u", w->running, w->queued);
         snprintf(kv, sizeof kv, "%u/%u (%u)", w->kv_blocks_used, w->kv_blocks_free, w->kv_blocks_total);
-        printf("%-8s %-*s %-*s %-*s %-*s %-*s %-9s %10s %11s %22s\n", kv_client_role_name(w->role), w_id, w->worker_id,
-               w_addr, w->address, w_dev, w->device, w_wt, w->weights, w_xfer, w->kv_transports,
-               w->healthy ? "healthy" : "UNHEALTHY", hb, rq, kv);
+        char hit[16];
+        if (w->prefix_query_tokens)
+            snprintf(hit, sizeof hit, "%.1f", 100.0 * (double)w->prefix_hit_tokens / (double)w->prefix_query_tokens);
+        else
+            snprintf(hit, sizeof hit, "-");
+        printf("%-8s %-*s %-*s %-*s %-*s %-*s %-9s %10s %11s %22s %8u %8s\n", kv_client_role_name(w->role), w_id,
+               w->worker_id, w_addr, w->address, w_dev, w->device, w_wt, w->weights, w_xfer, w->kv_transports,
+               w->healthy ? "healthy" : "UNHEALTHY", hb, rq, kv, w->kv_blocks_cached, hit);
     }
     int r_id = 2, r_state = 5, r_p = 7, r_d = 6;
     for (size_t i = 0; i < s->n_requests; i++) {
@@ -161,13 +177,13 @@ static int worker_health(const kv_status *s, const char *id)
 
 int kvctl_cmd_status(int argc, char **argv)
 {
-    enum { O_ROUTER = 256, O_JSON, O_TIMEOUT, O_WORKER, O_HELP };
+    enum { O_ROUTER = 256, O_JSON, O_TIMEOUT, O_WORKER, O_KEY, O_HELP };
     static const struct option opts[] = {
         {"router", required_argument, 0, O_ROUTER}, {"json", no_argument, 0, O_JSON},
         {"timeout-ms", required_argument, 0, O_TIMEOUT}, {"worker", required_argument, 0, O_WORKER},
-        {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
+        {"key", required_argument, 0, O_KEY}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
-    const char *router = DEFAULT_ROUTER, *worker = NULL;
+    const char *router = DEFAULT_ROUTER, *worker = NULL, *key_file = NULL;
     int json = 0;
     long timeout_ms = 3000;
     optind = 1;
@@ -178,6 +194,7 @@ int kvctl_cmd_status(int argc, char **argv)
         case O_ROUTER: router = optarg; break;
         case O_JSON: json = 1; break;
         case O_WORKER: worker = optarg; break;
+        case O_KEY: key_file = optarg; break;
         case O_TIMEOUT:
             if (kvctl_parse_int("--timeout-ms", optarg, 1, 3600000, &timeout_ms))
                 return 2;
@@ -196,7 +213,7 @@ int kvctl_cmd_status(int argc, char **argv)
     }
     char errbuf[512];
     kv_client *cl;
-    if (kv_client_connect(router, &cl, errbuf, sizeof errbuf)) {
+    if (kv_client_connect_key(router, key_file, &cl, errbuf, sizeof errbuf)) {
         fprintf(stderr, "kvctl: %s\n", errbuf);
         return 1;
     }

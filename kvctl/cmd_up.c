@@ -23,11 +23,13 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "engine_kv_flags.h"
 #include "kv_client.h"
 #include "kv_time.h"
 #include "kv_transport.h"
 #include "kvctl_args.h"
 #include "kvctl_cmds.h"
+#include "up_keys.h"
 
 #define MAX_CHILDREN 130
 #define MAX_ARGS 24
@@ -41,8 +43,11 @@ typedef struct up_cfg {
     const char *bind;
     const char *devices;      /* --devices: comma-separated, dealt to the workers in turn */
     const char *kv_transport; /* --kv-transport, given to every worker */
+    const char *prefix_cache; /* --prefix-cache on|off (NULL = the processes' default, on) */
+    const char *kv_flags[4];  /* --kv-dtype, --kv-residual, --kv-group, --kv-keys: given to every worker */
     long http_port;           /* --http: a kv-frontend on this port (0 = any free one)... */
     int http;                 /* ...when set */
+    int insecure;             /* --insecure: no CURVE keys (up_keys.h) */
 } up_cfg;
 
 typedef struct child {
@@ -90,8 +95,15 @@ static void usage(FILE *out)
             "  --devices LIST   devices dealt to the workers in turn, prefill workers first\n"
             "                   (e.g. cuda:0,cuda:1; default cpu)\n"
             "  --kv-transport T auto | zmq | cuda-ipc | nccl for every worker (default auto)\n"
+            "  --prefix-cache on|off  the workers' prefix caches and the router's cache-aware\n"
+            "                   routing and local prefill (default on)\n"
+            "  --kv-dtype T, --kv-residual N, --kv-group G, --kv-keys channel|token: every worker's KV cache\n"
             "  --http PORT      also run kv-frontend, the OpenAI-compatible HTTP API, on PORT\n"
-            "                   (0 = any free port; its URL is printed on a second line)\n");
+            "                   (0 = any free port; its URL is printed on a second line)\n"
+            "  --insecure       no CURVE: every socket unauthenticated (debugging only). By default\n"
+            "                   each process gets an ephemeral key pair in a per-user run directory\n"
+            "                   ($XDG_RUNTIME_DIR/kvserve/up-PID or /tmp/kvserve-UID/up-PID), where\n"
+            "                   kvctl, kv-frontend and libkvclient find the client key by themselves\n");
 }
 
 /* Device names, comma-separated (the workers check that the devices exist). */
@@ -128,13 +140,17 @@ static void device_of(const char *list, int n, char *out, size_t cap)
 static int parse(int argc, char **argv, up_cfg *u)
 {
     enum { O_MODEL = 256, O_PREFILL, O_DECODE, O_PORT, O_THREADS, O_BLOCKS, O_BIND, O_DEVICES, O_TRANSPORT, O_HTTP,
-           O_HELP };
+           O_HELP, O_KV, O_INSECURE, O_PREFIX };
     static const struct option opts[] = {
+        {"kv-dtype", required_argument, 0, O_KV}, {"kv-residual", required_argument, 0, O_KV},
+        {"kv-group", required_argument, 0, O_KV}, {"kv-keys", required_argument, 0, O_KV},
         {"model", required_argument, 0, O_MODEL}, {"prefill", required_argument, 0, O_PREFILL},
         {"decode", required_argument, 0, O_DECODE}, {"port", required_argument, 0, O_PORT},
         {"threads", required_argument, 0, O_THREADS}, {"kv-blocks", required_argument, 0, O_BLOCKS},
         {"bind", required_argument, 0, O_BIND}, {"devices", required_argument, 0, O_DEVICES},
         {"kv-transport", required_argument, 0, O_TRANSPORT}, {"http", required_argument, 0, O_HTTP},
+        {"insecure", no_argument, 0, O_INSECURE},
+        {"prefix-cache", required_argument, 0, O_PREFIX},
         {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0},
     };
     memset(u, 0, sizeof *u);
@@ -143,10 +159,19 @@ static int parse(int argc, char **argv, up_cfg *u)
     u->bind = "127.0.0.1";
     optind = 1;
     opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+    int c, which = 0;
+    while ((c = getopt_long(argc, argv, "+h", opts, &which)) != -1) {
         int bad = 0;
         switch (c) {
+        case O_KV: { /* checked here, so a typo stops kvctl up rather than every worker */
+            kv_engine_options o;
+            kv_engine_options_default(&o);
+            kv_err err;
+            if ((bad = kv_engine_kv_flag(&o, opts[which].name, optarg, &err) != 0))
+                fprintf(stderr, "kvctl up: %s\n", err.msg);
+            u->kv_flags[which] = optarg; /* the first four options are the --kv-* flags, in order */
+            break;
+        }
         case O_MODEL: u->model = optarg; break;
         case O_PREFILL: bad = kvctl_parse_int("--prefill", optarg, 1, 64, &u->n_prefill); break;
         case O_DECODE: bad = kvctl_parse_int("--decode", optarg, 1, 64, &u->n_decode); break;
@@ -181,6 +206,14 @@ static int parse(int argc, char **argv, up_cfg *u)
             }
             break;
         }
+        case O_INSECURE: u->insecure = 1; break;
+        case O_PREFIX:
+            u->prefix_cache = optarg;
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "kvctl up: --prefix-cache expects on or off, got '%s'\n", optarg);
+                bad = 1;
+            }
+            break;
         case O_HELP: case 'h': usage(stdout); return -1;
         default:
             fprintf(stderr, "kvctl up: unknown or incomplete option '%s'\n", argv[optind - 1]);
@@ -486,6 +519,15 @@ int kvctl_cmd_up(int argc, char **argv)
 
     int status = 1;
     kv_client *client = NULL;
+    up_keys keys = {0};
+    kv_err kerr;
+    if (u.insecure) {
+        fprintf(stderr, "kvctl up: WARNING: --insecure: CURVE is OFF, every socket of this cluster is "
+                        "unauthenticated: any local process can act as a client, a worker or a KV peer\n");
+    } else if (up_keys_make(&keys, (int)u.n_prefill, (int)u.n_decode, &kerr)) {
+        fprintf(stderr, "kvctl up: keys: %s\n", kerr.msg);
+        goto out;
+    }
     child *r = &cl.ch[0];
     snprintf(r->name, sizeof r->name, "router");
     snprintf(r->exe, sizeof r->exe, "%s/kv-router", bindir);
@@ -493,6 +535,12 @@ int kvctl_cmd_up(int argc, char **argv)
     child_arg(r, "--listen=%s", listen_ep);
     child_arg(r, "--control=%s", control_ep);
     child_arg(r, "--ready-file=%s", cl.ready_file);
+    if (u.prefix_cache && !strcmp(u.prefix_cache, "off")) {
+        child_arg(r, "--route-policy=%s", "load");
+        child_arg(r, "--local-prefill-max=%s", "0");
+    }
+    if (r->n_args + 3 < MAX_ARGS)
+        r->n_args += up_keys_args(&keys, 1, NULL, r->args + r->n_args);
     if (child_start(r))
         goto out;
     double deadline = kv_now_s() + READY_TIMEOUT_S;
@@ -510,6 +558,10 @@ int kvctl_cmd_up(int argc, char **argv)
     }
     connectable(cl.client_ep, sizeof cl.client_ep);
     connectable(cl.control_ep, sizeof cl.control_ep);
+    if (up_keys_endpoint(&keys, cl.client_ep, &kerr)) {
+        fprintf(stderr, "kvctl up: keys: %s\n", kerr.msg);
+        goto out;
+    }
     /* A restarted router must come back on the same ports. */
     snprintf(r->args[1], sizeof r->args[1], "--listen=%s", cl.client_ep);
     snprintf(r->args[2], sizeof r->args[2], "--control=%s", cl.control_ep);
@@ -532,6 +584,14 @@ int kvctl_cmd_up(int argc, char **argv)
         }
         if (u.kv_transport)
             child_arg(w, "--kv-transport=%s", u.kv_transport);
+        if (u.prefix_cache)
+            child_arg(w, "--prefix-cache=%s", u.prefix_cache);
+        static const char *const kv_fmts[4] = {"--kv-dtype=%s", "--kv-residual=%s", "--kv-group=%s", "--kv-keys=%s"};
+        for (int k = 0; k < 4; k++)
+            if (u.kv_flags[k])
+                child_arg(w, kv_fmts[k], u.kv_flags[k]);
+        if (w->n_args + 3 < MAX_ARGS)
+            w->n_args += up_keys_args(&keys, 0, w->name, w->args + w->n_args);
         if (child_start(w))
             goto out;
     }
@@ -582,6 +642,7 @@ out:
     if (cl.has_frontend)
         unlink(cl.frontend_ready_file);
     rmdir(cl.tmpdir);
+    up_keys_remove(&keys);
     free(cl.ch);
     return status;
 }

@@ -12,6 +12,7 @@ int kvctl_cmd_chat_template(int argc, char **argv); /* render a model's chat tem
 int kvctl_cmd_status(int argc, char **argv);   /* router status (workers, requests) */
 int kvctl_cmd_bench(int argc, char **argv);    /* load generator against a router */
 int kvctl_cmd_up(int argc, char **argv);       /* local cluster in the foreground */
+int kvctl_cmd_keys(int argc, char **argv);     /* kvctl keys gen: CURVE key pairs */
 int kvctl_cmd_perplexity(int argc, char **argv); /* a model's perplexity on a text (llama.cpp's method) */
 
 #endif

@@ -13,6 +13,7 @@ static const struct {
     {"status", kvctl_cmd_status, "show a router's workers and requests in flight"},
     {"bench", kvctl_cmd_bench, "load a router with synthetic requests; latency and throughput report"},
     {"up", kvctl_cmd_up, "run a local cluster (router + workers) in the foreground"},
+    {"keys", kvctl_cmd_keys, "CURVE keys: gen (a key pair for a router, worker or client)"},
     {"tokenize", kvctl_cmd_tokenize, "print the token ids of a text"},
     {"model", kvctl_cmd_model, "model tools: synth (write a synthetic model), import (GGUF to HF)"},
     {"perplexity", kvctl_cmd_perplexity, "a model's perplexity on a text file, as llama-perplexity computes it"},

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -116,7 +117,50 @@ int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const
     return closed;
 }
 
+int kv_sender_set_curve(kv_sender *s, const worker_flags *f, kv_err *err)
+{
+    if (!f->key_file)
+        return KV_OK;
+    struct stat sb;
+    if (stat(f->worker_keys, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return kv_err_set(err, KV_EINVAL, "--worker-keys %s: a prefill worker needs a directory of <id>.pub files",
+                          f->worker_keys);
+    int rc = kv_curve_key_load(f->key_file, &s->curve_key, err);
+    if (rc)
+        return rc;
+    s->curve_dir = f->worker_keys;
+    s->curve_on = 1;
+    return KV_OK;
+}
+
+/* CURVE client options for a connection to decode worker decode_id. */
+static int peer_curve(kv_sender *s, void *sock, const char *decode_id, kv_err *err)
+{
+    if (!s->curve_on)
+        return KV_OK;
+    if (!decode_id || !*decode_id || strchr(decode_id, '/') || decode_id[0] == '.')
+        return kv_err_set(err, KV_EINVAL, "decode worker id '%s' names no key file", decode_id ? decode_id : "");
+    char path[4096], pub[KV_CURVE_Z85];
+    if (snprintf(path, sizeof path, "%s/%s.pub", s->curve_dir, decode_id) >= (int)sizeof path)
+        return kv_err_set(err, KV_EINVAL, "key path too long");
+    int rc = kv_curve_pub_load(path, pub, err);
+    if (rc == KV_ENOTFOUND) {
+        /* One key for every decode replica (deploy/k8s: a Secret per role). */
+        snprintf(path, sizeof path, "%s/decode.pub", s->curve_dir);
+        rc = kv_curve_pub_load(path, pub, err);
+        if (rc == KV_ENOTFOUND)
+            return kv_err_set(err, KV_ENOTFOUND, "no key for decode worker %s: neither %s/%s.pub nor %s", decode_id,
+                              s->curve_dir, decode_id, path);
+    }
+    return rc ? rc : kv_curve_apply_client(sock, &s->curve_key, pub, err);
+}
+
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
+{
+    return kv_sender_peer_for(s, endpoint, NULL, err);
+}
+
+kv_peer *kv_sender_peer_for(kv_sender *s, const char *endpoint, const char *decode_id, kv_err *err)
 {
     for (int i = 0; i < s->n; i++)
         if (!strcmp(s->peers[i]->endpoint, endpoint)) {
@@ -155,6 +199,11 @@ kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err)
     /* No ZMQ_ROUTING_ID: the decode worker's ROUTER names each connection itself (a new name
      * per TCP connection, reconnects included), so nobody can claim ours; KvChunk and KvHello
      * carry our worker id. */
+    if (peer_curve(s, peer->sock, decode_id, err)) {
+        zmq_close(peer->sock);
+        free(peer);
+        return NULL;
+    }
     if (zmq_connect(peer->sock, endpoint) != 0) {
         kv_err_set(err, KV_EINVAL, "connect to decode KV endpoint %s: %s", endpoint, zmq_strerror(zmq_errno()));
         zmq_close(peer->sock);

@@ -14,6 +14,7 @@
 #include <zmq.h>
 
 #include "engine.h"
+#include "kv_curve.h"
 #include "kv_gpu_xfer.h"
 #include "kv_nccl.h"
 #include "kv_transport.h"
@@ -50,6 +51,12 @@ typedef struct kv_sender {
     int fault_exit_mid_transfer; /* --fault exit-mid-transfer (tests) */
     kv_peer **peers;
     int n, cap;
+    /* CURVE (kv_sender_set_curve): our key pair, and the directory of the cluster's worker
+     * public keys where <decode-id>.pub (else decode.pub, one key for all decode workers)
+     * authenticates each decode worker's KV socket. */
+    int curve_on;
+    kv_curve_key curve_key;
+    const char *curve_dir;
 } kv_sender;
 
 void kv_sender_init(kv_sender *s, void *zctx, const char *worker_id, const worker_transport *xfer);
@@ -57,6 +64,11 @@ void kv_sender_close(kv_sender *s);
 /* Shutdown: aborts every NCCL communicator, so sends still under way end. */
 void kv_sender_abort_gpu(kv_sender *s);
 
+/* CURVE on every KV connection from now on (f->key_file; nothing when it is NULL). */
+int kv_sender_set_curve(kv_sender *s, const worker_flags *f, kv_err *err);
+/* The peer for decode worker decode_id at endpoint, connecting a new DEALER the first
+ * time (with CURVE on, authenticated by decode_id's public key). */
+kv_peer *kv_sender_peer_for(kv_sender *s, const char *endpoint, const char *decode_id, kv_err *err);
 /* The peer for endpoint, connecting a new DEALER the first time. */
 kv_peer *kv_sender_peer(kv_sender *s, const char *endpoint, kv_err *err);
 /* Closes the peers unused for idle_s seconds (socket, GPU lane, communicator) that no task

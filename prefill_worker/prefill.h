@@ -27,7 +27,8 @@ typedef struct prefill_task {
     kv_transport transport;          /* the peer's transport when the first chunk left */
     kv_seq seq;                      /* this worker's blocks for the prompt */
     int done;                        /* prompt tokens prefilled so far */
-    int sent_blocks;                 /* blocks shipped so far */
+    int sent_blocks;                 /* blocks shipped so far (from the decode worker's cached ones on) */
+    int cached_tokens;               /* prompt tokens found in this worker's prefix cache */
     int last_sent;                   /* the last chunk (first token) has left */
     uint32_t chunk_seq;
     int32_t first_token;
@@ -83,6 +84,14 @@ void prefill_task_hold_op(prefill_task *t, kv_gpu_op *op);
 int prefill_known(const prefill_worker *pw, const char *id);
 /* KV_OK, or *code + err say why the task cannot run. */
 int prefill_task_validate(const prefill_worker *pw, prefill_task *t, Kvserve__ErrorCode *code, kv_err *err);
+
+/* prefill_prefix.c: the prefill side of the prefix cache. */
+/* The task's longest cached prompt prefix (whole blocks, never the last prompt token) becomes
+ * the start of its block table: those tokens are not computed again. Nothing when the cache
+ * is off or the task asks for prompt logprobs (they need every position computed). */
+int prefill_prefix_lookup(prefill_worker *pw, prefill_task *t, kv_err *err);
+/* Indexes the task's sealed prompt blocks (after the decode worker's ack). */
+void prefill_prefix_store(prefill_worker *pw, const prefill_task *t);
 
 /* prefill_run.c: the current task's life. */
 void prefill_step(prefill_worker *pw);              /* start / one chunk / deadline */

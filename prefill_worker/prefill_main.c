@@ -49,7 +49,7 @@ static int run_loop(void *ctx)
                 prefill_kv_from from = {pw, pw->sender.peers[i - 1]};
                 worker_drain(items[i].socket, 0, DRAIN_MAX, prefill_on_kv, &from);
             }
-        worker_load load = {pw->cur ? 1u : 0u, (uint32_t)pw->n_queued, (uint32_t)kv_pool_n_free(pw->we->pool),
+        worker_load load = {pw->cur ? 1u : 0u, (uint32_t)pw->n_queued, (uint32_t)kv_pool_n_available(pw->we->pool),
                             (uint32_t)pw->we->pool->n_blocks};
         worker_control_tick(pw->ctl, &load);
         prefill_step(pw);
@@ -80,7 +80,7 @@ int main(int argc, char **argv)
     int oom = prefill_worker_init(&pw, &f, &we, &ctl, zctx);
     if (!zctx || oom) {
         fprintf(stderr, "%s: out of memory\n", f.prog);
-    } else if (worker_control_open(&ctl, zctx, &f, &we, "", &err)) {
+    } else if (kv_sender_set_curve(&pw.sender, &f, &err) || worker_control_open(&ctl, zctx, &f, &we, "", &err)) {
         fprintf(stderr, "%s: %s\n", f.prog, err.msg);
     } else {
         status = worker_control_serve(&ctl, f.prog, run_loop, &pw);

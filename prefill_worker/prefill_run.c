@@ -32,6 +32,7 @@ static void send_done(prefill_worker *pw, const prefill_task *t, int ok, Kvserve
     d.kv_bytes = t->kv_bytes;
     d.transport = (Kvserve__KvTransport)t->transport;
     d.kv_chunks = t->chunk_seq;
+    d.cached_tokens = (uint32_t)t->cached_tokens;
     Kvserve__Envelope env;
     kv_wire_envelope_init(&env);
     env.body_case = KVSERVE__ENVELOPE__BODY_PREFILL_DONE;
@@ -64,6 +65,8 @@ static void finish(prefill_worker *pw, int ok, Kvserve__ErrorCode code, const ch
     else
         KV_WARN(COMP, "msg=\"task failed\" request=%s error=%s reason=\"%s\" prefill_ms=%.2f transfer_ms=%.2f",
                 t->id, worker_error_name(code), msg, t->prefill_s * 1e3, transfer_ms);
+    if (ok)
+        prefill_prefix_store(pw, t); /* after D's ack: the blocks' K/V are what it verified */
     send_done(pw, t, ok, code, msg);
     pw->cur = NULL;
     prefill_task_retire(pw, t);
@@ -79,15 +82,23 @@ static void start_next(prefill_worker *pw)
         finish(pw, 0, code, err.msg);
         return;
     }
-    if (!(t->peer = kv_sender_peer(&pw->sender, t->t->decode_kv_endpoint, &err))) {
+    if (!(t->peer = kv_sender_peer_for(&pw->sender, t->t->decode_kv_endpoint, t->t->decode_worker_id, &err))) {
         finish(pw, 0, err.code == KV_ENOMEM ? KVSERVE__ERROR_CODE__INTERNAL : KVSERVE__ERROR_CODE__INVALID_ARGUMENT,
                err.msg);
         return;
     }
     t->state = PT_PREFILLING;
     t->t_start = kv_now_s();
-    KV_INFO(COMP, "msg=\"task start\" request=%s prompt_tokens=%zu decode=%s endpoint=%s queued_ms=%.2f", t->id,
-            t->t->n_prompt_tokens, t->t->decode_worker_id, t->t->decode_kv_endpoint, (t->t_start - t->t_queued) * 1e3);
+    if (prefill_prefix_lookup(pw, t, &err)) {
+        finish(pw, 0, KVSERVE__ERROR_CODE__INTERNAL, err.msg);
+        return;
+    }
+    t->sent_blocks = (int)t->t->decode_cached_blocks; /* D holds those: never shipped */
+    KV_INFO(COMP,
+            "msg=\"task start\" request=%s prompt_tokens=%zu cached_tokens=%d decode_cached_blocks=%u decode=%s "
+            "endpoint=%s queued_ms=%.2f",
+            t->id, t->t->n_prompt_tokens, t->cached_tokens, t->t->decode_cached_blocks, t->t->decode_worker_id,
+            t->t->decode_kv_endpoint, (t->t_start - t->t_queued) * 1e3);
 }
 
 /* Ships blocks [sent_blocks, upto) of the current task. */

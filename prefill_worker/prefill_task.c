@@ -225,6 +225,9 @@ int prefill_task_validate(const prefill_worker *pw, prefill_task *t, Kvserve__Er
     for (size_t i = 0; i < need; i++)
         if (m->decode_block_ids[i] < 0)
             return kv_err_set(err, KV_EINVAL, "destination block id %d is negative", m->decode_block_ids[i]);
+    if ((uint64_t)m->decode_cached_blocks * (uint64_t)bs >= m->n_prompt_tokens)
+        return kv_err_set(err, KV_EINVAL, "decode_cached_blocks %u leave nothing of a %zu-token prompt to ship",
+                          m->decode_cached_blocks, m->n_prompt_tokens);
     if (!m->decode_kv_endpoint[0])
         return kv_err_set(err, KV_EINVAL, "no decode KV endpoint");
     int rc = worker_sampling_from_proto(m->sampling, &t->sp, err);

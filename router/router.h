@@ -10,8 +10,12 @@
 #include "kv_wire.h"
 #include "model_config.h"
 #include "router_metrics.h"
+#include "router_policy.h"
+#include "router_prefix.h"
 #include "router_requests.h"
 #include "router_workers.h"
+#include "router_zap.h"
+#include "router_liveness.h"
 #include "kv_prompt.h"
 #include "tokenizer.h"
 
@@ -29,6 +33,14 @@ typedef struct router_opts {
     int request_deadline_ms;
     int queue_deadline_ms;
     int ack_deadline_ms;    /* PrefillTask.ack_deadline_ms (capped at the prefill deadline) */
+    const char *key_file;    /* --key: CURVE on (router_zap.h); NULL = off, said loudly */
+    const char *worker_keys; /* --worker-keys FILE|DIR */
+    const char *client_keys; /* --client-keys FILE|DIR */
+    int route_cache;         /* --route-policy cache (1) | load (0) */
+    int route_load_tokens;   /* --route-load-tokens: an active request's cost, in tokens */
+    int route_balance;       /* --route-balance: the most extra active requests a pick tolerates */
+    int local_prefill_max;   /* --local-prefill-max (ReserveRequest.local_prefill_max) */
+    int client_timeout_ms;   /* --client-timeout: cancel a silent client's requests (0 = off) */
 } router_opts;
 
 void router_opts_default(router_opts *o);
@@ -51,9 +63,13 @@ typedef struct router_state {
     int own_ctx;
     void *client;  /* ROUTER: clients */
     void *control; /* ROUTER: workers */
+    router_security sec;
     char client_ep[256], control_ep[256];
     router_workers workers;
+    router_prefix prefix;  /* who holds which block (heartbeats), for the cache-aware picks */
+    router_map gone_workers; /* ids of workers this router declared gone (router_resume.c) */
     router_requests reqs;
+    router_liveness clients; /* when each client was last heard (--client-timeout) */
     double started;
     double now;        /* time of the current step */
     double next_check; /* earliest armed request deadline (0 = none) */
@@ -101,6 +117,23 @@ void router_client_handle(router_state *st, kv_wire_msg *m);
 /* Sends the buffered output as a GenerateReply: a streamed chunk (final = 0) or the final one. */
 void router_client_send_output(router_state *st, router_req *r, int final, int finish, int code, const char *msg);
 
+/* ---- router_resume.c: requests that outlive a router (held by workers, resumed by clients) ---- */
+
+/* A decode worker's Register.held: each request becomes an orphan waiting for its client (or
+ * is bound at once to a parked resume); invalid ones and leftovers get an Abort. */
+void router_adopt_held(router_state *st, router_worker *wk, const Kvserve__Register *reg);
+/* A new request that resumes a stream (router_req_resume done): 1 when it was bound to its
+ * orphan or parked waiting for one (soon after the router started), 0 to queue it as usual. */
+int router_resume_start(router_state *st, router_req *r);
+/* A parked request whose wait is over joins the FIFO: 1 when r was that. */
+int router_resume_unpark(router_state *st, router_req *r, double now);
+/* A worker this router forgot (timed out, replaced): what it still runs was already re-planned
+ * or failed here, so its requests are aborted, never adopted. */
+void router_resume_note_gone(router_state *st, const char *worker_id);
+/* Whether the worker at route is one this router forgot (else it may come from a router
+ * that died, and registers next with what it runs). */
+int router_resume_forgot(const router_state *st, const kv_wire_route *route);
+
 /* ---- router_control.c: the worker endpoint ---- */
 
 void router_control_handle(router_state *st, kv_wire_msg *m);
@@ -112,10 +145,17 @@ void router_send_abort(router_state *st, const kv_wire_route *to, const char *wi
 
 /* Runs the FIFO: dispatches requests that fit, fails those that never can. */
 void router_schedule(router_state *st);
+/* The cache-aware pick's view of r (hits: ROUTER_PREFIX_SLOTS entries, filled), or NULL for
+ * the load policy (--route-policy load, no layout yet, out of memory). */
+const router_pick_hint *router_hint_for(const router_state *st, const router_req *r, uint32_t *hits,
+                                        router_pick_hint *hint);
 /* Enters a state and arms its deadline. */
 void router_enter(router_state *st, router_req *r, router_req_state state);
 /* Notes a newly armed deadline so the loop wakes for it. */
 void router_note_deadline(router_state *st, double when);
+/* Cancels, as a CancelRequest would, every request of a client silent for longer than
+ * --client-timeout at `now` (router_client.c), and logs it. */
+void router_expire_clients(router_state *st, double now);
 /* Ends a request: final reply (finish; code != 0: FINISH_ERROR with code and msg), Abort to
  * the workers that still hold it, the request_done log line; frees it. */
 void router_end(router_state *st, router_req *r, int finish, int code, const char *msg);

@@ -51,6 +51,10 @@ static void reply_rejected(router_state *st, const kv_wire_route *to, const char
 
 void router_client_send_output(router_state *st, router_req *r, int final, int finish, int code, const char *msg)
 {
+    if (r->orphan) { /* no client to send to (router_resume.c) */
+        router_req_output_sent(r);
+        return;
+    }
     if (final)
         router_req_flush_text(r);
     Kvserve__Envelope env;
@@ -167,6 +171,24 @@ static int encode_prompt(const router_model *m, const char *text, int chat, rout
     return 0;
 }
 
+/* GenerateRequest.resume_tokens: ids in the vocabulary, fewer than the request's budget (a
+ * client holding them all had its final reply too). */
+static int check_resume(const router_model *m, const Kvserve__GenerateRequest *g, const router_validated *v,
+                        char *msg, size_t cap)
+{
+    if (g->n_resume_tokens >= v->max_tokens) {
+        snprintf(msg, cap, "resume_tokens: %zu tokens, the request has %u at most", g->n_resume_tokens,
+                 v->max_tokens);
+        return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
+    }
+    for (size_t i = 0; i < g->n_resume_tokens; i++)
+        if (g->resume_tokens[i] < 0 || g->resume_tokens[i] >= m->cfg.vocab_size) {
+            snprintf(msg, cap, "resume token %d at index %zu is outside the vocabulary", g->resume_tokens[i], i);
+            return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
+        }
+    return 0;
+}
+
 int router_validate_generate(const router_model *m, const router_opts *o, const router_requests *t,
                              const kv_wire_route *client, const Kvserve__GenerateRequest *g, router_validated *out,
                              char *msg, size_t cap)
@@ -240,6 +262,14 @@ int router_validate_generate(const router_model *m, const router_opts *o, const 
     }
     if ((uint64_t)out->n_prompt + out->max_tokens > m->context)
         out->max_tokens = m->context - out->n_prompt;
+    if (g->n_resume_tokens) { /* a resumed stream: what the client holds must fit the request */
+        code = check_resume(m, g, out, msg, cap);
+        if (code) {
+            free(out->prompt);
+            out->prompt = NULL;
+            return code;
+        }
+    }
     uint32_t dl = (uint32_t)o->request_deadline_ms;
     if (g->deadline_ms && g->deadline_ms < dl)
         dl = g->deadline_ms;
@@ -276,8 +306,13 @@ static void on_generate(router_state *st, const kv_wire_route *client, const Kvs
     r->stream = g->stream;
     r->return_prompt_tokens = g->return_prompt_tokens;
     r->logprobs = g->logprobs;
-    r->prompt_logprobs = g->logprobs && g->prompt_logprobs && r->n_prompt > 1;
+    r->prompt_logprobs = g->logprobs && g->prompt_logprobs && r->n_prompt > 1 && !g->n_resume_tokens;
     r->dl_total = st->now + v.deadline_s;
+    r->resumed = g->resume || g->n_resume_tokens;
+    if (g->n_resume_tokens && router_req_resume(r, g->resume_tokens, (uint32_t)g->n_resume_tokens)) {
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL, "router out of memory");
+        return;
+    }
     if (st->model.prompt.tok) {
         /* Primed with the prompt, so the continuation's text is exactly as in the whole text. */
         char scratch[1024];
@@ -287,6 +322,8 @@ static void on_generate(router_state *st, const kv_wire_route *client, const Kvs
                 kv_detok_push(&r->detok, r->prompt[i], scratch, sizeof scratch, NULL);
         r->have_detok = 1;
     }
+    if (router_resume_start(st, r))
+        return; /* bound to what a decode worker still runs, or parked until it registers */
     router_enter(st, r, RQ_QUEUED);
     router_queue_push_back(&st->reqs, r);
     char idbuf[160];
@@ -343,6 +380,9 @@ static void on_status(router_state *st, const kv_wire_route *client)
         w->queued = wk->hb_queued;
         w->kv_blocks_total = wk->hb_total;
         w->kv_blocks_free = wk->hb_free;
+        w->kv_blocks_cached = wk->hb_cached;
+        w->prefix_query_tokens = wk->hb_query_tokens;
+        w->prefix_hit_tokens = wk->hb_hit_tokens;
         w->kv_blocks_used = wk->hb_total > wk->hb_free ? wk->hb_total - wk->hb_free : 0;
         wp[i] = w;
     }
@@ -382,6 +422,35 @@ out:
     free(rp);
 }
 
+void router_expire_clients(router_state *st, double now)
+{
+    if (st->opt.client_timeout_ms <= 0)
+        return;
+    kv_wire_route silent[16];
+    size_t n;
+    while ((n = router_liveness_silent(&st->clients, now, st->opt.client_timeout_ms * 1e-3, silent, 16)) > 0) {
+        for (size_t i = 0; i < n; i++) {
+            unsigned cancelled = 0;
+            router_req *next;
+            for (router_req *r = st->reqs.head; r; r = next) {
+                next = r->next; /* router_end frees r */
+                if (r->client.len != silent[i].len || memcmp(r->client.id, silent[i].id, silent[i].len))
+                    continue;
+                char idbuf[160];
+                KV_WARN("router", "event=client_timeout id=%s timeout_ms=%d", router_log_id(r->id, idbuf, sizeof idbuf),
+                        st->opt.client_timeout_ms);
+                router_end(st, r, KVSERVE__FINISH_REASON__FINISH_CANCELLED, 0, NULL);
+                cancelled++;
+            }
+            if (cancelled)
+                KV_WARN("router", "event=client_gone requests_cancelled=%u reason=\"no message for more than %d ms "
+                                  "(--client-timeout)\"", cancelled, st->opt.client_timeout_ms);
+        }
+        if (n < 16)
+            break;
+    }
+}
+
 void router_client_handle(router_state *st, kv_wire_msg *m)
 {
     const Kvserve__Envelope *env = m->env;
@@ -395,6 +464,8 @@ void router_client_handle(router_state *st, kv_wire_msg *m)
     case KVSERVE__ENVELOPE__BODY_STATUS:
         on_status(st, &m->route);
         return;
+    case KVSERVE__ENVELOPE__BODY_CLIENT_HEARTBEAT:
+        return; /* router_handle noted the client alive; nothing to answer */
     case KVSERVE__ENVELOPE__BODY_ERROR:
         KV_WARN("router", "event=client_error code=%s message=\"%s\"", router_code_name(env->error->code),
                 env->error->message ? env->error->message : "");

@@ -49,6 +49,11 @@ void router_send_reserve(router_state *st, router_req *r)
     rq.ignore_eos = r->ignore_eos;
     rq.sampling_offset = r->index_base;
     rq.logprobs = r->logprobs;
+    /* The prompt itself, for the decode worker's prefix cache; prompt logprobs need every
+     * position computed by a prefill worker, so no local prefill then. */
+    rq.n_prompt_token_ids = r->n_prompt;
+    rq.prompt_token_ids = r->prompt;
+    rq.local_prefill_max = r->prompt_logprobs ? 0 : (uint32_t)st->opt.local_prefill_max;
     /* The KV must arrive within the router's own reserve + prefill stages: the router's
      * deadlines fire first, and D's own one cleans up should the router be gone. */
     rq.transfer_deadline_ms = (uint32_t)(st->opt.reserve_deadline_ms + st->opt.prefill_deadline_ms);
@@ -76,6 +81,7 @@ void router_send_prefill(router_state *st, router_req *r)
     t.decode_kv_endpoint = r->decode->kv_endpoint;
     t.n_decode_block_ids = r->n_block_ids;
     t.decode_block_ids = r->block_ids;
+    t.decode_cached_blocks = r->decode_cached_blocks;
     int ack = st->opt.ack_deadline_ms < st->opt.prefill_deadline_ms ? st->opt.ack_deadline_ms
                                                                       : st->opt.prefill_deadline_ms;
     t.ack_deadline_ms = (uint32_t)ack;
@@ -119,6 +125,14 @@ static void send_ack(router_state *st, const kv_wire_route *to, int code, const 
 
 static void on_register(router_state *st, const kv_wire_route *route, const Kvserve__Register *reg)
 {
+    char why[160];
+    if (!router_security_register_ok(&st->sec, str(reg->worker_id), route->user, why, sizeof why)) {
+        char idbuf[160], pre[9];
+        KV_WARN("router", "event=worker_refused worker=%s key=%s reason=\"%s\"",
+                router_log_id(str(reg->worker_id), idbuf, sizeof idbuf), kv_zap_key_prefix(route->user, pre), why);
+        send_ack(st, route, KVSERVE__ERROR_CODE__INVALID_ARGUMENT, why);
+        return;
+    }
     router_worker *old = router_workers_find(&st->workers, route);
     if (old && old->pid == reg->pid && old->role == (int)reg->role) {
         /* The same process again (a retry after a lost or late ack): keep its state. */
@@ -145,10 +159,33 @@ static void on_register(router_state *st, const kv_wire_route *route, const Kvse
         send_ack(st, route, KVSERVE__ERROR_CODE__INTERNAL, "router out of memory");
         return;
     }
+    wk->prefix_slot = router_prefix_slot_take(&st->prefix);
     send_ack(st, route, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
+    router_adopt_held(st, wk, reg);
     KV_INFO("router", "event=worker_register worker=%s role=%s device=\"%s\" kv_endpoint=%s kv_blocks=%u pid=%u",
             wk->id, router_role_name(wk->role), wk->device, wk->kv_endpoint[0] ? wk->kv_endpoint : "-",
             wk->kv_blocks_total, wk->pid);
+}
+
+/* The worker's prefix-cache events into the router's index; a hash that is not 16 bytes is
+ * skipped (the index is a routing hint: the workers' own lookups decide what is reused). */
+static void on_cache_events(router_state *st, router_worker *wk, const Kvserve__Heartbeat *hb)
+{
+    if (wk->prefix_slot < 0 || (!hb->cache_reset && !hb->n_cache_stored && !hb->n_cache_evicted))
+        return;
+    size_t n = hb->n_cache_stored + hb->n_cache_evicted, ns = 0, ne = 0;
+    kv_block_hash *h = malloc((n ? n : 1) * sizeof *h);
+    if (!h)
+        return;
+    for (size_t i = 0; i < hb->n_cache_stored; i++)
+        if (hb->cache_stored[i].len == 16)
+            h[ns++] = kv_block_hash_from_bytes(hb->cache_stored[i].data);
+    for (size_t i = 0; i < hb->n_cache_evicted; i++)
+        if (hb->cache_evicted[i].len == 16)
+            h[ns + ne++] = kv_block_hash_from_bytes(hb->cache_evicted[i].data);
+    if (router_prefix_apply(&st->prefix, wk->prefix_slot, hb->cache_reset, h, ns, h + ns, ne))
+        KV_WARN("router", "event=prefix_index_full worker=%s", wk->id);
+    free(h);
 }
 
 /* A message about a request this worker does not hold (from the router's view). */
@@ -160,8 +197,9 @@ static void unknown_request(router_state *st, const kv_wire_route *route, const 
             registered);
     send_error(st, route, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, id,
                registered ? "unknown request" : "register first");
-    if (abort && id[0])
-        router_send_abort(st, route, id, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST); /* frees orphaned blocks */
+    /* Frees orphaned blocks; not a worker's that registers next with what it runs (Register.held). */
+    if (abort && (registered || router_resume_forgot(st, route)) && id[0])
+        router_send_abort(st, route, id, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST);
 }
 
 static void on_reserve_reply(router_state *st, router_worker *wk, const Kvserve__ReserveReply *rr)
@@ -214,10 +252,34 @@ static void on_reserve_reply(router_state *st, router_worker *wk, const Kvserve_
         router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL, msg);
         return;
     }
+    uint32_t bs = st->workers.layout.block_size;
+    if ((uint64_t)rr->cached_blocks * bs >= r->n_prompt) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "decode worker %s claims %u cached blocks of a %u-token prompt", wk->id,
+                 rr->cached_blocks, r->n_prompt);
+        r->state = RQ_PREFILLING; /* blocks are held: router_end aborts them */
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL, msg);
+        return;
+    }
     wk->free_est -= (int64_t)r->blocks;
+    r->prefill_cached_tokens = 0; /* of this attempt, from its PrefillDone */
+    r->decode_cached_blocks = rr->cached_blocks;
+    r->decode_cached_tokens = rr->cached_blocks * bs;
+    r->kv_bytes_saved = (uint64_t)rr->cached_blocks * st->workers.layout.block_bytes;
+    r->local_prefill = rr->local_prefill ? 1 : 0;
+    router_metrics_prefix(&st->metrics, 1, r->n_prompt, r->decode_cached_tokens, r->kv_bytes_saved);
+    if (r->local_prefill) {
+        /* D prefills the tail itself and streams the first token: no prefill stage. */
+        router_metrics_prefill_computed(&st->metrics, r->n_prompt - r->decode_cached_tokens);
+        r->p_done = 1;
+        router_enter(st, r, RQ_PREFILLING);
+        return;
+    }
     r->block_ids = malloc(rr->n_block_ids * sizeof *r->block_ids);
-    router_worker *p =
-        router_pick_prefill(&st->workers, router_blocks_for(r->n_prompt, st->workers.layout.block_size), wk);
+    uint32_t hits[ROUTER_PREFIX_SLOTS];
+    router_pick_hint hint;
+    router_worker *p = router_pick_prefill_by(&st->workers, router_blocks_for(r->n_prompt, bs), wk,
+                                              router_hint_for(st, r, hits, &hint));
     if (!r->block_ids || !p) {
         /* No prefill worker now (it died meanwhile): give the blocks back and wait in the queue. */
         free(r->block_ids);
@@ -266,6 +328,9 @@ static void on_prefill_done(router_state *st, router_worker *wk, const Kvserve__
     }
     r->prefill_ms = pd->prefill_ms;
     r->transfer_ms = pd->transfer_ms;
+    r->prefill_cached_tokens = pd->cached_tokens < r->n_prompt ? pd->cached_tokens : 0;
+    router_metrics_prefix(&st->metrics, 0, r->n_prompt, r->prefill_cached_tokens, 0);
+    router_metrics_prefill_computed(&st->metrics, r->n_prompt - r->prefill_cached_tokens);
     r->kv_bytes = pd->kv_bytes;
     snprintf(r->kv_transport, sizeof r->kv_transport, "%s", kv_transport_name((kv_transport)pd->transport));
     router_metrics_transfer(&st->metrics, (int)pd->transport, pd->kv_bytes, pd->transfer_ms * 1e-3);
@@ -320,9 +385,10 @@ void router_control_handle(router_state *st, kv_wire_msg *m)
         on_worker_error(st, wk, env->error);
         return;
     case KVSERVE__ENVELOPE__BODY_HEARTBEAT:
-        if (wk)
+        if (wk) {
             router_workers_heartbeat(wk, env->heartbeat, st->now);
-        else
+            on_cache_events(st, wk, env->heartbeat);
+        } else
             unknown_request(st, &m->route, "heartbeat", "", 0, 0);
         return;
     case KVSERVE__ENVELOPE__BODY_RESERVE_REPLY:

@@ -27,6 +27,20 @@ static void usage(FILE *out)
             "  --request-deadline-ms N     whole request (default 600000)\n"
             "  --queue-deadline-ms N       longest wait for capacity (default 30000)\n"
             "  --ack-deadline-ms N         prefill worker's wait for the KV ack (default 10000)\n"
+            "  --key FILE                  CURVE key pair (kvctl keys gen): every socket authenticated;\n"
+            "                              without it CURVE is off and the router warns (insecure)\n"
+            "  --worker-keys FILE|DIR      public keys of the workers allowed on the control endpoint\n"
+            "  --client-keys FILE|DIR      public keys of the clients allowed on the client endpoint\n"
+            "  --route-policy cache|load   pick workers by prefix-cache hits and load, or by load only\n"
+            "                              (default cache)\n"
+            "  --route-load-tokens N       cache policy: one active request costs as much as N tokens to\n"
+            "                              compute or ship (default 256)\n"
+            "  --route-balance N           cache policy: skip a worker N requests busier than the least\n"
+            "                              busy one (default 4)\n"
+            "  --local-prefill-max N       a decode worker holding all but <= N prompt tokens prefills\n"
+            "                              them itself, without a transfer (default 32; 0 = never)\n"
+            "  --client-timeout MS         cancel the requests of a client heard nothing from (not even a\n"
+            "                              ClientHeartbeat) for MS ms (default 10000; 0 = never)\n"
             "Endpoints may use port 0 (an ephemeral port; see --ready-file).\n");
 }
 
@@ -48,7 +62,7 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
 static int parse_args(int argc, char **argv, router_opts *o)
 {
     enum { O_MODEL = 256, O_LISTEN, O_CONTROL, O_READY, O_HB, O_WTO, O_MAXP, O_RES, O_PRE, O_TOK, O_REQ, O_QUE,
-           O_ACK, O_HELP };
+           O_ACK, O_KEY, O_WKEYS, O_CKEYS, O_POLICY, O_LOADTOK, O_BALANCE, O_LOCALPF, O_CTO, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
         {"listen", required_argument, 0, O_LISTEN},
@@ -63,6 +77,14 @@ static int parse_args(int argc, char **argv, router_opts *o)
         {"request-deadline-ms", required_argument, 0, O_REQ},
         {"queue-deadline-ms", required_argument, 0, O_QUE},
         {"ack-deadline-ms", required_argument, 0, O_ACK},
+        {"key", required_argument, 0, O_KEY},
+        {"worker-keys", required_argument, 0, O_WKEYS},
+        {"client-keys", required_argument, 0, O_CKEYS},
+        {"route-policy", required_argument, 0, O_POLICY},
+        {"route-load-tokens", required_argument, 0, O_LOADTOK},
+        {"route-balance", required_argument, 0, O_BALANCE},
+        {"local-prefill-max", required_argument, 0, O_LOCALPF},
+        {"client-timeout", required_argument, 0, O_CTO},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -86,6 +108,20 @@ static int parse_args(int argc, char **argv, router_opts *o)
         case O_REQ: bad = parse_int("--request-deadline-ms", optarg, 1, day, &o->request_deadline_ms); break;
         case O_QUE: bad = parse_int("--queue-deadline-ms", optarg, 1, day, &o->queue_deadline_ms); break;
         case O_ACK: bad = parse_int("--ack-deadline-ms", optarg, 1, day, &o->ack_deadline_ms); break;
+        case O_KEY: o->key_file = optarg; break;
+        case O_WKEYS: o->worker_keys = optarg; break;
+        case O_CKEYS: o->client_keys = optarg; break;
+        case O_POLICY:
+            if (strcmp(optarg, "cache") && strcmp(optarg, "load")) {
+                fprintf(stderr, "kv-router: --route-policy expects cache or load, got '%s'\n", optarg);
+                return 2;
+            }
+            o->route_cache = !strcmp(optarg, "cache");
+            break;
+        case O_LOADTOK: bad = parse_int("--route-load-tokens", optarg, 0, 1L << 30, &o->route_load_tokens); break;
+        case O_BALANCE: bad = parse_int("--route-balance", optarg, 0, 1L << 20, &o->route_balance); break;
+        case O_LOCALPF: bad = parse_int("--local-prefill-max", optarg, 0, 1L << 20, &o->local_prefill_max); break;
+        case O_CTO: bad = parse_int("--client-timeout", optarg, 0, day, &o->client_timeout_ms); break;
         case O_HELP:
         case 'h': usage(stdout); return 0;
         default:

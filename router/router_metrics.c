@@ -103,6 +103,16 @@ void router_metrics_finished(router_metrics *m, router_end_kind kind, int code, 
 
 void router_metrics_refused(router_metrics *m, int code) { count_failure(m, code); }
 
+void router_metrics_prefix(router_metrics *m, int decode_side, uint64_t query_tokens, uint64_t hit_tokens,
+                           uint64_t bytes_saved)
+{
+    m->prefix_query[decode_side ? 1 : 0] += query_tokens;
+    m->prefix_hit[decode_side ? 1 : 0] += hit_tokens;
+    m->kv_bytes_saved += bytes_saved;
+}
+
+void router_metrics_prefill_computed(router_metrics *m, uint64_t tokens) { m->prefill_computed += tokens; }
+
 static Kvserve__Histogram *hist_pb(router_histogram *h, Kvserve__Histogram *out, double *bounds)
 {
     kvserve__histogram__init(out);
@@ -154,5 +164,11 @@ Kvserve__ClusterMetrics *router_metrics_to_pb(router_metrics *m, uint32_t runnin
     }
     c->n_kv_transfers = KV_TRANSPORT_COUNT;
     c->kv_transfers = pb->transfer_ptr;
+    c->prefix_query_tokens_prefill = m->prefix_query[0];
+    c->prefix_hit_tokens_prefill = m->prefix_hit[0];
+    c->prefix_query_tokens_decode = m->prefix_query[1];
+    c->prefix_hit_tokens_decode = m->prefix_hit[1];
+    c->prefill_tokens_computed = m->prefill_computed;
+    c->kv_bytes_saved = m->kv_bytes_saved;
     return c;
 }

@@ -35,6 +35,10 @@ typedef struct router_metrics {
     router_histogram ttft, itl, e2e, queue, prefill, decode;
     uint64_t kv_bytes[KV_TRANSPORT_COUNT];
     router_histogram kv_seconds[KV_TRANSPORT_COUNT];
+    /* Prefix cache, [0] prefill side, [1] decode side: prompt tokens looked up, found. */
+    uint64_t prefix_query[2], prefix_hit[2];
+    uint64_t prefill_computed; /* prompt tokens prefilled (by prefill workers or locally) */
+    uint64_t kv_bytes_saved;   /* not shipped: the decode worker had them */
 } router_metrics;
 
 void router_metrics_init(router_metrics *m);
@@ -55,6 +59,13 @@ void router_metrics_transfer(router_metrics *m, int transport, uint64_t bytes, d
  * the ErrorCode when kind is ROUTER_END_ERROR. */
 void router_metrics_finished(router_metrics *m, router_end_kind kind, int code, double e2e_s, double queue_s,
                              double prefill_s, double decode_s);
+
+/* A prefix-cache lookup of a request's prompt (decode: at its reservation; prefill: its
+ * PrefillDone) with the tokens found and, decode side, the KV bytes that were not shipped. */
+void router_metrics_prefix(router_metrics *m, int decode_side, uint64_t query_tokens, uint64_t hit_tokens,
+                           uint64_t bytes_saved);
+/* Prompt tokens a worker computed for a request. */
+void router_metrics_prefill_computed(router_metrics *m, uint64_t tokens);
 
 /* A request refused before it was accepted (validation), with its ErrorCode. */
 void router_metrics_refused(router_metrics *m, int code);

@@ -102,6 +102,73 @@ fail:
     return NULL;
 }
 
+router_req *router_requests_add_orphan(router_requests *t, const char *wire_id, int32_t *prompt, uint32_t n_prompt,
+                                       double now)
+{
+    const char *at = strrchr(wire_id, '@');
+    router_req *r = at && at != wire_id ? calloc(1, sizeof *r) : NULL;
+    if (!r) {
+        free(prompt);
+        return NULL;
+    }
+    r->prompt = prompt;
+    r->n_prompt = r->n_prompt_orig = n_prompt;
+    r->orphan = 1;
+    r->id = strndup(wire_id, (size_t)(at - wire_id));
+    r->wire_id = strdup(wire_id);
+    if (!r->id || !r->wire_id || router_map_put(&t->by_wire, r->wire_id, strlen(r->wire_id), r)) {
+        req_free(r);
+        return NULL;
+    }
+    r->state = RQ_DECODING;
+    r->t_accept = now;
+    r->prev = t->tail;
+    if (t->tail)
+        t->tail->next = r;
+    else
+        t->head = r;
+    t->tail = r;
+    t->n++;
+    return r;
+}
+
+int router_requests_set_wire(router_requests *t, router_req *r, const char *wire_id)
+{
+    char *wire = strdup(wire_id);
+    if (!wire || router_map_put(&t->by_wire, wire, strlen(wire), r)) {
+        free(wire);
+        return KV_ENOMEM;
+    }
+    router_map_del(&t->by_wire, r->wire_id, strlen(r->wire_id));
+    free(r->wire_id);
+    r->wire_id = wire;
+    return KV_OK;
+}
+
+int router_req_resume(router_req *r, const int32_t *tokens, uint32_t n)
+{
+    if (!n)
+        return KV_OK;
+    if (n >= r->max_tokens || r->n_prompt > UINT32_MAX - n)
+        return KV_EINVAL;
+    int32_t *p = realloc(r->prompt, (size_t)(r->n_prompt + n) * sizeof *p);
+    if (!p)
+        return KV_ENOMEM;
+    r->prompt = p;
+    int32_t *g = malloc((size_t)n * sizeof *g);
+    if (!g)
+        return KV_ENOMEM;
+    memcpy(p + r->n_prompt, tokens, (size_t)n * sizeof *p);
+    memcpy(g, tokens, (size_t)n * sizeof *g);
+    free(r->gen);
+    r->gen = g;
+    r->n_gen = r->cap_gen = n;
+    r->n_prompt += n;
+    r->max_tokens -= n;
+    r->index_base = r->next_index = r->out_index = n;
+    return KV_OK;
+}
+
 int router_requests_rewire(router_requests *t, router_req *r)
 {
     uint64_t seq = t->next_seq++;
@@ -506,4 +573,8 @@ void router_req_timings(const router_req *r, double now, Kvserve__Timings *t)
     t->kv_transport = (char *)r->kv_transport;
     t->prompt_tokens = r->n_prompt_orig;
     t->generated_tokens = r->next_index;
+    t->prefill_cached_tokens = r->prefill_cached_tokens;
+    t->decode_cached_tokens = r->decode_cached_tokens;
+    t->kv_bytes_saved = r->kv_bytes_saved;
+    t->local_prefill = r->local_prefill;
 }

@@ -83,6 +83,11 @@ typedef struct router_req {
     int stop_matched;              /* cancelled by a client that hit its stop sequence (metrics: "stop") */
     double prefill_ms, transfer_ms, decode_ms;
     uint64_t kv_bytes;
+    uint64_t kv_bytes_saved;       /* blocks the decode worker had cached, not shipped */
+    uint32_t decode_cached_blocks; /* ReserveReply.cached_blocks of the current attempt */
+    uint32_t decode_cached_tokens; /* those blocks in tokens */
+    uint32_t prefill_cached_tokens;/* PrefillDone.cached_tokens */
+    int local_prefill;             /* the decode worker prefilled the tail itself */
     char kv_transport[16];         /* the transport its KV took ("" before PrefillDone) */
     /* Token reassembly: tokens [0, next_index) have been delivered in order; gen keeps them
      * (a re-plan prefills them after the prompt). */
@@ -104,6 +109,11 @@ typedef struct router_req {
     struct router_req *prev, *next;
     struct router_req *qprev, *qnext;
     int in_queue;
+    /* Router restarts (router_resume.c): adopted from a decode worker's Register.held, no
+     * client yet (orphan); a client's resume waiting for its orphan to be announced (parked:
+     * not in the FIFO until dl_stage). */
+    int orphan, parked;
+    int resumed; /* its client resumed it (GenerateRequest.resume) */
 } router_req;
 
 typedef struct router_requests {
@@ -125,12 +135,23 @@ router_req *router_requests_add(router_requests *t, const kv_wire_route *client,
                                 uint32_t n_prompt, double now);
 router_req *router_requests_find_client(const router_requests *t, const kv_wire_route *client, const char *id);
 router_req *router_requests_find_wire(const router_requests *t, const char *wire_id);
+/* An orphan (router_resume.c): a request known by its wire id alone (client id = the wire id
+ * up to its last '@'), not indexed by client. Takes prompt. NULL: out of memory or a bad id. */
+router_req *router_requests_add_orphan(router_requests *t, const char *wire_id, int32_t *prompt, uint32_t n_prompt,
+                                       double now);
+/* Re-indexes r under the given wire id (unique: not in use). Returns 0 or KV_ENOMEM. */
+int router_requests_set_wire(router_requests *t, router_req *r, const char *wire_id);
 /* Gives the request a new wire id (a re-planned attempt): late messages about the old attempt
  * no longer find it. Returns 0 or KV_ENOMEM (the old id is kept then). */
 int router_requests_rewire(router_requests *t, router_req *r);
 /* Appends the delivered tokens [index_base, next_index) to the prompt and starts a new
  * attempt from next_index: drops the ownership, blocks and out-of-order events of the old one. */
 int router_req_restart_after_delivered(router_req *r);
+/* A stream resumed by its client (GenerateRequest.resume_tokens): it already holds tokens
+ * [0, n), so they join the prompt (and gen), the budget shrinks by n, and this attempt and
+ * the client's stream start at index n, as after a re-plan. Call before the first attempt.
+ * Returns 0, KV_EINVAL (n not below max_tokens) or KV_ENOMEM. */
+int router_req_resume(router_req *r, const int32_t *tokens, uint32_t n);
 /* Unindexes, unlinks and frees. */
 void router_requests_remove(router_requests *t, router_req *r);
 

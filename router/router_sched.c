@@ -133,7 +133,7 @@ void router_end(router_state *st, router_req *r, int finish, int code, const cha
 
 void router_maybe_complete(router_state *st, router_req *r)
 {
-    if (r->d_done && r->p_done)
+    if (r->d_done && r->p_done && !r->orphan) /* an orphan's tokens wait for its client */
         router_end(st, r, r->d_finish, 0, NULL);
 }
 
@@ -253,6 +253,26 @@ void router_on_tokens(router_state *st, router_req *r, const Kvserve__TokenEvent
     router_maybe_complete(st, r);
 }
 
+const router_pick_hint *router_hint_for(const router_state *st, const router_req *r, uint32_t *hits,
+                                        router_pick_hint *hint)
+{
+    if (!st->opt.route_cache || !st->workers.have_layout)
+        return NULL;
+    const router_layout *l = &st->workers.layout;
+    uint32_t n = r->n_prompt / l->block_size;
+    kv_block_hash *chain = malloc((n ? n : 1) * sizeof *chain);
+    if (!chain)
+        return NULL; /* by load, then */
+    kv_block_hash root = kv_prefix_root_of(st->model.fingerprint, l->dtype, l->n_layers, l->n_kv_heads,
+                                           l->head_dim, l->block_size, l->block_bytes);
+    n = (uint32_t)kv_prefix_chain(root, r->prompt, (int32_t)r->n_prompt, (int)l->block_size, chain, (int32_t)n);
+    router_prefix_hits(&st->prefix, chain, n, hits);
+    free(chain);
+    *hint = (router_pick_hint){.hits = hits, .prompt_tokens = r->n_prompt, .block_size = l->block_size,
+                               .load_tokens = st->opt.route_load_tokens, .balance = st->opt.route_balance};
+    return hint;
+}
+
 void router_schedule(router_state *st)
 {
     if (!st->workers.have_layout)
@@ -282,8 +302,11 @@ void router_schedule(router_state *st)
             router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__NO_TRANSPORT, msg);
             continue;
         }
-        router_worker *d = router_pick_decode(&st->workers, need, seq_tokens);
-        if (!d || !router_pick_prefill(&st->workers, pblocks, d))
+        uint32_t hits[ROUTER_PREFIX_SLOTS];
+        router_pick_hint hint;
+        const router_pick_hint *h = router_hint_for(st, r, hits, &hint);
+        router_worker *d = router_pick_decode_by(&st->workers, need, seq_tokens, h);
+        if (!d || !router_pick_prefill_by(&st->workers, pblocks, d, h))
             break; /* FIFO: the head waits for capacity, and so does everything behind it */
         router_queue_remove(&st->reqs, r);
         r->decode = d;
@@ -306,7 +329,7 @@ void router_schedule(router_state *st)
  * request is back in the queue (or complete), else the caller fails it. */
 static int replan(router_state *st, router_req *r, const router_worker *dead, int abort_code, const char *cause)
 {
-    if (r->replans >= ROUTER_MAX_REPLANS)
+    if (r->replans >= ROUTER_MAX_REPLANS || r->orphan) /* an orphan has nobody to run it for */
         return -1;
     if (r->decode && r->decode != dead && !r->d_done) {
         router_send_abort(st, &r->decode->route, r->wire_id, abort_code);
@@ -361,6 +384,7 @@ void router_fail_request(router_state *st, router_req *r, int code, const char *
 
 void router_worker_gone(router_state *st, router_worker *wk, const char *why)
 {
+    router_resume_note_gone(st, wk->id);
     char msg[512];
     snprintf(msg, sizeof msg, "%s worker %s failed: %s", router_role_name(wk->role), wk->id, why);
     /* Newest first, so that re-queued requests keep their order at the front of the FIFO. */
@@ -396,6 +420,7 @@ void router_worker_gone(router_state *st, router_worker *wk, const char *why)
         r = prev;
     }
     KV_WARN("router", "event=worker_dead worker=%s role=%s reason=\"%s\"", wk->id, router_role_name(wk->role), why);
+    router_prefix_slot_release(&st->prefix, wk->prefix_slot);
     router_workers_remove(&st->workers, wk);
 }
 
@@ -406,7 +431,7 @@ void router_expire(router_state *st, double now)
     while (r) {
         router_req *next = r->next;
         char msg[512];
-        int code = router_req_expired(r, now, &st->dl, msg, sizeof msg);
+        int code = router_resume_unpark(st, r, now) ? 0 : router_req_expired(r, now, &st->dl, msg, sizeof msg);
         if (code)
             router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, code, msg);
         else

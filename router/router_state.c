@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kv_log.h"
@@ -28,6 +29,11 @@ void router_opts_default(router_opts *o)
     o->request_deadline_ms = 600000;
     o->queue_deadline_ms = 30000;
     o->ack_deadline_ms = 10000;
+    o->route_cache = 1;
+    o->route_load_tokens = 256;
+    o->route_balance = 4;
+    o->local_prefill_max = 32;
+    o->client_timeout_ms = 10000;
 }
 
 void router_model_from_config(router_model *m, const char *name, const kv_model_config *cfg, kv_tokenizer *tok,
@@ -44,22 +50,35 @@ void router_model_from_config(router_model *m, const char *name, const kv_model_
 }
 
 /* Basename of a directory path, ignoring trailing slashes. */
-static int open_socket(router_state *st, const char *endpoint, int handover, void **out, char *bound, size_t cap,
+static int open_socket(router_state *st, const char *endpoint, int control, void **out, char *bound, size_t cap,
                        kv_err *err)
 {
     void *s = zmq_socket(st->zctx, ZMQ_ROUTER);
     if (!s)
         return kv_err_set(err, KV_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+    int rc = router_security_apply(&st->sec, s, control ? ROUTER_ZAP_DOMAIN_CONTROL : ROUTER_ZAP_DOMAIN_CLIENT, err);
+    if (rc) {
+        zmq_close(s);
+        return rc;
+    }
     int hwm = SOCKET_HWM, zero = 0;
     int64_t maxmsg = MAX_MESSAGE_BYTES;
     zmq_setsockopt(s, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
-    if (handover) {
-        /* A restarted worker with the same id takes its routing id over at once. */
-        int one = 1;
-        zmq_setsockopt(s, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    /* A peer that connects and never finishes its handshake is dropped after 5 s, not
+     * ZeroMQ's default 30 s (issue 13: no peer may hold a socket's resources for free). */
+    int handshake_ms = 5000;
+    zmq_setsockopt(s, ZMQ_HANDSHAKE_IVL, &handshake_ms, sizeof handshake_ms);
+    if (control) {
+        /* No ZMQ_ROUTER_HANDOVER: with it, any process connecting under a worker's id took
+         * that worker's connection over for good (issue 13). A second connection claiming an
+         * id in use is dropped instead; ZMTP heartbeats free the id of a connection whose
+         * process is gone or frozen, so a restarted worker gets it back. */
+        int ivl = 1000, ttl = 5000;
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+        zmq_setsockopt(s, ZMQ_HEARTBEAT_TIMEOUT, &ttl, sizeof ttl);
     }
     if (zmq_bind(s, endpoint) != 0) {
         int e = zmq_errno();
@@ -82,7 +101,16 @@ int router_state_init(router_state *st, const router_opts *o, void *zctx, kv_err
                                 .prefill_s = o->prefill_deadline_ms * 1e-3,
                                 .token_s = o->token_deadline_ms * 1e-3};
     router_workers_init(&st->workers);
+    if (router_prefix_init(&st->prefix))
+        return kv_err_set(err, KV_ENOMEM, "router: out of memory for the prefix index");
     router_requests_init(&st->reqs);
+    router_map_init(&st->gone_workers);
+    /* Wire ids differ from every earlier router's on these ports: workers may still run a dead
+     * router's requests when a client resumes one under the same request_id. */
+    struct timespec wall;
+    clock_gettime(CLOCK_REALTIME, &wall);
+    st->reqs.next_seq = (uint64_t)wall.tv_sec * 1000000u + (uint64_t)wall.tv_nsec / 1000u;
+    router_liveness_init(&st->clients);
     router_metrics_init(&st->metrics);
     st->started = st->now = kv_now_s();
 
@@ -111,6 +139,8 @@ int router_state_init(router_state *st, const router_opts *o, void *zctx, kv_err
             goto fail;
         }
     }
+    if ((rc = router_security_open(&st->sec, st->zctx, o->key_file, o->worker_keys, o->client_keys, err)))
+        goto fail;
     if ((rc = open_socket(st, o->listen, 0, &st->client, st->client_ep, sizeof st->client_ep, err)) ||
         (rc = open_socket(st, o->control, 1, &st->control, st->control_ep, sizeof st->control_ep, err)))
         goto fail;
@@ -137,11 +167,15 @@ void router_state_free(router_state *st)
         zmq_close(st->control);
     }
     st->client = st->control = NULL;
+    router_security_close(&st->sec);
     if (st->own_ctx && st->zctx)
         zmq_ctx_term(st->zctx);
     st->zctx = NULL;
     router_requests_free(&st->reqs);
+    router_map_free(&st->gone_workers);
+    router_liveness_free(&st->clients);
     router_workers_free(&st->workers);
+    router_prefix_free(&st->prefix);
     kv_prompt_encoder_free(&st->model.prompt);
 }
 
@@ -165,6 +199,10 @@ int router_write_ready_file(const router_state *st, const char *path, kv_err *er
 void router_handle(router_state *st, int control, int rc, kv_wire_msg *m, const kv_err *err)
 {
     void *sock = control ? st->control : st->client;
+    /* Any message from a client, even a bad one, says it is alive (--client-timeout). */
+    if (!control && st->opt.client_timeout_ms > 0 && router_liveness_heard(&st->clients, &m->route, st->now))
+        KV_WARN("router", "event=client_untracked clients=%zu reason=\"liveness table full: clients heard from now "
+                          "on are not timed out\"", router_liveness_count(&st->clients));
     if (rc == KV_EFORMAT || rc == KV_EUNSUPPORTED) {
         KV_WARN("router", "event=bad_message endpoint=%s reason=\"%s\"", control ? "control" : "client", err->msg);
         if (m->route.len) {
@@ -209,8 +247,9 @@ int router_step(router_state *st, int max_wait_ms)
         if (ms < timeout)
             timeout = ms <= 0 ? 0 : (int)ms + 1;
     }
-    zmq_pollitem_t items[2] = {{st->control, 0, ZMQ_POLLIN, 0}, {st->client, 0, ZMQ_POLLIN, 0}};
-    int rc = zmq_poll(items, 2, timeout);
+    zmq_pollitem_t items[3] = {{st->control, 0, ZMQ_POLLIN, 0}, {st->client, 0, ZMQ_POLLIN, 0},
+                               {st->sec.zap.sock, 0, ZMQ_POLLIN, 0}};
+    int rc = zmq_poll(items, st->sec.on ? 3 : 2, timeout);
     if (rc < 0 && zmq_errno() != EINTR)
         KV_WARN("router", "event=poll_failed error=\"%s\"", zmq_strerror(zmq_errno()));
     if (rc > 0) {
@@ -219,6 +258,8 @@ int router_step(router_state *st, int max_wait_ms)
             drain(st, st->control, 1);
         if (items[1].revents & ZMQ_POLLIN)
             drain(st, st->client, 0);
+        if (st->sec.on && (items[2].revents & ZMQ_POLLIN))
+            kv_zap_handle(&st->sec.zap);
     }
     router_tick(st, kv_now_s());
     return rc < 0 ? -1 : 0;
@@ -237,5 +278,6 @@ void router_tick(router_state *st, double now)
         }
     if (st->next_check > 0 && now >= st->next_check)
         router_expire(st, now);
+    router_expire_clients(st, now);
     router_schedule(st);
 }

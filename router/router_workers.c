@@ -159,6 +159,7 @@ router_worker *router_workers_add(router_workers *w, const kv_wire_route *route,
     wk->max_context = reg->max_context;
     wk->registered_at = now;
     wk->serial = ++w->next_serial;
+    wk->prefix_slot = -1; /* the caller gives it one */
     wk->last_heartbeat = now;
     /* Until the first heartbeat: the whole pool is free. */
     wk->hb_total = reg->kv_blocks_total;
@@ -199,36 +200,14 @@ void router_workers_heartbeat(router_worker *wk, const Kvserve__Heartbeat *hb, d
         wk->kv_blocks_total = hb->kv_blocks_total;
     wk->hb_total = wk->kv_blocks_total;
     wk->free_est = hb->kv_blocks_free;
+    wk->hb_cached = hb->kv_blocks_cached;
+    wk->hb_query_tokens = hb->prefix_query_tokens;
+    wk->hb_hit_tokens = hb->prefix_hit_tokens;
 }
 
 int64_t router_worker_available(const router_worker *wk)
 {
     return wk->free_est - (int64_t)wk->promised;
-}
-
-/* Ties by id, then by routing id (ids are normally unique). */
-static int worker_cmp_id(const router_worker *a, const router_worker *b)
-{
-    int c = strcmp(a->id, b->id);
-    if (c)
-        return c;
-    size_t n = a->route.len < b->route.len ? a->route.len : b->route.len;
-    c = memcmp(a->route.id, b->route.id, n);
-    return c ? c : (a->route.len > b->route.len) - (a->route.len < b->route.len);
-}
-
-static int better(const router_worker *cand, const router_worker *best)
-{
-    if (!best)
-        return 1;
-    if (cand->active != best->active)
-        return cand->active < best->active;
-    return worker_cmp_id(cand, best) < 0;
-}
-
-static int decode_could_hold(const router_worker *wk, uint32_t blocks, uint32_t seq_tokens)
-{
-    return wk->kv_blocks_total >= blocks && (!wk->max_context || seq_tokens <= wk->max_context);
 }
 
 int router_pair_refused(const router_worker *p, const router_worker *d)
@@ -249,94 +228,6 @@ int router_pair_refuse(router_worker *p, const router_worker *d)
     p->refused = r;
     p->refused[p->n_refused++] = d->serial;
     return KV_OK;
-}
-
-static int prefill_fits(const router_worker *p, uint32_t prompt_blocks, const router_worker *d)
-{
-    return p->role == KVSERVE__WORKER_ROLE__ROLE_PREFILL && p->kv_blocks_total >= prompt_blocks &&
-           !(d && router_pair_refused(p, d));
-}
-
-/* Some prefill worker could take a request whose blocks d would hold. */
-static int has_prefill_for(const router_workers *w, const router_worker *d, uint32_t prompt_blocks)
-{
-    for (size_t i = 0; i < w->n; i++)
-        if (prefill_fits(w->list[i], prompt_blocks, d))
-            return 1;
-    return 0;
-}
-
-/* Every prefill worker there is has refused d (and there is one). */
-static int refused_by_all(const router_workers *w, const router_worker *d)
-{
-    return has_prefill_for(w, NULL, 0) && !has_prefill_for(w, d, 0);
-}
-
-router_worker *router_pick_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens)
-{
-    router_worker *best = NULL;
-    for (size_t i = 0; i < w->n; i++) {
-        router_worker *wk = w->list[i];
-        if (wk->role != KVSERVE__WORKER_ROLE__ROLE_DECODE || !decode_could_hold(wk, blocks, seq_tokens) ||
-            refused_by_all(w, wk))
-            continue;
-        if (router_worker_available(wk) >= (int64_t)blocks && better(wk, best))
-            best = wk;
-    }
-    return best;
-}
-
-router_worker *router_pick_prefill(const router_workers *w, uint32_t prompt_blocks, const router_worker *d)
-{
-    router_worker *best = NULL;
-    for (size_t i = 0; i < w->n; i++) {
-        router_worker *wk = w->list[i];
-        if (prefill_fits(wk, prompt_blocks, d) && better(wk, best))
-            best = wk;
-    }
-    return best;
-}
-
-int router_no_pair(const router_workers *w, uint32_t blocks, uint32_t seq_tokens, uint32_t prompt_blocks)
-{
-    int decode_fits = 0, prefill_could = has_prefill_for(w, NULL, prompt_blocks);
-    for (size_t i = 0; i < w->n; i++) {
-        const router_worker *d = w->list[i];
-        if (d->role != KVSERVE__WORKER_ROLE__ROLE_DECODE || !decode_could_hold(d, blocks, seq_tokens))
-            continue;
-        decode_fits = 1;
-        if (has_prefill_for(w, d, prompt_blocks))
-            return 0;
-    }
-    return decode_fits && prefill_could;
-}
-
-int router_never_fits_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens)
-{
-    int any = 0;
-    for (size_t i = 0; i < w->n; i++) {
-        const router_worker *wk = w->list[i];
-        if (wk->role != KVSERVE__WORKER_ROLE__ROLE_DECODE)
-            continue;
-        any = 1;
-        if (decode_could_hold(wk, blocks, seq_tokens))
-            return 0;
-    }
-    return any;
-}
-
-int router_never_fits_prefill(const router_workers *w, uint32_t prompt_blocks)
-{
-    int any = 0;
-    for (size_t i = 0; i < w->n; i++) {
-        const router_worker *wk = w->list[i];
-        if (wk->role != KVSERVE__WORKER_ROLE__ROLE_PREFILL)
-            continue;
-        any = 1;
-        if (wk->kv_blocks_total >= prompt_blocks)
-            return 0;
-    }
-    return any;
 }
 
 size_t router_workers_expired(const router_workers *w, double now, double timeout_s, router_worker **out, size_t cap)

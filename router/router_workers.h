@@ -1,10 +1,5 @@
 /* Worker registry of the router: registration checks (model fingerprint, KV layout),
- * heartbeats and health, load accounting, and the scheduling policy (PROTOCOL.md):
- *   decode:  healthy, free blocks - blocks promised in flight >= blocks needed,
- *            then the fewest active requests, ties by id;
- *   prefill: healthy, the shortest queue (tasks sent and not done), ties by id;
- *   a pair whose KV handshake found no transport in common (NO_TRANSPORT) is not picked
- *   again, as long as both are the same processes.
+ * heartbeats and health, load accounting (the picks are router_policy.h's).
  * Pure bookkeeping: no sockets, time passed in by the caller. */
 #ifndef ROUTER_WORKERS_H
 #define ROUTER_WORKERS_H
@@ -44,6 +39,9 @@ typedef struct router_worker {
     uint64_t promised;     /* decode: blocks of ReserveRequests sent, not yet answered */
     uint32_t active;       /* decode: requests owned; prefill: tasks sent, not done */
     uint64_t serial;       /* registration number: a new process of one id gets a new one */
+    int prefix_slot;       /* its slot in the router's prefix index (router_prefix.h); -1 = none */
+    uint32_t hb_cached;    /* Heartbeat.kv_blocks_cached */
+    uint64_t hb_query_tokens, hb_hit_tokens; /* Heartbeat.prefix_*_tokens (cumulative) */
     /* Prefill: decode workers (by serial) it has no KV transport in common with. */
     uint64_t *refused;
     size_t n_refused;
@@ -90,23 +88,10 @@ static inline uint32_t router_blocks_for(uint64_t n_tokens, uint32_t block_size)
     return block_size ? (uint32_t)((n_tokens + block_size - 1) / block_size) : 0;
 }
 
-/* Scheduling. The decode pick needs `blocks` free and prompt + max_tokens within the worker's
- * context; the prefill pick needs its pool to hold the prompt's blocks. NULL = nothing fits. */
-router_worker *router_pick_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens);
-/* The prefill pick for a request whose blocks decode worker d holds (NULL: any). */
-router_worker *router_pick_prefill(const router_workers *w, uint32_t prompt_blocks, const router_worker *d);
 /* Prefill worker p found no KV transport in common with decode worker d: the pair is not
  * picked again while both live. KV_OK or KV_ENOMEM. */
 int router_pair_refuse(router_worker *p, const router_worker *d);
 int router_pair_refused(const router_worker *p, const router_worker *d);
-/* 1 when workers of both roles exist that could take the request, but every such pair has
- * been refused: the request can never be served as the cluster stands. */
-int router_no_pair(const router_workers *w, uint32_t blocks, uint32_t seq_tokens, uint32_t prompt_blocks);
-/* 1 when no registered worker of the role could ever hold the request (whole pool too small),
- * 0 when one could, or when none of that role is registered (one may come). */
-int router_never_fits_decode(const router_workers *w, uint32_t blocks, uint32_t seq_tokens);
-int router_never_fits_prefill(const router_workers *w, uint32_t prompt_blocks);
-
 /* Workers whose last heartbeat is older than timeout_s: fills out (up to cap), returns count. */
 size_t router_workers_expired(const router_workers *w, double now, double timeout_s, router_worker **out,
                               size_t cap);

@@ -97,6 +97,8 @@ bin="$build/bin"
 
 if [ "$tests" = 1 ]; then
   stage "GPU tests: ctest -L gpu"
+  # Among them test_cuda_kv_quant: the int8/int4/int2 KV kernels (seal a block, decode
+  # attention over codes + f32 window) against kq_quantize_block / kq_attend_one.
   t=$(date +%s)
   (cd "$build" && ctest -L gpu --output-on-failure --timeout 420) >"$logs/ctest.log" 2>&1
   rc=$?
@@ -224,7 +226,7 @@ fi
   fi
   if [ -f "$logs/bench_cuda.log" ]; then
     echo "-- kernels (kv-bench-cuda)"
-    grep -E "^(copy|gemm|gemv|prefill attn|decode attn)" "$logs/bench_cuda.log"
+    grep -E "^(copy|gemm|gemv|wgemv|prefill attn|decode attn)" "$logs/bench_cuda.log"
   fi
   if [ -f "$logs/bench_transport.log" ]; then
     echo "-- KV transports between two processes (kv-bench-transport)"

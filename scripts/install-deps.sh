@@ -8,7 +8,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git python3
   libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-dev libopenblas-openmp-dev libpcre2-dev libutf8proc-dev
-  libmicrohttpd-dev python3-venv
+  libmicrohttpd-dev libxxhash-dev python3-venv
 )
 # What only the tests use: tests/test_deploy.sh parses the Kubernetes manifests (python3-yaml)
 # and runs systemd-analyze verify on the units (systemd). The image build (Dockerfile) sets

@@ -2,12 +2,14 @@
 if(TARGET kvclient)
   # libkvclient against a fake router (no cluster needed).
   kv_add_test(test_client SOURCES test_client.c LIBS kvclient kv_wire Threads::Threads)
+  # Its resume after a router restart, against a fake router (no cluster needed).
+  kv_add_test(test_client_resume SOURCES test_client_resume.c LIBS kvclient kv_wire)
   # A plain C program using only kv_client.h and libkvclient.so.
   add_executable(test_client_shared test_client_shared.c)
   target_link_libraries(test_client_shared PRIVATE kvclient_shared)
   add_test(NAME test_client_shared COMMAND test_client_shared)
 
-  kv_add_test(test_cluster SOURCES test_cluster.c test_cluster_fuzz.c test_cluster_logprobs.c test_cluster_impostor.c kv_fuzz_envelope.c LIBS kvclient kv_engine kv_tokenizer kv_wire LABELS integration)
+  kv_add_test(test_cluster SOURCES test_cluster.c test_cluster_fuzz.c test_cluster_logprobs.c test_cluster_impostor.c test_cluster_restart.c kv_fuzz_envelope.c LIBS kvclient kv_engine kv_tokenizer kv_wire LABELS integration)
   target_compile_definitions(test_cluster PRIVATE KV_BIN_DIR="${CMAKE_BINARY_DIR}/bin")
   set_tests_properties(test_cluster PROPERTIES TIMEOUT 180)
   foreach(_bin kv-router kv-prefill kv-decode)

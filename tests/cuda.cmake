@@ -6,6 +6,12 @@ if(KVSERVE_CUDA)
               LIBS kv_kernels_cuda kv_kernels_cpu CUDA::cudart LABELS gpu)
   # Alone on the machine: its CPU references use every core, its pools several GiB of GPU.
   set_tests_properties(test_cuda_kernels PROPERTIES RUN_SERIAL ON)
+  # The block-format decode GEMV (q8_0/q4_0/q4_1) against dequantize-then-f32 and its CPU twin.
+  kv_add_test(test_cuda_wgemv SOURCES test_cuda_wgemv.c LIBS kv_kernels_cuda kv_kernels_cpu CUDA::cudart LABELS gpu)
+  # The quantized-KV kernels (seal a block, decode attention over codes + f32 window)
+  # against kq_quantize_block / kq_attend_one on kv_layout blocks.
+  kv_add_test(test_cuda_kv_quant SOURCES test_cuda_kv_quant.c
+              LIBS kv_kernels_cuda kv_kernels_cpu kv_kvcache CUDA::cudart LABELS gpu)
   # The CUDA engine against the shared references (stories260K) and against the CPU engine
   # on synthetic models with real head dims (written to a temporary directory).
   kv_add_test(test_engine_cuda SOURCES test_engine_cuda.c test_engine_cuda_synth.c
@@ -23,9 +29,11 @@ endif()
 if(KVSERVE_CUDA)
   set(_kv_engine_dir ${CMAKE_SOURCE_DIR}/common/engine)
   add_library(kv_engine_cudamock STATIC
-    ${_kv_engine_dir}/engine.c ${_kv_engine_dir}/engine_cpu.c ${_kv_engine_dir}/sampler.c ${_kv_engine_dir}/generate.c
+    ${_kv_engine_dir}/engine.c ${_kv_engine_dir}/engine_cpu.c ${_kv_engine_dir}/engine_kvq.c
+    ${_kv_engine_dir}/engine_kv_flags.c ${_kv_engine_dir}/sampler.c ${_kv_engine_dir}/generate.c
     ${_kv_engine_dir}/engine_cuda.c ${_kv_engine_dir}/engine_cuda_forward.c ${_kv_engine_dir}/engine_cuda_graph.c
-    ${_kv_engine_dir}/engine_cuda_gemv.c ${CMAKE_CURRENT_SOURCE_DIR}/cuda_mock.c)
+    ${_kv_engine_dir}/engine_cuda_gemv.c ${CMAKE_CURRENT_SOURCE_DIR}/cuda_mock.c
+    ${CMAKE_SOURCE_DIR}/kernels/cuda/cuda_kv_quant_check.c)
   target_include_directories(kv_engine_cudamock PUBLIC ${_kv_engine_dir} ${CMAKE_SOURCE_DIR}/kernels/cuda)
   target_include_directories(kv_engine_cudamock SYSTEM PUBLIC ${CUDAToolkit_INCLUDE_DIRS})
   target_compile_definitions(kv_engine_cudamock PRIVATE KV_HAVE_CUDA_ENGINE)
@@ -44,6 +52,9 @@ if(KVSERVE_CUDA)
   add_test(NAME test_engine_cuda_mock_nographs COMMAND test_engine_cuda_mock)
   set_tests_properties(test_engine_cuda_mock_nographs PROPERTIES ENVIRONMENT "KV_CUDA_MOCK_CAPTURE_FAIL=1;KVSERVE_GEMV=cublas"
                        SKIP_RETURN_CODE 77 TIMEOUT 300)
+  # test_cuda_kv_quant on the mock, whose stand-ins are the CPU twins: the test itself, the
+  # launchers' contract (device ranges, tables, workspace) and their refusals, in CI.
+  kv_add_test(test_cuda_kv_quant_mock SOURCES test_cuda_kv_quant.c LIBS kv_engine_cudamock)
 endif()
 
 # kv-bench-engine-cuda's set-up and arithmetic on the mock (a tiny synthetic model, small

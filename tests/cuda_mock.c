@@ -38,6 +38,8 @@
 #include "cpu_kernels.h"
 #include "cuda_kernels.h"
 #include "dtype_convert.h"
+#include "cuda_kv_quant.h"
+#include "kv_quant.h"
 
 /* ---- allocations --------------------------------------------------------------------- */
 
@@ -1084,4 +1086,134 @@ int kv_cuda_gemm(void *handle, void *y, const void *x, const void *w, int m, int
                  void *stream, kv_err *err)
 {
     return kv_cuda_gemm_out(handle, y, dt, x, w, m, n, k, dt, stream, err);
+}
+
+/* ---- Quantized KV blocks (kernels/cuda/cuda_kv_quant.cu): their CPU twins ---- */
+
+static void kvq_split(const kv_cuda_kvq_format *f, kq_format *kf, kq_regions *r)
+{
+    *kf = (kq_format){f->bits, f->block_size, f->n_kv_heads, f->head_dim, f->group, f->keys_per_token};
+    *r = (kq_regions){f->k_codes, f->k_scales, f->k_zeros, f->v_codes, f->v_scales, f->v_zeros};
+}
+
+typedef struct a_kvq_quant { void *base; kv_cuda_kvq_format f; const float *k, *v; size_t stride; } a_kvq_quant;
+static void run_kvq_quantize(const void *p)
+{
+    const a_kvq_quant *a = p;
+    kq_format kf;
+    kq_regions r;
+    kvq_split(&a->f, &kf, &r);
+    kq_quantize_block(a->base, &kf, &r, a->k, a->v, a->stride);
+}
+int kv_cuda_kvq_quantize_block(void *base, const kv_cuda_kvq_format *f, const float *k, const float *v,
+                               size_t stride, void *stream, kv_err *err)
+{
+    (void)stream;
+    int rc = kv_cuda_kvq_format_check(f, err);
+    if (rc)
+        return rc;
+    if (!base || !k || !v || ((uintptr_t)base & 1))
+        return kv_err_set(err, KV_EINVAL, "mock KV quantize: null or odd block pointer");
+    size_t row = (size_t)f->n_kv_heads * (size_t)f->head_dim;
+    if (stride < row)
+        return kv_err_set(err, KV_EINVAL, "mock KV quantize: row stride %zu below a row of %zu floats", stride, row);
+    size_t rows_bytes = ((size_t)(f->block_size - 1) * stride + row) * sizeof(float);
+    dev_check(base, kv_cuda_kvq_layer_extent(f), "kvq block"), dev_check(k, rows_bytes, "kvq k rows");
+    dev_check(v, rows_bytes, "kvq v rows");
+    a_kvq_quant a = {base, *f, k, v, stride};
+    submit(run_kvq_quantize, &a, sizeof a);
+    return KV_OK;
+}
+
+typedef struct a_kvq_dec {
+    float *out;
+    const float *q;
+    kv_cuda_kvq_pool qp;
+    const int32_t *q_tables;
+    kv_cuda_paged_kv fp;
+    const int32_t *fp_tables;
+    int stride;
+    const int32_t *lens;
+    int residual_blocks, n, heads;
+} a_kvq_dec;
+static void run_kvq_decode(const void *p)
+{
+    const a_kvq_dec *a = p;
+    const kv_cuda_kvq_format *f = &a->qp.f;
+    kq_format kf;
+    kq_regions r;
+    kvq_split(f, &kf, &r);
+    int bs = f->block_size, hd = f->head_dim, group = a->heads / f->n_kv_heads;
+    size_t extent = kv_cuda_kvq_layer_extent(f), row = (size_t)f->n_kv_heads * (size_t)hd;
+    kc_paged_kv fp = {(float *)a->fp.pool, a->fp.block_stride, a->fp.v_offset, bs, f->n_kv_heads, hd};
+    for (int s = 0; s < a->n; s++) {
+        int len = a->lens[s];
+        float *o = a->out + (size_t)s * a->heads * hd;
+        if (len <= 0) {
+            memset(o, 0, (size_t)a->heads * hd * sizeof *o);
+            continue;
+        }
+        int nb = (len - 1) / bs + 1, ws = (len - 1) / bs - a->residual_blocks + 1;
+        ws = ws > 0 ? ws : 0;
+        if (nb > a->stride)
+            die("kvq decode: length %d beyond the table stride %d", len, a->stride);
+        const int32_t *qt = a->q_tables + (size_t)s * a->stride, *ft = a->fp_tables + (size_t)s * a->stride;
+        const void **blocks = malloc((size_t)nb * sizeof *blocks);
+        float *scores = malloc((size_t)nb * (size_t)bs * sizeof *scores);
+        if (!blocks || !scores)
+            die("out of memory");
+        for (int b = 0; b < ws; b++) {
+            if (qt[b] < 0)
+                die("kvq decode: negative block id %d", qt[b]);
+            blocks[b] = (const char *)a->qp.base + (size_t)qt[b] * a->qp.block_bytes;
+            dev_check(blocks[b], extent, "kvq decode block");
+        }
+        for (int b = ws; b < nb; b++) {
+            if (ft[b] < 0)
+                die("kvq decode: negative residual block id %d", ft[b]);
+            dev_check(fp.pool + (size_t)ft[b] * fp.block_stride, (fp.v_offset + (size_t)bs * row) * sizeof(float),
+                      "kvq decode residual block");
+        }
+        for (int h = 0; h < a->heads; h++)
+            kq_attend_one(o + (size_t)h * hd, a->q + ((size_t)s * a->heads + h) * hd, &kf, &r, h / group, blocks, ws,
+                          &fp, ft, ws * bs, len - ws * bs, scores);
+        free(blocks), free(scores);
+    }
+}
+int kv_cuda_kvq_attention_decode(float *out, const float *q, const kv_cuda_kvq_pool *qpool,
+                                 const int32_t *q_tables, const kv_cuda_paged_kv *fp, const int32_t *fp_tables,
+                                 int table_stride, const int32_t *seq_lens, int residual_blocks, int n_seqs,
+                                 int n_heads, int n_splits, void *workspace, size_t workspace_bytes, void *stream,
+                                 kv_err *err)
+{
+    (void)stream;
+    const kv_cuda_kvq_format *f = &qpool->f;
+    int rc = kv_cuda_kvq_format_check(f, err);
+    if (rc)
+        return rc;
+    if (!qpool->base || ((uintptr_t)qpool->base & 1) || (qpool->block_bytes & 1) ||
+        qpool->block_bytes < kv_cuda_kvq_layer_extent(f))
+        return kv_err_set(err, KV_EINVAL, "mock KV-code attention: block of %zu bytes", qpool->block_bytes);
+    if (!fp->pool || fp->dtype != KV_CUDA_F32 || fp->block_size != f->block_size || fp->n_kv_heads != f->n_kv_heads ||
+        fp->head_dim != f->head_dim)
+        return kv_err_set(err, KV_EINVAL, "mock KV-code attention: the residual pool must be f32 of the same shape");
+    if (n_heads <= 0 || n_heads > 65535 || n_heads % f->n_kv_heads || n_seqs < 0 || n_seqs > 65535 ||
+        table_stride < 0 || residual_blocks < 1 || n_splits < 1 || n_splits > KV_CUDA_DECODE_MAX_SPLITS)
+        return kv_err_set(err, KV_EINVAL, "mock KV-code attention: bad heads, batch, residual or splits");
+    if (n_seqs == 0)
+        return KV_OK;
+    size_t need = kv_cuda_decode_workspace_bytes(n_seqs, n_heads, f->head_dim, n_splits);
+    if (need > 0 && (!workspace || workspace_bytes < need))
+        return kv_err_set(err, KV_EINVAL, "mock KV-code attention: %zu bytes of workspace, need %zu", workspace_bytes,
+                          need);
+    if (need)
+        dev_check(workspace, need, "kvq decode workspace");
+    size_t bytes = (size_t)n_seqs * n_heads * f->head_dim * sizeof(float);
+    dev_check(out, bytes, "kvq decode out"), dev_check(q, bytes, "kvq decode q");
+    dev_check(q_tables, (size_t)n_seqs * table_stride * 4, "kvq decode tables");
+    dev_check(fp_tables, (size_t)n_seqs * table_stride * 4, "kvq decode residual tables");
+    dev_check(seq_lens, (size_t)n_seqs * 4, "kvq decode lengths");
+    a_kvq_dec a = {out, q, *qpool, q_tables, *fp, fp_tables, table_stride, seq_lens, residual_blocks, n_seqs, n_heads};
+    submit(run_kvq_decode, &a, sizeof a);
+    return KV_OK;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Static checks of deploy/k8s and the Dockerfile (run by tests/test_deploy.sh).
 
-usage: deploy_check.py k8s SOURCE_DIR
+usage: deploy_check.py k8s SOURCE_DIR [BIN_DIR]
        deploy_check.py docker SOURCE_DIR INSTALL_PREFIX
 
 k8s: every manifest parses; every name a manifest refers to exists (ConfigMap, Secret,
@@ -9,7 +9,11 @@ Service, volume, container port, environment variable); probes reach ports the c
 open, Services the manifests define, binaries the image has; every Deployment has liveness
 and readiness probes that test the process (no TCP probes); workers request a GPU and bind a
 fixed KV port; NetworkPolicies select real pods and name real ports, and every container port
-is admitted by some policy.
+is admitted by some policy. CURVE: every key a container or its probes use (--key,
+--router-key, --worker-keys, --client-keys, KVSERVE_CLIENT_KEY) is a file (or, for an
+allowlist, a directory) that an init container copies from a Secret's items, and every item
+names a key of that Secret. With BIN_DIR: every --flag a container, an init-free probe or a
+kvctl probe passes is in that binary's --help (of this build).
 
 docker: every COPY source exists and is not excluded by .dockerignore; the targets the build
 stage builds are exactly install(TARGETS ...) of CMakeLists.txt; what the run stage copies out
@@ -39,6 +43,87 @@ def problem(msg):
 EXTERNAL_PVCS = {"kvserve-models"}           # provided by the operator (deploy/README.md)
 EXTERNAL_CLIENT_LABELS = {"kvserve.io/client"}  # pods the operator labels as clients
 IMAGE_BINARIES = None                       # filled from CMakeLists.txt's install(TARGETS)
+BIN_DIR = None                              # k8s BIN_DIR: flags are checked against --help
+KEY_FLAGS = ("--key", "--router-key", "--worker-keys", "--client-keys")
+_help_cache = {}
+
+
+def help_text(binary, sub=None):
+    """BIN_DIR/binary [sub] --help (stdout + stderr), cached; None when it cannot run."""
+    k = (binary, sub)
+    if k not in _help_cache:
+        cmd = [os.path.join(BIN_DIR, binary)] + ([sub] if sub else []) + ["--help"]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            _help_cache[k] = r.stdout + r.stderr
+        except (OSError, subprocess.TimeoutExpired):
+            _help_cache[k] = None
+    return _help_cache[k]
+
+
+def check_flags(where, binary, words):
+    """Every --flag in words (a command line after the binary) is in its --help."""
+    if BIN_DIR is None:
+        return
+    sub = words[0] if binary == "kvctl" and words and not words[0].startswith("-") else None
+    text = help_text(binary, sub)
+    if text is None:
+        problem(f"{where}: cannot run {binary} --help from {BIN_DIR}")
+        return
+    for w in words:
+        m = re.match(r"^(--[a-z][a-z0-9-]*)", w)
+        if m and not re.search(r"(^|[^a-z0-9-])" + re.escape(m.group(1)) + r"([^a-z0-9-]|$)", text):
+            problem(f"{where}: {m.group(1)} is not a flag of {binary}{' ' + sub if sub else ''} (its --help)")
+
+
+def probe_commands(cmd):
+    """(binary, words after it) of each /usr/local/bin/X an exec probe runs."""
+    words = shlex.split(cmd[2]) if cmd[0] == "/bin/sh" and len(cmd) == 3 else list(cmd)
+    out = []
+    for i, w in enumerate(words):
+        if w.startswith("/usr/local/bin/"):
+            rest = []
+            for x in words[i + 1:]:
+                if x in (";", "&&", "||", "|"):
+                    break
+                rest.append(x)
+            out.append((w[len("/usr/local/bin/"):], rest))
+    return out
+
+
+def check_keys(where, c, spec, env, secrets):
+    """Key files a container names: copied by an init container from a Secret's items."""
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    provided = {}  # path under the keys volume -> (Secret, key)
+    for ic in spec.get("initContainers") or []:
+        mounts = {m["name"]: m["mountPath"] for m in ic.get("volumeMounts") or []}
+        for vname in mounts:
+            sec = (volumes.get(vname) or {}).get("secret")
+            if not sec:
+                continue
+            items = sec.get("items")
+            data = (secrets.get(sec["secretName"]) or {}).get("stringData") or {}
+            if items is None:
+                items = [{"key": k, "path": k} for k in data]
+            for it in items:
+                if it["key"] not in data:
+                    problem(f"{where}: Secret {sec['secretName']} has no key {it['key']} (volume {vname})")
+                provided[it["path"]] = (sec["secretName"], it["key"])
+    paths = []
+    for a in (c.get("command") or []) + (c.get("args") or []):
+        m = re.match(r"^(--[a-z-]+)=(.*)$", a)
+        if m and m.group(1) in KEY_FLAGS:
+            paths.append((m.group(1), expand(m.group(2), env)))
+    if "KVSERVE_CLIENT_KEY" in env:
+        paths.append(("KVSERVE_CLIENT_KEY", env["KVSERVE_CLIENT_KEY"]))
+    for flag, path in paths:
+        mount = [m for m in c.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        if not mount:
+            problem(f"{where}: {flag} {path} is on no volume of the container")
+            continue
+        rel = path[len(mount[0]["mountPath"].rstrip("/")) + 1:]
+        if rel not in provided and not any(p.startswith(rel + "/") for p in provided):
+            problem(f"{where}: {flag} {path}: no init container copies it from a Secret ({sorted(provided)})")
 
 
 def load_docs(path):
@@ -194,6 +279,12 @@ def check_deployment(d, cms, secrets, services):
                        for m in c.get("volumeMounts") or []):
                 problem(f"{where}: --alive-file {f} is not on a writable volume")
         if c in spec["containers"]:
+            check_keys(where, c, spec, env, secrets)
+            if c.get("command") and c["command"][0].startswith("/usr/local/bin/"):
+                check_flags(where, c["command"][0][len("/usr/local/bin/"):], args[1:])
+            for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+                for b, words in probe_commands(((c.get(kind) or {}).get("exec") or {}).get("command") or ["-"]):
+                    check_flags(f"{where} {kind}", b, words)
             for kind in ("livenessProbe", "readinessProbe"):
                 check_probe(f"{where} {kind}", c.get(kind), c, env, services, alive)
             if c.get("startupProbe"):
@@ -457,6 +548,8 @@ def check_docker(src, prefix):
 
 def main():
     if len(sys.argv) >= 3 and sys.argv[1] == "k8s":
+        global BIN_DIR
+        BIN_DIR = sys.argv[3] if len(sys.argv) >= 4 else None
         check_k8s(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "docker":
         check_docker(sys.argv[2], sys.argv[3])

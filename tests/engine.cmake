@@ -2,6 +2,7 @@ kv_add_test(test_engine_ref SOURCES test_engine_ref.c LIBS kv_engine)
 kv_add_test(test_model_load SOURCES test_model_load.c LIBS kv_model)
 kv_add_test(test_cpu_kernels SOURCES test_cpu_kernels.c LIBS kv_kernels_cpu)
 kv_add_test(test_kv_pool SOURCES test_kv_pool.c LIBS kv_kvcache)
+kv_add_test(test_kv_prefix SOURCES test_kv_prefix.c LIBS kv_kvcache)
 kv_add_test(test_sampler SOURCES test_sampler.c LIBS kv_engine)
 # Device selection without a GPU: clean refusals, auto -> cpu (on a GPU machine: the GPU).
 kv_add_test(test_engine_device SOURCES test_engine_device.c LIBS kv_engine)

@@ -1,8 +1,8 @@
 /* What the workers' fuzz targets (fuzz_decode, fuzz_prefill) share: the cluster their
  * plausible messages describe, a pool that hands out the same ids on every input, and the
- * ledger of who holds which block: after every record each block must be free (on the free
- * list, no reference) or held by exactly one request or task (one reference: the workers
- * never share a block), never both, never twice. Ledger: kv_fuzz_ledger_open,
+ * ledger of who holds which block: after every record each block has exactly as many
+ * references as holders (requests and tasks; prefix-cache hits share blocks), and a block
+ * nobody holds is free or cached, never both, never twice. Ledger: kv_fuzz_ledger_open,
  * kv_fuzz_ledger_hold for each holder, kv_fuzz_ledger_close. */
 #ifndef KV_FUZZ_WORKER_H
 #define KV_FUZZ_WORKER_H
@@ -26,51 +26,51 @@ static inline void kv_fuzz_cluster_of(const worker_engine *we, const char *kv_en
     snprintf(cl->kv_endpoint, sizeof cl->kv_endpoint, "%s", kv_endpoint);
 }
 
-/* A pool whose every block is free goes back to a fresh pool's free-stack order, so that
- * the ids it hands out (and the ids a seed's messages name) are the same on every input. */
+/* A pool whose every block is free or cached goes back to a fresh pool's free-stack order
+ * (its cache flushed), so that the ids it hands out (and the ids a seed's messages name) are
+ * the same on every input. */
 static inline void kv_fuzz_pool_restart(kv_pool *pool)
 {
-    KV_FUZZ_REQUIRE(pool->n_free == pool->n_blocks, "%d of %d blocks free at the start of an input", pool->n_free,
-                    pool->n_blocks);
+    KV_FUZZ_REQUIRE(kv_pool_n_available(pool) == pool->n_blocks, "%d of %d blocks free at the start of an input",
+                    kv_pool_n_available(pool), pool->n_blocks);
+    kv_pool_prefix_flush(pool);
     for (int32_t i = 0; i < pool->n_blocks; i++)
         pool->free_ids[i] = pool->n_blocks - 1 - i;
 }
 
+/* Counts each block's holders; with the prefix cache a block may be shared, so a block
+ * must have exactly as many references as holders, and one nobody holds must be free or
+ * cached (kv_pool_check: on exactly one of the free list and the LRU, never both). */
 typedef struct kv_fuzz_ledger {
     const kv_pool *pool;
-    uint8_t *seen; /* a byte per block: malloc'd by the caller, pool->n_blocks of them */
+    uint8_t *seen; /* holders per block: malloc'd by the caller, pool->n_blocks of them */
 } kv_fuzz_ledger;
 
-/* Starts a count with the free list. */
-static inline void kv_fuzz_ledger_open(kv_fuzz_ledger *l)
-{
-    const kv_pool *pool = l->pool;
-    memset(l->seen, 0, (size_t)pool->n_blocks);
-    for (int32_t i = 0; i < pool->n_free; i++) {
-        int32_t b = pool->free_ids[i];
-        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !l->seen[b] && pool->refcount[b] == 0,
-                        "free list entry %d: block %d", i, b);
-        l->seen[b] = 1;
-    }
-}
+static inline void kv_fuzz_ledger_open(kv_fuzz_ledger *l) { memset(l->seen, 0, (size_t)l->pool->n_blocks); }
 
-/* who (a request or task id) holds ids[0..n). */
+/* who (a request or task id) holds ids[0..n), each once. */
 static inline void kv_fuzz_ledger_hold(kv_fuzz_ledger *l, const char *who, const int32_t *ids, int32_t n)
 {
     const kv_pool *pool = l->pool;
     for (int32_t i = 0; i < n; i++) {
         int32_t b = ids[i];
-        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && !l->seen[b] && pool->refcount[b] == 1,
-                        "%s holds block %d (of %d) twice, or with another", who, b, pool->n_blocks);
-        l->seen[b] = 1;
+        KV_FUZZ_REQUIRE(b >= 0 && b < pool->n_blocks && l->seen[b] < 255, "%s holds block %d (of %d)", who, b,
+                        pool->n_blocks);
+        l->seen[b]++;
     }
 }
 
-/* Every block was seen: none leaked. */
+/* References equal holders, and the three states are consistent: none leaked. */
 static inline void kv_fuzz_ledger_close(const kv_fuzz_ledger *l)
 {
-    for (int32_t b = 0; b < l->pool->n_blocks; b++)
-        KV_FUZZ_REQUIRE(l->seen[b], "block %d neither free nor held (%d free)", b, l->pool->n_free);
+    const kv_pool *pool = l->pool;
+    kv_err err;
+    KV_FUZZ_REQUIRE(kv_pool_check(pool, &err) == 0, "pool states: %s", err.msg);
+    for (int32_t b = 0; b < pool->n_blocks; b++)
+        KV_FUZZ_REQUIRE(pool->refcount[b] == l->seen[b], "block %d: %d references, %d holders", b, pool->refcount[b],
+                        l->seen[b]);
+    KV_FUZZ_REQUIRE(pool->double_releases == 0, "%llu releases of blocks nobody held",
+                    (unsigned long long)pool->double_releases);
 }
 
 #endif

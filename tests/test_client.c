@@ -412,10 +412,12 @@ static void test_status(kv_client *c)
         "{\"model\":\"stories\\\"260K\",\"uptime_s\":12.250,\"requests_total\":7,\"requests_failed\":1,\"requests_replanned\":2,\"workers\":["
         "{\"worker_id\":\"prefill-0\",\"role\":\"prefill\",\"address\":\"tcp://127.0.0.1:5000\",\"device\":\"cpu\","
         "\"healthy\":true,\"last_heartbeat_ms_ago\":120.500,\"running\":0,\"queued\":0,\"kv_blocks_used\":0,"
-        "\"kv_blocks_free\":100,\"kv_blocks_total\":100,\"kv_transports\":\"zmq\",\"weights\":\"\"},"
+        "\"kv_blocks_free\":100,\"kv_blocks_total\":100,\"kv_transports\":\"zmq\",\"weights\":\"\","
+        "\"kv_blocks_cached\":0,\"prefix_query_tokens\":0,\"prefix_hit_tokens\":0},"
         "{\"worker_id\":\"decode-0\",\"role\":\"decode\",\"address\":\"tcp://127.0.0.1:5001\",\"device\":\"cpu\","
         "\"healthy\":false,\"last_heartbeat_ms_ago\":6000.000,\"running\":1,\"queued\":2,\"kv_blocks_used\":3,"
-        "\"kv_blocks_free\":61,\"kv_blocks_total\":64,\"kv_transports\":\"\",\"weights\":\"\"}],"
+        "\"kv_blocks_free\":61,\"kv_blocks_total\":64,\"kv_transports\":\"\",\"weights\":\"\","
+        "\"kv_blocks_cached\":0,\"prefix_query_tokens\":0,\"prefix_hit_tokens\":0}],"
         "\"requests\":[{\"request_id\":\"r1\",\"state\":\"decoding\",\"prefill_worker\":\"prefill-0\","
         "\"decode_worker\":\"decode-0\",\"block_ids\":[4,5,9],\"generated_tokens\":17,\"age_ms\":33.125}]}";
     CHECK_MSG(js && !strcmp(js, want), "status JSON:\n got %s\nwant %s", js ? js : "(null)", want);

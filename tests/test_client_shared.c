@@ -34,12 +34,15 @@ int main(void)
         EXPECT(kv_client_next_event(c, 10, &ev) == KVC_ETIMEOUT);
         kv_client_close(c);
     }
-    kv_status_worker w = {"decode-0", KVC_ROLE_DECODE, "tcp://127.0.0.1:9", "cpu", 1, 5.0, 0, 0, 0, 8, 8, "zmq", "q4_1+f32"};
+    kv_status_worker w = {"decode-0", KVC_ROLE_DECODE, "tcp://127.0.0.1:9", "cpu", 1, 5.0, 0, 0, 0, 8, 8, "zmq",
+                          "q4_1+f32", 3, 40, 32};
     kv_status s = {"m", &w, 1, NULL, 0, 1, 0, 2.0, 3, {.present = 1, .generation_tokens = 7}};
     char *js = kv_status_to_json(&s);
     EXPECT(js && strstr(js, "\"role\":\"decode\"") && strstr(js, "\"requests\":[]") &&
            strstr(js, "\"kv_transports\":\"zmq\",\"weights\":\"q4_1+f32\"") && strstr(js, "\"requests_replanned\":3") &&
-           strstr(js, "\"generation_tokens\":7"));
+           strstr(js, "\"generation_tokens\":7") &&
+           strstr(js, "\"kv_blocks_cached\":3,\"prefix_query_tokens\":40,\"prefix_hit_tokens\":32") &&
+           strstr(js, "\"prefix_cache\":{\"prefill\":{\"query_tokens\":0"));
     EXPECT(kv_status_histogram_quantile(&s.metrics.ttft, 0.5) != kv_status_histogram_quantile(&s.metrics.ttft, 0.5));
     free(js);
     EXPECT(!strcmp(kv_client_strerror(KVC_ETIMEOUT), "timed out"));

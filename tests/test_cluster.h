@@ -53,6 +53,10 @@ void serve_reference(kv_client *c, const int32_t *ref, int n, int tokens, const 
 void scenario_fuzz(const char *model, const char *models);
 /* test_cluster_logprobs.c */
 void scenario_logprobs(const char *model);
+/* argv: NULL-terminated, argv[0] = a binary in kv_test_bin_dir(); logs to cl->dir/name.log. */
+proc *spawn(cluster *cl, const char *name, const char *const *argv);
+/* test_cluster_restart.c: the router killed and restarted mid-stream (kill_decode: decode-0 too). */
+void scenario_router_restart(const char *model, const char *models, int kill_decode);
 /* test_cluster_impostor.c */
 void scenario_impostor(const char *model, const char *models);
 

@@ -3,9 +3,12 @@
 #  1. systemd: `systemd-analyze verify` prints nothing for every unit (instances @0), with
 #     /usr/local/bin rewritten to this build's bin/ in a temporary copy (verify wants the
 #     binaries to exist); every ${VAR} a unit uses is set by its env file; the decode KV port
-#     is fixed (firewallable), never 0.
+#     is fixed (firewallable), never 0; every --flag a unit passes (ExecStart and its env
+#     file's extra-flags variable) is in its binary's --help; every unit runs with CURVE
+#     (--key from a LoadCredential=, so the secret key need not be the service user's).
 #  2. Kubernetes manifests and Dockerfile: tests/deploy_check.py (parses, cross-references,
-#     probes, GPU, NetworkPolicy coverage; COPY sources, targets, run-stage libraries).
+#     probes, GPU, NetworkPolicy coverage, key files from Secrets, flags against this
+#     build's --help; COPY sources, targets, run-stage libraries).
 #  3. The probes against real processes (needs the stories260K model): `kvctl status` exits 0
 #     against a router that answers and 1, within its --timeout-ms, against one stopped with
 #     SIGSTOP; `kvctl status --worker ID` exits 0 only while that worker is registered and
@@ -68,6 +71,26 @@ for u in "$sd"/*.service; do
     [ $found -eq 1 ] || fail "$(basename "$u") uses \$$var, which none of its env files ($envs) sets"
   done
 done
+# Every --flag a unit passes is one its binary knows (this build's --help), and CURVE is on.
+for u in "$sd"/*.service; do
+  exec_line=$(sed -n 's/^ExecStart=//p' "$u")
+  b=$(basename "${exec_line%% *}")
+  [ -x "$bin/$b" ] || { skipped+=("$bin/$b not built: $(basename "$u")'s flags"); continue; }
+  help=$("$bin/$b" --help 2>&1)
+  envs=$(sed -n 's/^EnvironmentFile=-\{0,1\}\/etc\/kvserve\/\([a-z]*\)\.env$/\1/p' "$u")
+  extra=""
+  for var in $(echo "$exec_line" | grep -o '\$KVSERVE_[A-Z_]*_ARGS' | tr -d '$'); do
+    for e in $envs; do extra="$extra $(sed -n "s/^$var=//p" "$sd/$e.env")"; done
+  done
+  for f in $(echo "$exec_line $extra" | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
+    echo "$help" | grep -qE -- "(^|[^a-z0-9-])$f([^a-z0-9-]|\$)" || fail "$(basename "$u"): $f is not a flag of $b (--help)"
+  done
+  case "$exec_line" in
+    *" --key %d/"*) cred=$(echo "$exec_line" | sed -n 's/.* --key %d\/\([^ ]*\).*/\1/p')
+                    grep -q "^LoadCredential=$cred:/" "$u" || fail "$(basename "$u"): --key %d/$cred without LoadCredential=$cred:PATH" ;;
+    *) fail "$(basename "$u"): no --key %d/FILE (CURVE off)" ;;
+  esac
+done
 listen=$(sed -n 's/^KVSERVE_KV_LISTEN=//p' "$sd/decode.env")
 case "$listen" in
   tcp://*:0|"") fail "decode.env: KVSERVE_KV_LISTEN='$listen' is not a fixed port" ;;
@@ -79,7 +102,7 @@ esac
 if ! python3 -c 'import yaml' 2>/dev/null; then
   skipped+=("python3-yaml not installed (scripts/install-deps.sh installs it)")
 else
-  python3 "$src/tests/deploy_check.py" k8s "$src" || fail "deploy_check.py k8s"
+  python3 "$src/tests/deploy_check.py" k8s "$src" "$bin" || fail "deploy_check.py k8s"
   if cmake --install "$build" --prefix "$tmp/install" >/dev/null 2>"$tmp/install.err"; then
     python3 "$src/tests/deploy_check.py" docker "$src" "$tmp/install" || fail "deploy_check.py docker"
   else

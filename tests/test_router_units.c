@@ -1467,11 +1467,80 @@ static void test_bad_register(harness *h)
     zmq_close(rogue);
 }
 
+/* The router's prefix index (heartbeat events, resets, slots) and the cache-aware picks:
+ * the worker holding the longest prefix wins unless the balance guard says it is too busy. */
+static void test_prefix_routing(void)
+{
+    router_prefix x;
+    CHECK(router_prefix_init(&x) == 0);
+    int s0 = router_prefix_slot_take(&x), s1 = router_prefix_slot_take(&x);
+    CHECK(s0 == 0 && s1 == 1);
+    int32_t tok[64];
+    for (int i = 0; i < 64; i++)
+        tok[i] = i + 3;
+    kv_block_hash chain[4], other[4];
+    kv_block_hash root = kv_prefix_root("0a1b2c3d", "f32/x/b16");
+    CHECK(kv_prefix_chain(root, tok, 64, 16, chain, 4) == 4);
+    tok[20] = 999; /* diverges in block 1 */
+    CHECK(kv_prefix_chain(root, tok, 64, 16, other, 4) == 4);
+    /* Worker 0 holds the whole chain, worker 1 its first block and the other chain. */
+    CHECK(router_prefix_apply(&x, s0, 0, chain, 4, NULL, 0) == 0);
+    CHECK(router_prefix_apply(&x, s1, 0, other, 4, NULL, 0) == 0);
+    uint32_t hits[ROUTER_PREFIX_SLOTS];
+    router_prefix_hits(&x, chain, 4, hits);
+    CHECK(hits[0] == 4 && hits[1] == 1 && hits[2] == 0);
+    /* Eviction of block 2 cuts worker 0's run there; a reset forgets everything it held. */
+    CHECK(router_prefix_apply(&x, s0, 0, NULL, 0, &chain[2], 1) == 0);
+    router_prefix_hits(&x, chain, 4, hits);
+    CHECK(hits[0] == 2 && hits[1] == 1);
+    CHECK(router_prefix_apply(&x, s0, 1, &chain[0], 1, NULL, 0) == 0);
+    router_prefix_hits(&x, chain, 4, hits);
+    CHECK(hits[0] == 1 && x.per_slot[0] == 1);
+    /* Many hashes grow the table; releasing a slot drops its entries (shared ones stay). */
+    kv_block_hash many[3000];
+    int32_t big[3000 * 2];
+    for (int i = 0; i < 6000; i++)
+        big[i] = i;
+    CHECK(kv_prefix_chain(root, big, 6000, 2, many, 3000) == 3000);
+    CHECK(router_prefix_apply(&x, s0, 0, many, 3000, NULL, 0) == 0);
+    CHECK(x.per_slot[0] == 3001 && x.n == 3000 + 4); /* block 0 is one entry of both slots */
+    router_prefix_slot_release(&x, s0);
+    CHECK(x.per_slot[0] == 0 && x.n == 4 && router_prefix_slot_take(&x) == 0);
+    router_prefix_hits(&x, other, 4, hits);
+    CHECK(hits[1] == 4);
+
+    /* Picks: d-b holds 3 of the prompt's blocks, d-a none. */
+    router_workers w;
+    router_workers_init(&w);
+    router_worker *da = add_worker(&w, "d-a", KVSERVE__WORKER_ROLE__ROLE_DECODE, 100, 0);
+    router_worker *db = add_worker(&w, "d-b", KVSERVE__WORKER_ROLE__ROLE_DECODE, 100, 0);
+    router_worker *pa = add_worker(&w, "p-a", KVSERVE__WORKER_ROLE__ROLE_PREFILL, 50, 0);
+    router_worker *pb = add_worker(&w, "p-b", KVSERVE__WORKER_ROLE__ROLE_PREFILL, 50, 0);
+    CHECK(da && db && pa && pb);
+    da->prefix_slot = 0, db->prefix_slot = 1, pa->prefix_slot = 2, pb->prefix_slot = 3;
+    uint32_t h[ROUTER_PREFIX_SLOTS] = {0, 3, 0, 2};
+    router_pick_hint hint = {h, 64, 16, 8, 2};
+    CHECK(router_pick_decode(&w, 5, 80) == da);                /* load policy: ties by id */
+    CHECK(router_pick_decode_by(&w, 5, 80, &hint) == db);      /* 16 to ship vs 64 */
+    CHECK(router_pick_prefill_by(&w, 4, NULL, &hint) == pb);   /* 32 to compute vs 64 */
+    db->active = 2;                                            /* 16 + 2 x 8 = 32 < 64: still d-b */
+    CHECK(router_pick_decode_by(&w, 5, 80, &hint) == db);
+    db->active = 3;                                            /* 3 above the least busy: guarded */
+    CHECK(router_pick_decode_by(&w, 5, 80, &hint) == da);
+    h[1] = 4;                                                  /* a hit is capped below the last token */
+    db->active = 0;
+    hint.prompt_tokens = 64;
+    CHECK(router_pick_decode_by(&w, 5, 80, &hint) == db);
+    router_workers_free(&w);
+    router_prefix_free(&x);
+}
+
 int main(void)
 {
     test_map();
     test_register_checks();
     test_pick();
+    test_prefix_routing();
     test_blocks_for();
     test_reorder();
     test_deadlines();

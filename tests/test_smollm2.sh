@@ -5,7 +5,8 @@
 #   - its tokenizer.json encodes the committed vectors exactly;
 #   - its chat template renders the committed goldens byte for byte;
 #   - greedy ids of every reference case, through `kvctl generate --local --json` and
-#     through a 1P1D cluster (`kvctl up`), are the reference's ids exactly.
+#     through a 1P1D cluster (`kvctl up`), cold and then warm (prompts reused from the
+#     workers' prefix caches), are the reference's ids exactly.
 # usage: test_smollm2.sh BIN_DIR MODELS_DIR DATA_DIR WORK_DIR [quick]
 # quick (sanitizer builds, where the engine is ~20x slower): the greedy check runs the first
 # case's first 16 tokens only.
@@ -146,6 +147,25 @@ run_cases local --local --model "$M" --threads 2
 
 if kv_up_start "$KVCTL" "$tmp" --model "$M" --port 0 --threads 1 --http 0; then
     run_cases cluster --router "$EP"
+    # Again, warm: every case's prompt (and its generated tokens) is now in the decode
+    # worker's prefix cache, so prompts are reused there (and prefilled there when the tail
+    # is short) or on the prefill worker: the ids must not change.
+    hits=0
+    for ((i = 0; i < cases; i++)); do
+        mapfile -d '' args < <(case_args "$i")
+        checks=$((checks + 1))
+        if ! timeout 300 "$KVCTL" generate --router "$EP" --json "${args[@]}" >"$tmp/out.json" 2>"$tmp/gen.err"; then
+            fail "cluster, cached case $i: $(cat "$tmp/gen.err")"
+            continue
+        fi
+        python3 "$tmp/compare.py" "$DATA/smollm2/greedy.json" "$i" "$tmp/out.json" $QUICK 2>"$tmp/cmp.err" ||
+            fail "cluster, cached case $i ($(printf '%q ' "${args[@]}")): $(cat "$tmp/cmp.err")"
+        h=$(python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["timings"]; print(t["decode_cached_tokens"] + t["prefill_cached_tokens"])' "$tmp/out.json") || h=0
+        hits=$((hits + h))
+    done
+    checks=$((checks + 1))
+    [[ $hits -gt 0 ]] || fail "cluster, cached: no prompt token came from a prefix cache"
+    echo "NOTE: warm pass: $hits prompt tokens from prefix caches" >&2
     # Chat through kv-frontend with the official openai client (skipped without PyPI).
     if [[ -z $QUICK ]]; then
         checks=$((checks + 1))

@@ -45,7 +45,39 @@ int kv_engine_create(const kv_model *model, const kv_engine_options *o, kv_engin
     e->device = o->device < 0 ? -1 : o->device;
     e->precision = o->precision;
     e->prefill_chunk = o->prefill_chunk;
-    int rc;
+    const kv_model_config *c = &model->cfg;
+    int share[KV_LAYOUT_MAX_LAYERS]; /* cross-layer KV sharing: the layer each attends with */
+    for (int i = 0; i < c->n_layers && i < KV_LAYOUT_MAX_LAYERS; i++)
+        share[i] = kv_model_config_kv_owner(c, i);
+    kv_layout_params lp = {c->n_layers, c->n_kv_heads, c->head_dim, o->block_size,
+                           o->kv_dtype == KV_CACHE_F32 && o->precision == KV_PRECISION_BF16 ? KV_CACHE_BF16 : o->kv_dtype,
+                           o->kv_keys, o->kv_group, o->kv_residual, share};
+    int rc = kv_layout_init(&e->layout, &lp, err);
+    if (!rc && e->device >= 0 && o->kv_dtype != KV_CACHE_F32)
+        rc = kv_err_set(err, KV_EUNSUPPORTED, "engine: the CUDA engine keeps KV at its precision, not %s",
+                        kv_cache_dtype_name(o->kv_dtype));
+    if (!rc && e->device >= 0 && e->layout.n_slots != c->n_layers)
+        rc = kv_err_set(err, KV_EUNSUPPORTED, "engine: the CUDA engine has no cross-layer KV sharing "
+                        "(cla_share_factor %d): use the CPU", c->cla_share);
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    if (e->layout.bits) {
+        const kv_layout *l = &e->layout;
+        int def_group = l->head_dim < KV_LAYOUT_DEFAULT_GROUP ? l->head_dim : KV_LAYOUT_DEFAULT_GROUP;
+        char group[16] = "";
+        if (l->group != def_group)
+            snprintf(group, sizeof group, ":g%d", l->group);
+        snprintf(e->kv_dtype_name, sizeof e->kv_dtype_name, "%s%s%s", kv_cache_dtype_name(l->dtype),
+                 l->key_mode == KV_KEYS_PER_TOKEN ? ":token-keys" : "", group);
+    } else {
+        snprintf(e->kv_dtype_name, sizeof e->kv_dtype_name, "%s", kv_cache_dtype_name(e->layout.dtype));
+    }
+    if (c->cla_share > 1) { /* a block's slots mean other layers: never equal to an unshared layout */
+        size_t at = strlen(e->kv_dtype_name);
+        snprintf(e->kv_dtype_name + at, sizeof e->kv_dtype_name - at, ":cla%d", c->cla_share);
+    }
     if (e->device < 0) {
         rc = kv_engine_cpu_init(e, o, err);
     } else {
@@ -79,7 +111,11 @@ kv_pool *kv_engine_pool(kv_engine *e) { return &e->pool; }
 const kv_model *kv_engine_model(const kv_engine *e) { return e->model; }
 int kv_engine_device(const kv_engine *e) { return e->device; }
 uint64_t kv_engine_host_picks(const kv_engine *e) { return e->host_picks; }
-const char *kv_engine_kv_dtype(const kv_engine *e) { return e->pool.elem_size == 2 ? "bf16" : "f32"; }
+const char *kv_engine_kv_dtype(const kv_engine *e)
+{
+    return e->kv_dtype_name;
+}
+const kv_layout *kv_engine_kv_layout(const kv_engine *e) { return &e->layout; }
 size_t kv_engine_block_bytes(const kv_engine *e) { return kv_pool_nbytes_per_block(&e->pool); }
 void *kv_engine_block_ptr(kv_engine *e, int32_t block)
 {

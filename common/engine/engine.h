@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "kv_err.h"
+#include "kv_layout.h"
 #include "kv_pool.h"
 #include "model.h"
 #include "sampler.h"
@@ -26,6 +27,14 @@ typedef struct kv_engine_options {
                           * reallocates them later, and cudaFree waits for the whole device
                           * (NCCL receives waiting on a peer included) */
     int n_threads;       /* 0 = all cores */
+    /* What sealed KV blocks hold (kv_layout.h). The CPU engine: f32 (default) or
+     * int8/int4/int2, whose newest kv_residual tokens (rounded up to whole blocks; 0 = one
+     * block) stay f32 in staging blocks beside the pool; a block is quantized once, when its
+     * last token is written. */
+    kv_cache_dtype kv_dtype;
+    int kv_residual;
+    int kv_group;        /* channels per value group; 0 = 32 (or head_dim when smaller) */
+    kv_key_mode kv_keys; /* keys per channel (default) or per token */
 } kv_engine_options;
 
 /* An engine is used by one thread at a time. device >= 0 runs the CUDA backend (CUDA builds):
@@ -42,7 +51,9 @@ void kv_engine_free(kv_engine *e);
 kv_pool *kv_engine_pool(kv_engine *e);
 const kv_model *kv_engine_model(const kv_engine *e);
 int kv_engine_device(const kv_engine *e);              /* -1 = CPU */
-const char *kv_engine_kv_dtype(const kv_engine *e);    /* "f32" | "bf16": what a block holds */
+const char *kv_engine_kv_dtype(const kv_engine *e);    /* "f32" | "bf16" | "int8" ...: what a block holds */
+/* The layout of this engine's blocks (kv_layout.h): what a block holds and ships. */
+const kv_layout *kv_engine_kv_layout(const kv_engine *e);
 size_t kv_engine_block_bytes(const kv_engine *e);      /* one block, all layers, K and V */
 /* The instruction set whose weight kernels the CPU engine runs ("scalar", "avx2", "avx512":
  * kernels/cpu/wkernels.h); NULL for a GPU engine. */

@@ -27,6 +27,7 @@
 
 #include "cpu_kernels.h"
 #include "engine_internal.h"
+#include "engine_kvq.h"
 #include "kv_blas.h"
 #include "wkernels.h"
 
@@ -59,6 +60,7 @@ typedef struct cpu_engine {
     int max_cols;                       /* widest matmul input */
     int n_tiles;                        /* threads with a dequantization tile */
     float *tiles;                       /* n_tiles x KC_WGEMM_TILE_ROWS x max_cols floats */
+    kvq *kvq;                           /* quantized KV (engine_kvq.h); NULL: f32 blocks */
     scratch s;
 } cpu_engine;
 
@@ -66,6 +68,7 @@ typedef struct cpu_engine {
 typedef struct attn_target {
     kv_seq *prefill_seq;     /* prefill: one sequence, rows are consecutive positions */
     kv_seq *const *seqs;     /* decode: one sequence per row */
+    const kvq_rows *qrows;   /* the same rows, for a quantized KV cache */
 } attn_target;
 
 /* One matmul input as each weight format wants it: f32 rows, or quantized copies. */
@@ -132,8 +135,9 @@ static int scratch_ensure(cpu_engine *ce, const kv_model_config *c, int rows, kv
 static kc_paged_kv layer_kv(const kv_engine *e, int layer)
 {
     const kv_pool *p = &e->pool;
-    kc_paged_kv kv = {kv_pool_k(p, 0, layer), p->block_floats, p->layer_floats / 2, p->shape.block_size,
-                      p->shape.n_kv_heads, p->shape.head_dim};
+    /* The pool holds owner layers only (pool.shape.n_layers = layout.n_slots). */
+    kc_paged_kv kv = {kv_pool_k(p, 0, e->layout.slot_of[layer]), p->block_floats, p->layer_floats / 2,
+                      p->shape.block_size, p->shape.n_kv_heads, p->shape.head_dim};
     return kv;
 }
 
@@ -230,7 +234,8 @@ static act_view residual_norm(const pass *p, float *x, const float *add, const f
 }
 
 /* Norm, Q/K/V, RoPE and the new rows' K/V into the pool: everything before attention. add:
- * the last layer's MLP output, still to be added to the residual stream (NULL for layer 0). */
+ * the last layer's MLP output, still to be added to the residual stream (NULL for layer 0).
+ * A layer sharing an earlier layer's K/V (cross-layer sharing) computes and stores only Q. */
 static void pre_attention(const pass *p, int l, const float *add)
 {
     kv_engine *e = p->e;
@@ -241,14 +246,20 @@ static void pre_attention(const pass *p, int l, const float *add)
     int hd = c->head_dim;
     size_t q_dim = (size_t)c->n_heads * (size_t)hd, kv_dim = (size_t)c->n_kv_heads * (size_t)hd;
     const kv_weight *qkv[3] = {&w->wq, &w->wk, &w->wv};
-    act_view av = residual_norm(p, s->x, add, w->attn_norm, s->xb, 0, p->rows, qkv, 3, p->gemm);
+    int owner = kv_layout_is_owner(&e->layout, l);
+    act_view av = residual_norm(p, s->x, add, w->attn_norm, s->xb, 0, p->rows, qkv, owner ? 3 : 1, p->gemm);
     /* Slices of whole heads: each thread ropes its own Q and K heads and stores its own
      * K and V columns, with no barrier (the region's end is the next). */
-    int q0, q1, k0, k1, v0, v1;
+    int q0, q1, k0 = 0, k1 = 0, v0 = 0, v1 = 0;
     matmul(ce, s->q, &w->wq, &av, p->rows, p->gemm, hd, &q0, &q1);
+    if (!owner) {
+        for (int r = 0; r < p->rows && q1 > q0; r++)
+            kc_rope(s->q + (size_t)r * q_dim + q0, 1, (q1 - q0) / hd, hd, &s->pos[r], ce->inv_freq);
+        return;
+    }
     matmul(ce, s->k, &w->wk, &av, p->rows, p->gemm, hd, &k0, &k1);
     matmul(ce, s->v, &w->wv, &av, p->rows, p->gemm, 1, &v0, &v1);
-    kc_paged_kv kv = layer_kv(e, l);
+    kc_paged_kv kv = ce->kvq ? (kc_paged_kv){0} : layer_kv(e, l);
     for (int r = 0; r < p->rows; r++) {
         float *qr = s->q + (size_t)r * q_dim, *kr = s->k + (size_t)r * kv_dim, *vr = s->v + (size_t)r * kv_dim;
         if (q1 > q0)
@@ -256,10 +267,12 @@ static void pre_attention(const pass *p, int l, const float *add)
         if (k1 > k0)
             kc_rope(kr + k0, 1, (k1 - k0) / hd, hd, &s->pos[r], ce->inv_freq);
         const int32_t *table = p->t->prefill_seq ? p->t->prefill_seq->blocks : p->t->seqs[r]->blocks;
-        float *slot = kv.pool + (size_t)table[s->pos[r] / kv.block_size] * kv.block_stride +
-                      (size_t)(s->pos[r] % kv.block_size) * kv_dim;
+        size_t v_offset = kv.v_offset;
+        float *slot = ce->kvq ? kvq_row(ce->kvq, table, s->pos[r], l, &v_offset)
+                              : kv.pool + (size_t)table[s->pos[r] / kv.block_size] * kv.block_stride +
+                                    (size_t)(s->pos[r] % kv.block_size) * kv_dim;
         memcpy(slot + k0, kr + k0, (size_t)(k1 - k0) * sizeof(float));
-        memcpy(slot + kv.v_offset + v0, vr + v0, (size_t)(v1 - v0) * sizeof(float));
+        memcpy(slot + v_offset + v0, vr + v0, (size_t)(v1 - v0) * sizeof(float));
     }
 }
 
@@ -344,6 +357,15 @@ static void forward(const pass *p, int first, int n_logits, float *logits)
         }
         if (l == c->n_layers)
             break;
+        kvq *q = cpu(e)->kvq;
+        if (q) {
+            kvq_seal_layer(q, &e->pool, p->t->qrows, l);
+            if (p->t->prefill_seq)
+                kvq_attention_prefill(q, &e->pool, s->att, s->q, p->t->prefill_seq, s->pos[0], p->rows, c->n_heads, l);
+            else
+                kvq_attention_decode(q, &e->pool, s->att, s->q, p->t->qrows, c->n_heads, l);
+            continue;
+        }
         kc_paged_kv kv = layer_kv(e, l);
         if (p->t->prefill_seq) {
             kc_attention_prefill(s->att, s->q, &kv, p->t->prefill_seq->blocks, s->pos[0], p->rows, c->n_heads);
@@ -355,6 +377,8 @@ static void forward(const pass *p, int first, int n_logits, float *logits)
             kc_attention_decode(s->att, s->q, &kv, s->tables, s->lens, p->rows, c->n_heads);
         }
     }
+    if (cpu(e)->kvq)
+        kvq_finish(cpu(e)->kvq, &e->pool, p->t->qrows);
 }
 
 /* Embedding rows of the tokens into s->x (dequantized from the table's format). */
@@ -378,8 +402,15 @@ static int cpu_prefill(kv_engine *e, kv_seq *seq, const int32_t *tokens, int row
     embed(e->model, s->x, tokens, rows);
     for (int i = 0; i < rows; i++)
         s->pos[i] = seq->n_tokens + i;
-    attn_target t = {.prefill_seq = seq};
-    pass p = {e, rows, rows > GEMV_MAX_ROWS, &t};
+    const kv_seq *one = seq;
+    kvq_rows qr = {&one, 0, s->pos, rows};
+    attn_target t = {.prefill_seq = seq, .qrows = &qr};
+    if (ce->kvq && (rc = kvq_prepare(ce->kvq, &e->pool, &qr, err)))
+        return rc;
+    /* Prefill rows always take the GEMM kernels, however few: a token's K/V must not depend
+     * on where a chunk (or a prefix-cache hit) starts, so that reusing cached blocks
+     * gives the bits a prefill of the whole prompt gives. */
+    pass p = {e, rows, 1, &t};
     if (want == KV_LOGITS_ALL)
         forward(&p, 0, rows, logits);
     else if (want == KV_LOGITS_LAST)
@@ -400,7 +431,10 @@ static int cpu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, 
     embed(e->model, s->x, tokens, n);
     for (int i = 0; i < n; i++)
         s->pos[i] = seqs[i]->n_tokens;
-    attn_target t = {.seqs = seqs};
+    kvq_rows qr = {(const kv_seq *const *)seqs, 1, s->pos, n};
+    attn_target t = {.seqs = seqs, .qrows = &qr};
+    if (ce->kvq && (rc = kvq_prepare(ce->kvq, &e->pool, &qr, err)))
+        return rc;
     pass p = {e, n, 0, &t};
     forward(&p, 0, n, logits);
     return KV_OK;
@@ -410,16 +444,24 @@ static int cpu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, 
 static int cpu_blocks_read(kv_engine *e, const int32_t *blocks, int n, void *dst, kv_err *err)
 {
     size_t bb = kv_pool_nbytes_per_block(&e->pool);
-    for (int i = 0; i < n; i++)
-        memcpy((char *)dst + (size_t)i * bb, kv_pool_block_addr(&e->pool, blocks[i]), bb);
+    for (int i = 0; i < n; i++) {
+        if (cpu(e)->kvq)
+            kvq_block_read(cpu(e)->kvq, &e->pool, blocks[i], (char *)dst + (size_t)i * bb);
+        else
+            memcpy((char *)dst + (size_t)i * bb, kv_pool_block_addr(&e->pool, blocks[i]), bb);
+    }
     return KV_OK;
 }
 
 static int cpu_blocks_write(kv_engine *e, const int32_t *blocks, int n, const void *src, kv_err *err)
 {
     size_t bb = kv_pool_nbytes_per_block(&e->pool);
-    for (int i = 0; i < n; i++)
-        memcpy(kv_pool_block_addr(&e->pool, blocks[i]), (const char *)src + (size_t)i * bb, bb);
+    for (int i = 0; i < n; i++) {
+        if (cpu(e)->kvq)
+            kvq_block_write(cpu(e)->kvq, &e->pool, blocks[i], (const char *)src + (size_t)i * bb);
+        else
+            memcpy(kv_pool_block_addr(&e->pool, blocks[i]), (const char *)src + (size_t)i * bb, bb);
+    }
     return KV_OK;
 }
 
@@ -429,6 +471,7 @@ static void cpu_destroy(kv_engine *e)
     if (!ce)
         return;
     scratch_free(&ce->s);
+    kvq_free(ce->kvq);
     free(ce->inv_freq);
     free(ce->tiles);
     free(ce);
@@ -463,6 +506,8 @@ static int check_weights(const kv_model *m, const kc_isa *isa, int *max_cols, in
             ws[n++] = &m->lm_head;
         }
         for (int i = 0; i < n; i++) {
+            if (!ws[i]->data && !ws[i]->rows)
+                continue; /* the K/V projections of a layer sharing another's K/V */
             if ((unsigned)ws[i]->type >= KV_TYPE_COUNT || !isa->k[ws[i]->type].gemv_rows)
                 return kv_err_set(err, KV_EUNSUPPORTED, "engine: no %s kernels for %s weights", isa->name,
                                   kv_type_name(ws[i]->type));
@@ -479,13 +524,15 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
     const kv_model_config *c = &e->model->cfg;
     if (o->precision != KV_PRECISION_F32)
         return kv_err_set(err, KV_EUNSUPPORTED, "engine: the CPU engine computes in f32 only");
+    const kv_layout *lay = &e->layout;
+    int staged = lay->dtype != KV_CACHE_F32; /* sealed blocks in another form: engine_kvq.h */
     const kc_isa *isa;
     int max_cols, needs_tiles;
     int rc = kc_isa_pick(&isa, err);
     if (rc || (rc = check_weights(e->model, isa, &max_cols, &needs_tiles, err)))
         return rc;
-    kv_pool_shape shape = {c->n_layers, c->n_kv_heads, c->head_dim, o->block_size};
-    int32_t n_blocks = kv_engine_pool_blocks(c, o, kv_pool_block_bytes(&shape));
+    kv_pool_shape shape = {lay->n_slots, c->n_kv_heads, c->head_dim, o->block_size}; /* owner layers only */
+    int32_t n_blocks = kv_engine_pool_blocks(c, o, staged ? lay->block_bytes : kv_pool_block_bytes(&shape));
     cpu_engine *ce = calloc(1, sizeof *ce);
     if (!ce)
         return kv_err_set(err, KV_ENOMEM, "out of memory");
@@ -499,7 +546,10 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
         kv_blas_set_threads(o->n_threads);
     }
     ce->n_tiles = needs_tiles ? omp_get_max_threads() : 0;
-    rc = kv_pool_init(&e->pool, &shape, n_blocks, err);
+    rc = staged ? kv_pool_init_bytes(&e->pool, &shape, n_blocks, lay->block_bytes, err)
+                : kv_pool_init(&e->pool, &shape, n_blocks, err);
+    if (!rc && staged)
+        rc = kvq_create(&ce->kvq, lay, &e->pool, err);
     ce->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
     if (ce->n_tiles)
         ce->tiles = malloc((size_t)ce->n_tiles * KC_WGEMM_TILE_ROWS * (size_t)max_cols * sizeof(float));
@@ -507,6 +557,7 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
         rc = kv_err_set(err, KV_ENOMEM, "out of memory");
     if (rc) {
         kv_pool_destroy(&e->pool);
+        kvq_free(ce->kvq);
         free(ce->inv_freq);
         free(ce->tiles);
         free(ce);

@@ -38,6 +38,10 @@ struct kv_engine {
     const kv_engine_ops *ops;
     const kv_model *model;
     kv_pool pool;            /* host memory (CPU) or bookkeeping over a device allocation (CUDA) */
+    kv_layout layout;        /* what a block holds (engine.c fills it from the options) */
+    char kv_dtype_name[32];  /* the dtype ("f32", "int4"), plus ":token-keys" / ":gN" off the defaults
+                              * and ":claF" with cross-layer sharing, so workers whose blocks
+                              * differ never compare equal */
     int device;              /* -1 = CPU */
     kv_precision precision;
     int prefill_chunk;

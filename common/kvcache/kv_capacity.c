@@ -24,5 +24,5 @@ double kv_cache_bytes_per_token(const kv_model_config *cfg, kv_cache_dtype dt)
     double per_head = cfg->head_dim * dtypes[dt].bits / 8.0;
     if (dtypes[dt].quantized)
         per_head += 2 * 2; /* f16 scale + f16 zero point per group of head_dim channels */
-    return 2.0 * cfg->n_layers * cfg->n_kv_heads * per_head;
+    return 2.0 * kv_model_config_kv_layers(cfg) * cfg->n_kv_heads * per_head; /* owner layers only */
 }

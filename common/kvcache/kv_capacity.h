@@ -13,7 +13,7 @@ typedef enum { KV_CACHE_F32 = 0, KV_CACHE_F16, KV_CACHE_BF16, KV_CACHE_INT8, KV_
 /* Parses "f32|f16|bf16|int8|int4|int2"; returns -1 when unknown. */
 int kv_cache_dtype_parse(const char *s, kv_cache_dtype *out);
 const char *kv_cache_dtype_name(kv_cache_dtype dt);
-/* 2 x layers x kv_heads x (head_dim x bits/8 + group parameters). */
+/* 2 x owner layers (cla_share) x kv_heads x (head_dim x bits/8 + group parameters). */
 double kv_cache_bytes_per_token(const kv_model_config *cfg, kv_cache_dtype dt);
 
 #endif

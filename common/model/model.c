@@ -276,6 +276,27 @@ static int find(loader *ld, const char *hf, const char *gguf, int64_t rows, int6
                               : find_st(ld, hf, rows, cols, s, err);
 }
 
+/* 1 when the checkpoint holds a tensor of that name (either naming), whatever its shape. */
+static int has_tensor(loader *ld, const char *hf, const char *gguf)
+{
+    kv_model_files *fs = ld->m->files;
+    if (fs->gguf)
+        return kv_gguf_find_tensor(fs->gguf, gguf) != NULL;
+    if (fs->index)
+        return json_get_string(json_get(json_root(fs->index), "weight_map"), hf) != NULL;
+    kv_st_file *f;
+    kv_err ignored;
+    return open_shard(fs, ld->path, "model.safetensors", &f, &ignored) == KV_OK && kv_st_find(f, hf) != NULL;
+}
+
+/* A layer that shares another's K/V (cla_share_factor) has no K/V projections: a checkpoint
+ * with them there was not trained to share (or its config is wrong), so it is refused
+ * rather than run with weights silently dropped. */
+static int is_kv_projection(size_t field)
+{
+    return field == offsetof(kv_layer_weights, wk) || field == offsetof(kv_layer_weights, wv);
+}
+
 static int load_layer(loader *ld, int i, kv_err *err)
 {
     const kv_model_config *c = &ld->m->cfg;
@@ -290,6 +311,13 @@ static int load_layer(loader *ld, int i, kv_err *err)
         char hf[128], gguf[64];
         snprintf(hf, sizeof hf, "model.layers.%d.%s", i, lt->hf);
         snprintf(gguf, sizeof gguf, "blk.%d.%s.weight", i, lt->gguf);
+        if (is_kv_projection(lt->field) && kv_model_config_kv_owner(c, i) != i) {
+            if (has_tensor(ld, hf, gguf))
+                return kv_err_set(err, KV_EFORMAT, "%s: tensor \"%s\" present, but with cla_share_factor %d layer %d "
+                                  "attends with layer %d's K/V and has no K/V projection", ld->path, hf,
+                                  c->cla_share, i, kv_model_config_kv_owner(c, i));
+            continue; /* left empty (no data, 0 rows): the engines never read it */
+        }
         src_tensor s;
         int rc = find(ld, hf, gguf, shape[k][0], shape[k][1], permute[k], &s, err);
         if (!rc)
@@ -341,7 +369,8 @@ static int open_model(loader *ld, kv_err *err)
     rc = kv_model_config_parse(text, len, ld->path, &m->cfg, err);
     free(text);
     /* Every tensor must have its place (a bias or an extra weight would change the model). */
-    size_t want = 2 + (size_t)N_LAYER_TENSORS * (size_t)m->cfg.n_layers + (m->cfg.tie_embeddings ? 0 : 1);
+    size_t want = 2 + (size_t)N_LAYER_TENSORS * (size_t)m->cfg.n_layers + (m->cfg.tie_embeddings ? 0 : 1) -
+                  2 * (size_t)(m->cfg.n_layers - kv_model_config_kv_layers(&m->cfg));
     if (!rc && kv_gguf_tensor_count(m->files->gguf) != want)
         rc = kv_err_set(err, KV_EUNSUPPORTED, "%s: %zu tensors, a Llama model of this shape has %zu", ld->path,
                         kv_gguf_tensor_count(m->files->gguf), want);

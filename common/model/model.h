@@ -23,8 +23,10 @@
 typedef struct kv_layer_weights {
     const float *attn_norm; /* [hidden] */
     kv_weight wq;           /* [n_heads*head_dim, hidden] */
-    kv_weight wk;           /* [n_kv_heads*head_dim, hidden] */
-    kv_weight wv;           /* [n_kv_heads*head_dim, hidden] */
+    kv_weight wk;           /* [n_kv_heads*head_dim, hidden]; empty (NULL, 0 rows) in a layer that
+                             * shares an earlier layer's K/V (cfg.cla_share: a checkpoint holding
+                             * k_proj/v_proj there is refused) */
+    kv_weight wv;           /* [n_kv_heads*head_dim, hidden]; empty where wk is */
     kv_weight wo;           /* [hidden, n_heads*head_dim] */
     const float *mlp_norm;  /* [hidden] */
     kv_weight w_gate;       /* [intermediate, hidden] */

@@ -105,6 +105,29 @@ static int parse_eos(const json_value *root, const char *origin, kv_model_config
     return KV_OK;
 }
 
+/* Cross-layer KV sharing. "cla_share_factor": F (Brandon et al. 2024, CLA-F: layers grouped
+ * F by F, the first of each group computes the K/V the group attends with). Gemma 3n's
+ * "num_kv_shared_layers" (the last N layers reuse the K/V of the last earlier layer of their
+ * attention type) is another scheme: refused rather than ignored, since ignoring it would
+ * compute a different model. */
+static int parse_kv_sharing(const json_value *root, const char *origin, kv_model_config *cfg, kv_err *err)
+{
+    int64_t shared = 0;
+    cfg->cla_share = 1;
+    if (json_get(root, "num_kv_shared_layers") && (!json_get_int(root, "num_kv_shared_layers", &shared) || shared))
+        return kv_err_set(err, KV_EUNSUPPORTED,
+                          "%s: \"num_kv_shared_layers\" (Gemma 3n's KV sharing) is not supported; "
+                          "cross-layer sharing is \"cla_share_factor\"", origin);
+    const json_value *f = json_get(root, "cla_share_factor");
+    if (!f || f->type == JSON_NULL)
+        return KV_OK;
+    int rc = get_required_int(root, origin, "cla_share_factor", 1, &cfg->cla_share, err);
+    if (!rc && cfg->cla_share > cfg->n_layers)
+        rc = kv_err_set(err, KV_EFORMAT, "%s: \"cla_share_factor\" %d exceeds num_hidden_layers %d", origin,
+                        cfg->cla_share, cfg->n_layers);
+    return rc;
+}
+
 static int parse_root(const json_value *root, const char *origin, kv_model_config *cfg, kv_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -160,7 +183,7 @@ static int parse_root(const json_value *root, const char *origin, kv_model_confi
     cfg->bos_id = bos >= 0 && bos < cfg->vocab_size ? (int)bos : -1;
     if ((rc = parse_eos(root, origin, cfg, err)) || (rc = parse_rope_scaling(root, origin, cfg, err)))
         return rc;
-    return KV_OK;
+    return parse_kv_sharing(root, origin, cfg, err);
 }
 
 int kv_model_config_parse(const char *text, size_t len, const char *origin, kv_model_config *cfg, kv_err *err)
@@ -209,9 +232,10 @@ int kv_model_config_is_eos(const kv_model_config *cfg, int token)
 double kv_model_config_n_params(const kv_model_config *c)
 {
     double h = c->hidden_size, q = (double)c->n_heads * c->head_dim, kv = (double)c->n_kv_heads * c->head_dim;
-    double per_layer = 2 * h + h * q * 2 + h * kv * 2 + 3 * h * c->intermediate_size;
+    double per_layer = 2 * h + h * q * 2 + 3 * h * c->intermediate_size;
     double embed = (double)c->vocab_size * h;
-    return embed * (c->tie_embeddings ? 1 : 2) + c->n_layers * per_layer + h;
+    double kv_proj = kv_model_config_kv_layers(c) * h * kv * 2; /* owner layers only */
+    return embed * (c->tie_embeddings ? 1 : 2) + c->n_layers * per_layer + kv_proj + h;
 }
 
 /* Bitwise CRC-32C: config.json is a few hundred bytes, read once per process. */

@@ -30,6 +30,9 @@ typedef struct kv_model_config {
     int bos_id;            /* -1 when absent */
     int eos_ids[KV_MAX_EOS];
     int n_eos;
+    int cla_share;         /* "cla_share_factor" F (cross-layer KV sharing): layer i attends with the
+                            * K/V layer i - (i mod F) computed, and only those owner layers have
+                            * k_proj/v_proj; 1 (or 0, a config not parsed here) = no sharing */
 } kv_model_config;
 
 /* Reads DIR/config.json, or for a path ending in .gguf the config.json its metadata implies
@@ -42,6 +45,16 @@ int kv_model_config_is_eos(const kv_model_config *cfg, int token);
 /* CRC-32C of DIR/config.json (a GGUF: of the config text it implies) as 8 lowercase hex digits (+ NUL): processes serving one
  * cluster must agree on it. */
 int kv_model_fingerprint(const char *dir, char out[9], kv_err *err);
+/* The layer whose K/V `layer` attends with (itself when it is an owner). */
+static inline int kv_model_config_kv_owner(const kv_model_config *cfg, int layer)
+{
+    return cfg->cla_share > 1 ? layer - layer % cfg->cla_share : layer;
+}
+/* Owner layers: those with their own K/V (and k_proj/v_proj weights). */
+static inline int kv_model_config_kv_layers(const kv_model_config *cfg)
+{
+    return cfg->cla_share > 1 ? (cfg->n_layers + cfg->cla_share - 1) / cfg->cla_share : cfg->n_layers;
+}
 /* Parameters of the checkpoint (embeddings counted once when tied). */
 double kv_model_config_n_params(const kv_model_config *cfg);
 

@@ -26,6 +26,7 @@ typedef struct synth_dims {
     const kv_model_shape *shape;
     int hidden, intermediate, layers, heads, kv_heads, head_dim, vocab;
     int bos, eos;
+    int cla_share; /* 1: every layer has its own K/V */
 } synth_dims;
 
 /* One tensor to generate: values uniform in center +- amplitude. */
@@ -70,6 +71,7 @@ static int resolve_dims(const kv_synth_options *opt, synth_dims *d, kv_err *err)
         return kv_err_set(err, KV_EINVAL, "vocab %d out of range (%d..%d)", opt->vocab_size,
                           KV_SYNTH_MIN_VOCAB, KV_SYNTH_MAX_VOCAB);
     d->shape = s;
+    d->cla_share = opt->cla_share > 1 ? opt->cla_share : 1;
     d->hidden = s->hidden_size;
     d->intermediate = s->intermediate_size;
     d->layers = opt->n_layers > 0 ? opt->n_layers : s->n_layers;
@@ -85,6 +87,9 @@ static int resolve_dims(const kv_synth_options *opt, synth_dims *d, kv_err *err)
     int fits = s->bos_id >= 0 && s->bos_id < d->vocab && s->eos_id >= 0 && s->eos_id < d->vocab;
     d->bos = fits ? s->bos_id : d->vocab - 2;
     d->eos = fits ? s->eos_id : d->vocab - 1;
+    if (opt->cla_share < 0 || d->cla_share > d->layers)
+        return kv_err_set(err, KV_EINVAL, "CLA share factor %d out of range (1..%d layers)", opt->cla_share,
+                          d->layers);
     return KV_OK;
 }
 
@@ -129,8 +134,10 @@ static int build_plan(const kv_synth_options *opt, synth_plan *p, kv_err *err)
     } while (0)
         LAYER_TENSOR("input_layernorm.weight", h, 0, 1.0f, norm_noise);
         LAYER_TENSOR("self_attn.q_proj.weight", q_out, h, 0.0f, lin_h);
-        LAYER_TENSOR("self_attn.k_proj.weight", kv_out, h, 0.0f, lin_h);
-        LAYER_TENSOR("self_attn.v_proj.weight", kv_out, h, 0.0f, lin_h);
+        if (i % d->cla_share == 0) { /* an owner layer: the others attend with its K/V */
+            LAYER_TENSOR("self_attn.k_proj.weight", kv_out, h, 0.0f, lin_h);
+            LAYER_TENSOR("self_attn.v_proj.weight", kv_out, h, 0.0f, lin_h);
+        }
         LAYER_TENSOR("self_attn.o_proj.weight", h, q_out, 0.0f, lin_q);
         LAYER_TENSOR("post_attention_layernorm.weight", h, 0, 1.0f, norm_noise);
         LAYER_TENSOR("mlp.gate_proj.weight", ff, h, 0.0f, lin_h);
@@ -315,6 +322,8 @@ static void config_json(const synth_dims *d, kv_dtype dtype, kv_textbuf *b)
                          "  \"vocab_size\": %d,\n  \"max_position_embeddings\": %d,\n",
                       d->hidden, d->intermediate, d->layers, d->heads, d->kv_heads, d->head_dim,
                       d->vocab, s->max_position);
+    if (d->cla_share > 1)
+        kv_textbuf_printf(b, "  \"cla_share_factor\": %d,\n", d->cla_share);
     kv_textbuf_puts(b, "  \"rms_norm_eps\": ");
     json_float(b, s->rms_eps);
     kv_textbuf_puts(b, ",\n  \"rope_theta\": ");

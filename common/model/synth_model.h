@@ -23,6 +23,8 @@ typedef struct kv_synth_options {
     uint64_t seed;              /* same seed, same bytes */
     int n_layers;               /* > 0: overrides the shape's layer count */
     int vocab_size;             /* > 0: overrides the shape's vocabulary (>= 258) */
+    int cla_share;              /* > 1: cross-layer KV sharing factor F (config.json's
+                                 * "cla_share_factor"); only layers i % F == 0 get k_proj/v_proj */
     uint64_t max_shard_bytes;   /* 0: 4 GiB; weights above it are split into shards */
     int force;                  /* replace a model already in out_dir (else refuse) */
     FILE *progress;             /* progress and summary lines; NULL: silent */

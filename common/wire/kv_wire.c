@@ -128,6 +128,8 @@ int kv_wire_recv(void *sock, int with_route, int timeout_ms, kv_wire_msg *out, k
     }
     const char *peer = zmq_msg_gets(&frame, "Peer-Address");
     snprintf(out->route.peer, sizeof out->route.peer, "%s", peer ? peer : "");
+    const char *user = zmq_msg_gets(&frame, "User-Id");
+    snprintf(out->route.user, sizeof out->route.user, "%s", user ? user : "");
     int rc = kv_wire_decode(zmq_msg_data(&frame), zmq_msg_size(&frame), &out->env, err);
     zmq_msg_close(&frame);
     if (rc) {

@@ -19,6 +19,7 @@ typedef struct kv_wire_route {
     unsigned char id[KV_WIRE_MAX_ROUTE];
     size_t len;    /* 0 = no routing frame (DEALER side) */
     char peer[64]; /* the sender's IP address as ZeroMQ saw it ("" when unknown, e.g. ipc) */
+    char user[41]; /* the sender's CURVE public key (Z85) as the ZAP handler named it; "" without CURVE */
 } kv_wire_route;
 
 typedef struct kv_wire_payload {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,10 +13,28 @@
 #include "worker_loop.h"
 #include "worker_proto.h"
 #include "kv_signal.h"
+#include "kv_curve.h"
 
 /* Control messages are small; a generous queue so a burst of token events never drops. */
 #define CONTROL_SNDHWM 100000
 #define CONTROL_SEND_TIMEOUT_MS 200
+
+int worker_curve_client(void *sock, const worker_flags *f, kv_err *err)
+{
+    if (!f->key_file) {
+        fprintf(stderr, "%s: WARNING: INSECURE: no --key, so CURVE is off on the control and KV sockets\n", f->prog);
+        KV_WARN(f->prog, "msg=\"CURVE is off (no --key): control and KV sockets are unauthenticated\"");
+        return KV_OK;
+    }
+    kv_curve_key key;
+    char router_pub[KV_CURVE_Z85];
+    int rc;
+    if ((rc = kv_curve_key_load(f->key_file, &key, err)) || (rc = kv_curve_pub_load(f->router_key, router_pub, err)))
+        return rc;
+    rc = kv_curve_apply_client(sock, &key, router_pub, err);
+    memset(&key, 0, sizeof key);
+    return rc;
+}
 
 int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, const worker_engine *we,
                         const char *kv_endpoint, kv_err *err)
@@ -41,6 +60,7 @@ int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, c
     wc->reg.weights = (char *)we->model->weight_types;
     wc->reg.layout = &wc->layout;
     wc->reg.kv_blocks_total = (uint32_t)we->pool->n_blocks;
+    wc->pool = we->pool;
     wc->reg.max_context = (uint32_t)we->model->cfg.max_position;
     wc->reg.pid = (uint32_t)getpid();
     for (int i = 0; i < we->xfer.allowed.n; i++)
@@ -56,6 +76,12 @@ int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, c
     int hwm = CONTROL_SNDHWM;
     zmq_setsockopt(wc->sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
     zmq_setsockopt(wc->sock, ZMQ_ROUTING_ID, wc->id, strlen(wc->id));
+    int rc = worker_curve_client(wc->sock, f, err);
+    if (rc) {
+        zmq_close(wc->sock);
+        wc->sock = NULL;
+        return rc;
+    }
     if (zmq_connect(wc->sock, f->router) != 0) {
         int e = zmq_errno();
         zmq_close(wc->sock);
@@ -97,8 +123,12 @@ static int send_register(worker_control *wc, int timeout_ms)
     kv_wire_envelope_init(&env);
     env.body_case = KVSERVE__ENVELOPE__BODY_REGISTER;
     env.register_ = &wc->reg;
+    if (wc->register_fill)
+        wc->register_fill(wc->register_ctx, &wc->reg);
     kv_err err;
     int rc = kv_wire_send(wc->sock, NULL, &env, NULL, 0, timeout_ms, &err);
+    wc->reg.n_held = 0; /* it points into the role's requests: valid for this send only */
+    wc->reg.held = NULL;
     if (rc)
         KV_DEBUG(wc->comp, "msg=\"register not sent\" err=\"%s\"", err.msg);
     else
@@ -122,6 +152,8 @@ static void on_ack(worker_control *wc, const Kvserve__RegisterAck *ack)
     wc->register_at_s = 0;
     wc->heartbeat_ms = ack->heartbeat_interval_ms ? (int)ack->heartbeat_interval_ms : WORKER_DEFAULT_HEARTBEAT_MS;
     wc->next_heartbeat_s = kv_now_s() + wc->heartbeat_ms * 1e-3;
+    if (!was && wc->pool->prefix)
+        kv_prefix_reset_events(wc->pool->prefix); /* a router that just met us knows none of our blocks */
     if (!was)
         KV_INFO(wc->comp, "msg=\"worker registered\" worker=%s role=%s model=%s fingerprint=%s kv_endpoint=%s "
                           "heartbeat_ms=%d blocks=%u",
@@ -207,6 +239,60 @@ int worker_control_handle(worker_control *wc, const kv_wire_msg *m)
     return 0;
 }
 
+#define CACHE_EVENTS_PER_HEARTBEAT 4096
+
+/* The prefix cache's part of a heartbeat: each queued event's hash goes out with the index's
+ * state now (stored or evicted), which is what the router must end up believing. */
+typedef struct cache_report {
+    uint32_t n_events;
+    int reset;
+    kv_prefix_event *ev;
+    uint8_t *bytes;
+    ProtobufCBinaryData *stored, *evicted;
+} cache_report;
+
+static void cache_report_fill(cache_report *r, kv_prefix *c, Kvserve__Heartbeat *hb)
+{
+    memset(r, 0, sizeof *r);
+    if (!c)
+        return;
+    hb->kv_blocks_cached = (uint32_t)c->n_indexed;
+    hb->prefix_query_tokens = c->query_tokens;
+    hb->prefix_hit_tokens = c->hit_tokens;
+    r->reset = kv_prefix_take_reset(c);
+    hb->cache_reset = r->reset;
+    r->ev = malloc(CACHE_EVENTS_PER_HEARTBEAT * sizeof *r->ev);
+    r->bytes = malloc(CACHE_EVENTS_PER_HEARTBEAT * 16);
+    r->stored = malloc(CACHE_EVENTS_PER_HEARTBEAT * sizeof *r->stored);
+    r->evicted = malloc(CACHE_EVENTS_PER_HEARTBEAT * sizeof *r->evicted);
+    if (!r->ev || !r->bytes || !r->stored || !r->evicted)
+        return; /* next time; the events stay queued */
+    r->n_events = kv_prefix_events_peek(c, r->ev, CACHE_EVENTS_PER_HEARTBEAT);
+    for (uint32_t i = 0; i < r->n_events; i++) {
+        uint8_t *b = r->bytes + (size_t)i * 16;
+        kv_block_hash_to_bytes(r->ev[i].hash, b);
+        ProtobufCBinaryData d = {16, b};
+        if (kv_prefix_find(c, r->ev[i].hash) >= 0)
+            r->stored[hb->n_cache_stored++] = d;
+        else
+            r->evicted[hb->n_cache_evicted++] = d;
+    }
+    hb->cache_stored = r->stored;
+    hb->cache_evicted = r->evicted;
+}
+
+static void cache_report_done(cache_report *r, kv_prefix *c, int sent)
+{
+    if (c && sent)
+        kv_prefix_events_pop(c, r->n_events);
+    else if (c && r->reset)
+        kv_prefix_reset_events(c); /* the router never heard of the reset: ask again */
+    free(r->ev);
+    free(r->bytes);
+    free(r->stored);
+    free(r->evicted);
+}
+
 void worker_control_tick(worker_control *wc, const worker_load *load)
 {
     double now = kv_now_s();
@@ -227,13 +313,17 @@ void worker_control_tick(worker_control *wc, const worker_load *load)
     hb.queued = load->queued;
     hb.kv_blocks_free = load->blocks_free;
     hb.kv_blocks_total = load->blocks_total;
+    cache_report rep;
+    cache_report_fill(&rep, wc->pool->prefix, &hb);
     Kvserve__Envelope env;
     kv_wire_envelope_init(&env);
     env.body_case = KVSERVE__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
     kv_err err;
-    if (kv_wire_send(wc->sock, NULL, &env, NULL, 0, 0, &err))
+    int rc = kv_wire_send(wc->sock, NULL, &env, NULL, 0, 0, &err);
+    if (rc)
         KV_DEBUG(wc->comp, "msg=\"heartbeat not sent\" err=\"%s\"", err.msg);
+    cache_report_done(&rep, wc->pool->prefix, rc == 0);
     /* From now, not from the missed slot: a long chunk must not cause a burst. */
     wc->next_heartbeat_s = now + wc->heartbeat_ms * 1e-3;
 }

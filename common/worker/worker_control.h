@@ -36,10 +36,18 @@ typedef struct worker_control {
     const char *alive_file;     /* --alive-file, or NULL */
     double alive_next_s;        /* when to touch it next */
     int alive_failing;          /* the last touch failed (logged once per failing spell) */
+    kv_pool *pool;              /* its prefix cache's events ride on the heartbeats */
+    /* Called before each Register goes out, to fill reg->held (a decode worker's running
+     * requests); reg->held is cleared after the send. NULL = nothing held. */
+    void (*register_fill)(void *ctx, Kvserve__Register *reg);
+    void *register_ctx;
 } worker_control;
 
 /* Connects the DEALER to f->router and prepares the Register message. kv_endpoint: the
  * decode worker's announced KV endpoint ("" for a prefill worker). */
+/* CURVE client options (--key, --router-key) on sock, before it connects to the router;
+ * nothing but a loud warning without --key. */
+int worker_curve_client(void *sock, const worker_flags *f, kv_err *err);
 int worker_control_open(worker_control *wc, void *zctx, const worker_flags *f, const worker_engine *we,
                         const char *kv_endpoint, kv_err *err);
 void worker_control_close(worker_control *wc);
@@ -57,7 +65,8 @@ int worker_control_serve(worker_control *wc, const char *prog, int (*loop)(void 
  * Error "register first"), 0 when the role should handle it. */
 int worker_control_handle(worker_control *wc, const kv_wire_msg *m);
 
-/* Sends what is due: a heartbeat, or a pending Register; touches the --alive-file (at most
+/* Sends what is due: a heartbeat (with the prefix cache's stored/evicted block hashes since
+ * the last one, and a reset after each fresh registration), or a pending Register; touches the --alive-file (at most
  * once a second, whether or not the router is there: its age tells a liveness probe whether
  * this loop still turns). */
 void worker_control_tick(worker_control *wc, const worker_load *load);

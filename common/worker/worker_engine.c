@@ -2,6 +2,7 @@
 #include "worker_engine.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kv_log.h"
@@ -20,6 +21,10 @@ int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err)
     o.n_threads = f->threads;
     o.device = f->device_index;
     o.precision = (kv_precision)f->precision_value;
+    o.kv_dtype = (kv_cache_dtype)f->kv_dtype;
+    o.kv_residual = f->kv_residual;
+    o.kv_group = f->kv_group;
+    o.kv_keys = (kv_key_mode)f->kv_keys;
     if (f->role == KV_WORKER_PREFILL)
         o.prefill_chunk = f->prefill_chunk;
     else
@@ -34,6 +39,15 @@ int worker_engine_open(const worker_flags *f, worker_engine *w, kv_err *err)
         worker_engine_close(w);
         return rc;
     }
+    if (f->prefix_cache && (rc = kv_pool_prefix_enable(w->pool, err))) {
+        worker_engine_close(w);
+        return rc;
+    }
+    w->prefix_cache = f->prefix_cache;
+    Kvserve__KvLayout lay;
+    worker_engine_layout(w, &lay);
+    w->prefix_root = kv_prefix_root_of(w->fingerprint, lay.dtype, lay.n_layers, lay.n_kv_heads, lay.head_dim,
+                                       lay.block_size, lay.block_bytes);
     const kv_model_config *c = &w->model->cfg;
     KV_INFO(f->prog,
             "msg=\"model loaded\" model=%s fingerprint=%s layers=%d kv_heads=%d head_dim=%d vocab=%d context=%d "
@@ -58,10 +72,47 @@ void worker_engine_layout(const worker_engine *w, Kvserve__KvLayout *out)
 {
     kvserve__kv_layout__init(out);
     const kv_pool_shape *s = &w->pool->shape;
-    out->n_layers = (uint32_t)s->n_layers;
+    /* The model's layers: with cross-layer KV sharing the pool holds fewer (its owners), which
+     * block_bytes and the dtype's ":claF" say. */
+    out->n_layers = (uint32_t)w->model->cfg.n_layers;
     out->n_kv_heads = (uint32_t)s->n_kv_heads;
     out->head_dim = (uint32_t)s->head_dim;
     out->block_size = (uint32_t)s->block_size;
     out->dtype = (char *)kv_engine_kv_dtype(w->engine); /* static storage; protobuf-c only reads it */
     out->block_bytes = w->block_bytes;
+}
+
+static int32_t prefix_chain(const worker_engine *w, const int32_t *tokens, int32_t n, int32_t max,
+                            kv_block_hash **out)
+{
+    *out = NULL;
+    if (max <= 0 || !(*out = malloc((size_t)max * sizeof **out)))
+        return 0;
+    return kv_prefix_chain(w->prefix_root, tokens, n, w->pool->shape.block_size, *out, max);
+}
+
+int32_t worker_prefix_lookup(worker_engine *w, const int32_t *tokens, int32_t n, int32_t *blocks,
+                             int32_t max_blocks)
+{
+    if (!w->pool->prefix || n < 2)
+        return 0;
+    int32_t max = (n - 1) / w->pool->shape.block_size;
+    kv_block_hash *h;
+    int32_t nh = prefix_chain(w, tokens, n, max < max_blocks ? max : max_blocks, &h);
+    int32_t hit = kv_pool_prefix_lookup(w->pool, h, nh, blocks, n);
+    free(h);
+    return hit;
+}
+
+int32_t worker_prefix_store(worker_engine *w, const int32_t *tokens, int32_t n, const int32_t *blocks,
+                            int32_t n_blocks)
+{
+    if (!w->pool->prefix)
+        return 0;
+    int32_t full = n / w->pool->shape.block_size;
+    kv_block_hash *h;
+    int32_t nh = prefix_chain(w, tokens, n, full < n_blocks ? full : n_blocks, &h);
+    int32_t added = kv_pool_prefix_insert(w->pool, blocks, h, nh);
+    free(h);
+    return added;
 }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "engine_kv_flags.h"
 #include "kv_transport.h"
 #include "kv_log.h"
 #include "kvctl_args.h"
@@ -25,10 +26,21 @@ static void usage(const worker_flags *f, FILE *out)
             "  --device D           cpu | auto | cuda:N (default cpu)\n"
             "  --precision P        f32 | bf16: weights, activations and KV blocks (default f32 on\n"
             "                       the cpu, bf16 on a GPU; the cpu computes in f32 only)\n"
+            KV_ENGINE_KV_FLAGS_USAGE
+            "                       quantized blocks travel as stored; a prompt's last, partial\n"
+            "                       block travels quantized too (decode keeps it at f32 from there)\n"
             "  --kv-transport T     auto | zmq | cuda-ipc | nccl: how KV moves between prefill and\n"
             "                       decode workers (default auto: the fastest both ends support)\n"
             "  --alive-file PATH    touch PATH about once a second while the worker's loop runs,\n"
-            "                       registered or not (a liveness probe checks its age)\n",
+            "                       registered or not (a liveness probe checks its age)\n"
+            "  --prefix-cache on|off  keep sealed prompt blocks (decode: and generated ones) indexed\n"
+            "                       by hash for the next request with the same prefix (default on)\n"
+            "  --key FILE           this worker's CURVE key pair (kvctl keys gen); without it CURVE\n"
+            "                       is off and the worker warns (insecure)\n"
+            "  --router-key FILE    the router's public key (.pub, or a .key file's public line)\n"
+            "  --worker-keys PATH   the cluster's worker public keys: a decode worker admits only\n"
+            "                       these on its KV socket; a prefill worker reads <decode-id>.pub\n"
+            "                       in this directory to authenticate the decode worker\n",
             f->prog,
             decode ? "Decode worker: receives KV from prefill workers, runs continuous-batching decode."
                    : "Prefill worker: runs chunked prefill and ships the KV cache to decode workers.",
@@ -111,7 +123,8 @@ static int bad_flag(const worker_flags *f, const char *msg, const char *arg)
 
 enum {
     O_MODEL = 256, O_ROUTER, O_ID, O_BLOCKS, O_BS, O_CHUNK, O_THREADS, O_DEVICE, O_PRECISION, O_BATCH, O_LISTEN,
-    O_ADVERTISE, O_FAULT, O_TRANSPORT, O_MSG_KIB, O_PEER_IDLE, O_ALIVE, O_HELP
+    O_ADVERTISE, O_FAULT, O_TRANSPORT, O_MSG_KIB, O_PEER_IDLE, O_ALIVE, O_KEY, O_RKEY, O_WKEYS, O_PREFIX, O_HELP,
+    O_KVDT, O_KVRES, O_KVGROUP, O_KVKEYS
 };
 
 /* A role's own flag given to the other role is as unknown as a misspelt one. */
@@ -166,6 +179,33 @@ static int parse_one(worker_flags *f, int c, const char *arg)
         f->max_batch = (int)v;
         return 0;
     case O_LISTEN: f->kv_listen = arg; return 0;
+    case O_PREFIX:
+        if (strcmp(arg, "on") && strcmp(arg, "off"))
+            return bad_flag(f, "--prefix-cache expects on or off, got", arg);
+        f->prefix_cache = !strcmp(arg, "on");
+        return 0;
+    case O_KVDT: case O_KVRES: case O_KVGROUP: case O_KVKEYS: {
+        kv_engine_options o;
+        kv_engine_options_default(&o);
+        o.kv_dtype = (kv_cache_dtype)f->kv_dtype;
+        o.kv_residual = f->kv_residual;
+        o.kv_group = f->kv_group;
+        o.kv_keys = (kv_key_mode)f->kv_keys;
+        kv_err err;
+        static const char *const names[] = {"kv-dtype", "kv-residual", "kv-group", "kv-keys"};
+        if (kv_engine_kv_flag(&o, names[c - O_KVDT], arg, &err)) {
+            fprintf(stderr, "%s: %s\n", f->prog, err.msg);
+            return 2;
+        }
+        f->kv_dtype = (int)o.kv_dtype;
+        f->kv_residual = o.kv_residual;
+        f->kv_group = o.kv_group;
+        f->kv_keys = (int)o.kv_keys;
+        return 0;
+    }
+    case O_KEY: f->key_file = arg; return 0;
+    case O_RKEY: f->router_key = arg; return 0;
+    case O_WKEYS: f->worker_keys = arg; return 0;
     case O_ALIVE:
         if (!*arg || strlen(arg) > 1024)
             return bad_flag(f, "--alive-file expects a path of 1..1024 bytes, got", arg);
@@ -211,6 +251,11 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         {"advertise", required_argument, 0, O_ADVERTISE}, {"fault", required_argument, 0, O_FAULT},
         {"kv-transport", required_argument, 0, O_TRANSPORT}, {"kv-message-kib", required_argument, 0, O_MSG_KIB},
         {"kv-peer-idle-s", required_argument, 0, O_PEER_IDLE}, {"alive-file", required_argument, 0, O_ALIVE},
+        {"prefix-cache", required_argument, 0, O_PREFIX},
+        {"kv-dtype", required_argument, 0, O_KVDT},     {"kv-residual", required_argument, 0, O_KVRES},
+        {"kv-group", required_argument, 0, O_KVGROUP},  {"kv-keys", required_argument, 0, O_KVKEYS},
+        {"key", required_argument, 0, O_KEY},           {"router-key", required_argument, 0, O_RKEY},
+        {"worker-keys", required_argument, 0, O_WKEYS},
         {"help", no_argument, 0, O_HELP},               {0, 0, 0, 0},
     };
     memset(f, 0, sizeof *f);
@@ -225,6 +270,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
     f->kv_peer_idle_s = 300;
     f->kv_listen = "tcp://127.0.0.1:0";
     f->kv_transport = KV_TRANSPORT_FLAG_AUTO;
+    f->prefix_cache = 1;
     default_id(f);
     optind = 1;
     opterr = 0;
@@ -244,7 +290,7 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
         li = -1;
         int rc = parse_one(f, c, optarg);
         if (rc) {
-            if (rc == 2 && c != O_ID && c != O_ADVERTISE && c != O_FAULT && c != O_TRANSPORT && c != O_ALIVE)
+            if (rc == 2 && c != O_ID && c != O_ADVERTISE && c != O_FAULT && c != O_TRANSPORT && c != O_ALIVE && c != O_PREFIX)
                 usage(f, stderr);
             return 2;
         }
@@ -254,6 +300,10 @@ int worker_flags_parse(kv_worker_role role, int argc, char **argv, worker_flags 
     if (!f->model_dir) {
         fprintf(stderr, "%s: --model DIR is required\n", f->prog);
         usage(f, stderr);
+        return 2;
+    }
+    if (f->key_file && (!f->router_key || !f->worker_keys)) {
+        fprintf(stderr, "%s: --key needs --router-key and --worker-keys\n", f->prog);
         return 2;
     }
     return worker_device_resolve(f);

@@ -18,6 +18,8 @@ typedef struct worker_flags {
     char id[KV_WORKER_ID_MAX + 1]; /* --id, default <role>-<host>-<pid> */
     int32_t kv_blocks;          /* --kv-blocks; 0 = the engine's default (4 full contexts) */
     int block_size;             /* --block-size 16 */
+    int kv_dtype;               /* --kv-dtype f32 (a kv_cache_dtype; engine_kv_flags.h) */
+    int kv_residual, kv_group, kv_keys; /* --kv-residual, --kv-group, --kv-keys channel|token */
     int prefill_chunk;          /* prefill: --prefill-chunk (default 256 on the cpu, 2048 on a GPU) */
     int kv_message_kib;         /* prefill: --kv-message-kib 4096 (zmq KvChunk size) */
     int kv_peer_idle_s;         /* prefill: --kv-peer-idle-s 300 */
@@ -35,6 +37,11 @@ typedef struct worker_flags {
     int fault_exit_mid_transfer; /* prefill: --fault exit-mid-transfer */
     int kv_transport;           /* --kv-transport: KV_TRANSPORT_FLAG_AUTO (default) or a kv_transport */
     const char *alive_file;     /* --alive-file PATH: touched while the loop turns (NULL = none) */
+    int prefix_cache;           /* --prefix-cache on|off (default on) */
+    const char *key_file;       /* --key FILE: this worker's CURVE key pair (NULL = CURVE off, warned) */
+    const char *router_key;     /* --router-key FILE: the router's public key (required with --key) */
+    const char *worker_keys;    /* --worker-keys FILE|DIR: decode: the prefill keys its KV socket admits;
+                                 * prefill: a DIR holding <decode-id>.pub for each decode worker */
 } worker_flags;
 
 /* Returns 0 to run, -1 when --help was printed (exit 0), or 2 (usage printed; exit 2). */

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "kv_err.h"
+#include "kv_type.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -190,6 +191,15 @@ int kv_cuda_gemm_out(void *handle, void *y, kv_cuda_dtype y_dt, const void *x, c
 int kv_cuda_gemv_fits(const void *x, const void *w, int m, int k, kv_cuda_dtype dt);
 int kv_cuda_gemv(void *y, const void *x, const void *w, int m, int n, int k, kv_cuda_dtype dt, void *stream,
                  kv_err *err);
+/* Decode's product on weights stored in a ggml block format (cuda_wgemv.cu; CPU twin
+ * kernels/cpu/isa/scalar.c): y[m][n] = x[m][k] . W[n][k]^T, x and y f32, W n rows of k/32
+ * blocks of q8_0, q4_0 or q4_1 (kv_type_bytes(wt, k) bytes a row, as in a GGUF file),
+ * dequantized on the fly; f32 products and sums, so y is dequantize-then-f32 up to fp32
+ * rounding. 1 <= m <= KV_CUDA_WGEMV_MAX_ROWS, k a multiple of 32, x 16-byte aligned.
+ * KV_EUNSUPPORTED for another wt, KV_EINVAL for a shape or alignment it does not take. */
+#define KV_CUDA_WGEMV_MAX_ROWS 8
+int kv_cuda_wgemv(float *y, const float *x, const void *w, kv_type wt, int m, int n, int k, void *stream,
+                  kv_err *err);
 /* Sets the handle's stream and a caller-owned workspace for it (cuBLAS then allocates
  * nothing while running, which CUDA graph capture needs). The gemm calls above keep it as
  * long as they are given the same stream. */

@@ -28,12 +28,12 @@ static inline float half(const uint8_t *p) { return _cvtsh_ss(kc_load_u16(p)); }
 static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)(const void *)p); }
 static inline __m128i load128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)(const void *)p); }
 
-/* 32 nibbles -> 32 bytes: the 16 low nibbles first, then the 16 high ones (ggml's order). */
-static inline __m256i bytes_from_nibbles_32(const uint8_t *p)
+/* 32 nibbles -> 32 bytes: the 16 low nibbles first, then the 16 high ones (ggml's order); one
+ * broadcast load and one variable shift. */
+static inline __m256i nibbles_32(const uint8_t *p)
 {
-    const __m128i tmp = load128(p);
-    const __m256i bytes = _mm256_insertf128_si256(_mm256_castsi128_si256(tmp), _mm_srli_epi16(tmp, 4), 1);
-    return _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
+    const __m256i b = _mm256_broadcastsi128_si256(load128(p));
+    return _mm256_and_si256(_mm256_srlv_epi32(b, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
 /* 32 bits -> 32 bytes of 0x00 / 0xFF. */
@@ -103,79 +103,132 @@ KC_DEFINE_GEMV(f32, 8, 32, 32)
 KC_DEFINE_GEMV(f16, 8, 16, 32)
 KC_DEFINE_GEMV(bf16, 8, 16, 32)
 
-/* ---- symmetric 32-blocks (q8_0, q4_0, q5_0): signed q, dot via |q| and sign-moved activations ---- */
+/* ---- the 32-blocks: q8_0 (signed q), q4_1 / q5_1 (unsigned q and a min m), q4_0 / q5_0
+ * (unsigned q with the min -8 d / -16 d: the integer dot then needs no sign trick) ----
+ * Their own driver, not KC_DEFINE_GEMV: the float work of a block (its fp16 d, m and the
+ * activation's d, s) is done for four (row, vector) pairs in one vector, not per pair with
+ * scalar conversions. A pair vector's lanes (2k, 2k+1) hold (d_w * d_a, m_w * s_a) of pair
+ * k; the min terms m_w * s_a accumulate in their lanes across blocks (added once at the end
+ * instead of once per block into the dot's chain), and d_w * d_a is broadcast from its lane
+ * into the pair's FMA. Every lane sees the same operations in the same order whichever pairs
+ * share its vector, so each y[v][r] is the same for any grouping of rows and vectors
+ * (batch-invariant, as wkernels.h promises). */
 
-typedef struct { __m256i q, aq; float d; } q8_0_wblk, q4_0_wblk, q5_0_wblk;
+/* A block's weight bytes as signed q (q8_0) or unsigned q (the others), and |q| for q8_0's
+ * sign trick (maddubs wants an unsigned operand). */
+typedef struct { __m256i q, aq; } q32_w;
 
-KC_ALWAYS_INLINE __m256 sym_dot(const q8_0_wblk *u, const uint8_t *a, __m256 acc)
+KC_ALWAYS_INLINE q32_w q8_0_w(const uint8_t *p)
 {
-    const __m256i sy = _mm256_sign_epi8(load256(a + KC_Q8_32_QS), u->q);
-    const __m256 p = _mm256_cvtepi32_ps(dot_us8(u->aq, sy));
-    return _mm256_fmadd_ps(_mm256_set1_ps(u->d * kc_load_f32(a)), p, acc);
+    const __m256i q = load256(p + 2);
+    return (q32_w){q, _mm256_sign_epi8(q, q)};
 }
-#define q8_0_dot sym_dot
-#define q4_0_dot sym_dot
-#define q5_0_dot sym_dot
-#define q8_0_tail no_tail
-#define q4_0_tail no_tail
-#define q5_0_tail no_tail
-
-KC_ALWAYS_INLINE void q8_0_unpack(q8_0_wblk *u, const uint8_t *p)
+KC_ALWAYS_INLINE q32_w q4_0_w(const uint8_t *p) { return (q32_w){nibbles_32(p + 2), _mm256_setzero_si256()}; }
+KC_ALWAYS_INLINE q32_w q5_0_w(const uint8_t *p)
 {
-    u->d = half(p);
-    u->q = load256(p + 2);
-    u->aq = _mm256_sign_epi8(u->q, u->q);
+    const __m256i hi = _mm256_and_si256(bytes_from_bits_32(p + 2), _mm256_set1_epi8(0x10));
+    return (q32_w){_mm256_or_si256(nibbles_32(p + 6), hi), _mm256_setzero_si256()};
 }
-KC_ALWAYS_INLINE void q4_0_unpack(q4_0_wblk *u, const uint8_t *p)
+KC_ALWAYS_INLINE q32_w q4_1_w(const uint8_t *p) { return (q32_w){nibbles_32(p + 4), _mm256_setzero_si256()}; }
+KC_ALWAYS_INLINE q32_w q5_1_w(const uint8_t *p)
 {
-    u->d = half(p);
-    u->q = _mm256_sub_epi8(bytes_from_nibbles_32(p + 2), _mm256_set1_epi8(8));
-    u->aq = _mm256_sign_epi8(u->q, u->q);
-}
-KC_ALWAYS_INLINE void q5_0_unpack(q5_0_wblk *u, const uint8_t *p)
-{
-    u->d = half(p);
-    /* a clear fifth bit means q - 16 < 0: set the byte's top nibble (two's complement) */
-    const __m256i hi = _mm256_andnot_si256(bytes_from_bits_32(p + 2), _mm256_set1_epi8((char)0xF0));
-    u->q = _mm256_or_si256(bytes_from_nibbles_32(p + 6), hi);
-    u->aq = _mm256_sign_epi8(u->q, u->q);
-}
-
-KC_DEFINE_GEMV(q8_0, 32, 34, KC_Q8_32_BYTES)
-KC_DEFINE_GEMV(q4_0, 32, 18, KC_Q8_32_BYTES)
-KC_DEFINE_GEMV(q5_0, 32, 22, KC_Q8_32_BYTES)
-
-/* ---- 32-blocks with a min (q4_1, q5_1): unsigned q, plus m * (activation's d * sum) ---- */
-
-typedef struct { __m256i q; float d, m; } q4_1_wblk, q5_1_wblk;
-
-KC_ALWAYS_INLINE __m256 min_dot(const q4_1_wblk *u, const uint8_t *a, __m256 acc)
-{
-    const __m256 p = _mm256_cvtepi32_ps(dot_us8(u->q, load256(a + KC_Q8_32_QS)));
-    acc = _mm256_fmadd_ps(_mm256_set1_ps(u->d * kc_load_f32(a)), p, acc);
-    return _mm256_add_ps(acc, _mm256_setr_ps(u->m * kc_load_f32(a + KC_Q8_32_S), 0, 0, 0, 0, 0, 0, 0));
-}
-#define q4_1_dot min_dot
-#define q5_1_dot min_dot
-#define q4_1_tail no_tail
-#define q5_1_tail no_tail
-
-KC_ALWAYS_INLINE void q4_1_unpack(q4_1_wblk *u, const uint8_t *p)
-{
-    u->d = half(p);
-    u->m = half(p + 2);
-    u->q = bytes_from_nibbles_32(p + 4);
-}
-KC_ALWAYS_INLINE void q5_1_unpack(q5_1_wblk *u, const uint8_t *p)
-{
-    u->d = half(p);
-    u->m = half(p + 2);
     const __m256i hi = _mm256_and_si256(bytes_from_bits_32(p + 4), _mm256_set1_epi8(0x10));
-    u->q = _mm256_or_si256(bytes_from_nibbles_32(p + 8), hi);
+    return (q32_w){_mm256_or_si256(nibbles_32(p + 8), hi), _mm256_setzero_si256()};
 }
 
-KC_DEFINE_GEMV(q4_1, 32, 20, KC_Q8_32_BYTES)
-KC_DEFINE_GEMV(q5_1, 32, 24, KC_Q8_32_BYTES)
+/* The block's integer dot with an activation block's qs, as floats. */
+KC_ALWAYS_INLINE __m256 sym_idot(q32_w u, const uint8_t *a)
+{
+    return _mm256_cvtepi32_ps(dot_us8(u.aq, _mm256_sign_epi8(load256(a + KC_Q8_32_QS), u.q)));
+}
+KC_ALWAYS_INLINE __m256 min_idot(q32_w u, const uint8_t *a)
+{
+    return _mm256_cvtepi32_ps(dot_us8(u.q, load256(a + KC_Q8_32_QS)));
+}
+#define q8_0_idot sym_idot
+#define q4_0_idot min_idot
+#define q5_0_idot min_idot
+#define q4_1_idot min_idot
+#define q5_1_idot min_idot
+
+/* The fp16 (d, m) of a weight block as the 32 bits cvtph wants: (d, m) when MIN is 1, (d, d)
+ * when the min is MIN * d, (d, 0) without a min. */
+#define Q32_DM(p, MIN)                                                                                              \
+    ((MIN) == 1 ? (int)kc_load_u32(p) : (MIN) ? (int)(kc_load_u16(p) * 0x10001u) : (int)kc_load_u16(p))
+static inline double q32_load_pair(const uint8_t *a) /* an activation block's (d, s), bits only */
+{
+    double v;
+    memcpy(&v, a, sizeof v);
+    return v;
+}
+
+/* MIN: 0 (no min), 1 (the block's own m), or the factor of d that is the min (-8, -16).
+ * Rows [0, R) of w against vectors [0, NV) of a: (R, NV) in (4,1), (2,2), (1,1..8). Pair
+ * k = v * R + r sits in pair vector k / 4, lanes 2 (k % 4) and 2 (k % 4) + 1. */
+#define KC_DEFINE_GEMV_Q32(FMT, WB, MIN)                                                                             \
+    KC_ALWAYS_INLINE void FMT##_tile(float *y, size_t ldy, const uint8_t *w, size_t wrb, const uint8_t *a,          \
+                                     size_t arb, int cols, const int R, const int NV)                               \
+    {                                                                                                               \
+        const int NP = (R * NV + 3) / 4; /* pair vectors */                                                         \
+        __m256 acc[4][8], accm[2];                                                                                  \
+        for (int r = 0; r < R; r++)                                                                                 \
+            for (int v = 0; v < NV; v++)                                                                            \
+                acc[r][v] = _mm256_setzero_ps();                                                                    \
+        for (int g = 0; g < NP; g++)                                                                                \
+            accm[g] = _mm256_setzero_ps();                                                                          \
+        const int nb = cols / 32;                                                                                   \
+        for (int b = 0; b < nb; b++) {                                                                              \
+            const uint8_t *wb = w + (size_t)b * (WB), *ab = a + (size_t)b * KC_Q8_32_BYTES;                         \
+            __m256 prod[2];                                                                                         \
+            for (int g = 0; g < NP; g++) {                                                                          \
+                int rk[4], vk[4];                                                                                   \
+                for (int i = 0; i < 4; i++) {                                                                       \
+                    int k = 4 * g + i < R * NV ? 4 * g + i : 4 * g; /* unused lanes repeat lane 0 */                \
+                    rk[i] = k % R;                                                                                  \
+                    vk[i] = k / R;                                                                                  \
+                }                                                                                                   \
+                const __m256 dm = _mm256_cvtph_ps(                                                                  \
+                    _mm_setr_epi32(Q32_DM(wb + (size_t)rk[0] * wrb, MIN), Q32_DM(wb + (size_t)rk[1] * wrb, MIN),    \
+                                   Q32_DM(wb + (size_t)rk[2] * wrb, MIN), Q32_DM(wb + (size_t)rk[3] * wrb, MIN)));  \
+                const __m256 ds =                                                                                   \
+                    NV == 1 ? _mm256_castpd_ps(_mm256_set1_pd(q32_load_pair(ab)))                                   \
+                            : _mm256_castpd_ps(_mm256_setr_pd(                                                      \
+                                  q32_load_pair(ab + (size_t)vk[0] * arb), q32_load_pair(ab + (size_t)vk[1] * arb), \
+                                  q32_load_pair(ab + (size_t)vk[2] * arb), q32_load_pair(ab + (size_t)vk[3] * arb))); \
+                prod[g] = _mm256_mul_ps(dm, ds);                                                                    \
+                if (MIN)                                                                                            \
+                    accm[g] = _mm256_add_ps(accm[g], prod[g]);                                                      \
+            }                                                                                                       \
+            for (int r = 0; r < R; r++) {                                                                           \
+                const q32_w u = FMT##_w(wb + (size_t)r * wrb);                                                      \
+                for (int v = 0; v < NV; v++) {                                                                      \
+                    const int k = v * R + r;                                                                        \
+                    const __m256 d = _mm256_permutevar8x32_ps(prod[k / 4], _mm256_set1_epi32(2 * (k % 4)));         \
+                    acc[r][v] = _mm256_fmadd_ps(d, FMT##_idot(u, ab + (size_t)v * arb), acc[r][v]);                 \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+        float mins[8][4] = {{0}};                                                                                   \
+        if (MIN)                                                                                                    \
+            for (int g = 0; g < NP; g++) {                                                                          \
+                float lanes[8];                                                                                     \
+                _mm256_storeu_ps(lanes, accm[g]);                                                                   \
+                for (int i = 0; i < 4 && 4 * g + i < R * NV; i++)                                                   \
+                    mins[(4 * g + i) / R][(4 * g + i) % R] = lanes[2 * i + 1];                                      \
+            }                                                                                                       \
+        for (int r = 0; r < R; r++)                                                                                 \
+            for (int v = 0; v < NV; v++)                                                                            \
+                y[(size_t)v * ldy + (size_t)r] = MIN ? hsum8(acc[r][v]) + (float)(MIN) * mins[v][r]              \
+                                                   : hsum8(acc[r][v]);                                      \
+    }                                                                                                               \
+    /* KC_DEFINE_GEMV's row and vector grouping, over this tile */                                                  \
+    KC_DEFINE_GEMV_LOOPS(FMT)
+
+KC_DEFINE_GEMV_Q32(q8_0, 34, 0)
+KC_DEFINE_GEMV_Q32(q4_0, 18, -8)
+KC_DEFINE_GEMV_Q32(q5_0, 22, -16)
+KC_DEFINE_GEMV_Q32(q4_1, 20, 1)
+KC_DEFINE_GEMV_Q32(q5_1, 24, 1)
 
 /* ---- q4_k / q5_k: 8 sub-blocks of 32 with 6-bit scales and mins ---- */
 

@@ -9,7 +9,8 @@
  *
  * Each (row, vector) pair has its own accumulator that sees the blocks in order, so its
  * result does not depend on how rows are grouped (R) or how many vectors share the pass
- * (NV): that is the batch invariance wkernels.h promises. R x NV accumulators are chosen so
+ * (NV): that is the batch invariance wkernels.h promises. (The 32-block formats bring their
+ * own tile, avx2_kernels.h's KC_DEFINE_GEMV_Q32, and share the loops below.) R x NV accumulators are chosen so
  * that a lone vector still has 4 independent FMA chains (R = 4 rows at a time). */
 #ifndef KV_CPU_GEMV_DRIVER_H
 #define KV_CPU_GEMV_DRIVER_H
@@ -42,7 +43,11 @@
                 y[(size_t)v * ldy + (size_t)r] = kc_acc_hsum(acc[r][v]) +                                           \
                                                  FMT##_tail(w + (size_t)r * wrb, a + (size_t)v * arb, nb * (BE), cols); \
     }                                                                                                               \
-                                                                                                                    \
+    KC_DEFINE_GEMV_LOOPS(FMT)
+
+/* FMT##_rows_nv, FMT##_gemv_rows and FMT##_vec_dot over a FMT##_tile(y, ldy, w, wrb, a, arb,
+ * cols, R, NV) that takes (R, NV) in (4, 1), (2, 2) and (1, 1..8). */
+#define KC_DEFINE_GEMV_LOOPS(FMT)                                                                                   \
     /* Rows [r0, r1) against NV (1..8) vectors. */                                                                  \
     __attribute__((unused)) static void FMT##_rows_nv(float *y, size_t ldy, const uint8_t *w, size_t wrb, int r0, int r1, const uint8_t *a, \
                               size_t arb, int nv, int cols)                                                         \
