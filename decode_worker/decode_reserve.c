@@ -59,7 +59,7 @@ void decode_req_free(decode_worker *dw, decode_req *r)
     free(r);
 }
 
-static void reply_ok(decode_worker *dw, const char *id, const decode_req *r, int local, Kvserve__ErrorCode code,
+static void send_reply(decode_worker *dw, const char *id, const decode_req *r, int local, Kvserve__ErrorCode code,
                      const char *msg)
 {
     Kvserve__ReserveReply rep;
@@ -86,7 +86,7 @@ static void reply_ok(decode_worker *dw, const char *id, const decode_req *r, int
 
 static void reply(decode_worker *dw, const char *id, const decode_req *r, Kvserve__ErrorCode code, const char *msg)
 {
-    reply_ok(dw, id, r, 0, code, msg);
+    send_reply(dw, id, r, 0, code, msg);
 }
 
 /* The prompt ids the router sent for the prefix cache: none, or exactly the prompt, in the
@@ -111,7 +111,7 @@ static void start_local(decode_worker *dw, decode_req *r, int32_t n, uint32_t ta
     int32_t first = 0;
     KV_INFO(COMP, "msg=\"reserved, prefilling here\" request=%s prompt_tokens=%u cached_blocks=%d tail=%u blocks=%d",
             r->id, r->prompt_tokens, r->cached_blocks, tail, n);
-    reply_ok(dw, r->id, r, 1, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
+    send_reply(dw, r->id, r, 1, KVSERVE__ERROR_CODE__ERROR_NONE, NULL);
     if (decode_prefill_local(dw, r, &first, &err)) {
         decode_fail(dw, r, err.code == KV_EFULL ? KVSERVE__ERROR_CODE__NO_CAPACITY : KVSERVE__ERROR_CODE__INTERNAL,
                     err.msg);

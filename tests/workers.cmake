@@ -10,19 +10,16 @@ set_tests_properties(test_workers_pair PROPERTIES ENVIRONMENT "KV_TEST_EXPECT_TR
 # transfer (blocks staged out of the device pool, written into it) runs in CI.
 if(TARGET kv_engine_cudamock)
   set(_kv_w ${CMAKE_SOURCE_DIR}/common/worker)
-  add_library(kv_worker_cudamock STATIC
-    ${_kv_w}/worker_flags.c ${_kv_w}/worker_loop.c ${_kv_w}/worker_engine.c
-    ${_kv_w}/worker_proto.c ${_kv_w}/worker_control.c ${_kv_w}/worker_transport.c ${CMAKE_SOURCE_DIR}/kvctl/kvctl_args.c)
+  # The workers' own source lists (their CMakeLists.txt), over the mock engine and transport.
+  add_library(kv_worker_cudamock STATIC ${KV_WORKER_SOURCES})
   target_include_directories(kv_worker_cudamock PUBLIC ${_kv_w} ${CMAKE_SOURCE_DIR}/kvctl)
-  target_link_libraries(kv_worker_cudamock PUBLIC kv_engine_cudamock kv_transport_cudamock kv_wire kv_base)
+  target_link_libraries(kv_worker_cudamock PUBLIC kv_engine_cudamock kv_transport_cudamock kv_wire kv_curve kv_base)
   set(_kv_p ${CMAKE_SOURCE_DIR}/prefill_worker)
   set(_kv_d ${CMAKE_SOURCE_DIR}/decode_worker)
-  add_executable(kv-prefill-cudamock ${_kv_p}/prefill_main.c ${_kv_p}/prefill_task.c ${_kv_p}/prefill_run.c
-                 ${_kv_p}/kv_sender.c ${_kv_p}/kv_handshake.c ${_kv_p}/kv_send_gpu.c)
+  add_executable(kv-prefill-cudamock ${_kv_p}/prefill_main.c ${KV_PREFILL_SOURCES})
   target_include_directories(kv-prefill-cudamock PRIVATE ${_kv_p})
   target_link_libraries(kv-prefill-cudamock PRIVATE kv_worker_cudamock)
-  add_executable(kv-decode-cudamock ${_kv_d}/decode_main.c ${_kv_d}/decode_reserve.c ${_kv_d}/kv_receiver.c
-                 ${_kv_d}/kv_links.c ${_kv_d}/decode_batch.c)
+  add_executable(kv-decode-cudamock ${_kv_d}/decode_main.c ${KV_DECODE_SOURCES})
   target_include_directories(kv-decode-cudamock PRIVATE ${_kv_d})
   target_link_libraries(kv-decode-cudamock PRIVATE kv_worker_cudamock)
   add_dependencies(test_workers_pair kv-prefill-cudamock kv-decode-cudamock)
