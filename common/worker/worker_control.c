@@ -261,13 +261,16 @@ static void cache_report_fill(cache_report *r, kv_prefix *c, Kvserve__Heartbeat 
     hb->prefix_hit_tokens = c->hit_tokens;
     r->reset = kv_prefix_take_reset(c);
     hb->cache_reset = r->reset;
-    r->ev = malloc(CACHE_EVENTS_PER_HEARTBEAT * sizeof *r->ev);
-    r->bytes = malloc(CACHE_EVENTS_PER_HEARTBEAT * 16);
-    r->stored = malloc(CACHE_EVENTS_PER_HEARTBEAT * sizeof *r->stored);
-    r->evicted = malloc(CACHE_EVENTS_PER_HEARTBEAT * sizeof *r->evicted);
+    uint32_t n = c->ev_n < CACHE_EVENTS_PER_HEARTBEAT ? c->ev_n : CACHE_EVENTS_PER_HEARTBEAT;
+    if (!n)
+        return; /* the common case: nothing indexed or evicted since the last heartbeat */
+    r->ev = malloc(n * sizeof *r->ev);
+    r->bytes = malloc((size_t)n * 16);
+    r->stored = malloc(n * sizeof *r->stored);
+    r->evicted = malloc(n * sizeof *r->evicted);
     if (!r->ev || !r->bytes || !r->stored || !r->evicted)
         return; /* next time; the events stay queued */
-    r->n_events = kv_prefix_events_peek(c, r->ev, CACHE_EVENTS_PER_HEARTBEAT);
+    r->n_events = kv_prefix_events_peek(c, r->ev, n);
     for (uint32_t i = 0; i < r->n_events; i++) {
         uint8_t *b = r->bytes + (size_t)i * 16;
         kv_block_hash_to_bytes(r->ev[i].hash, b);
