@@ -129,9 +129,6 @@ double decode_wake(const decode_worker *dw);
 void decode_on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err);
 
 /* decode_prefix.c: the decode side of the prefix cache. */
-/* Looks the prompt up (ids: rr's prompt ids, n of them) into r->blocks[0..hit), capped so the
- * prompt's last token is never cached: returns hit (0 with the cache off). */
-int32_t decode_prefix_lookup(decode_worker *dw, decode_req *r, const int32_t *ids, int32_t n);
 /* Indexes the sealed blocks of r's K/V (prompt and generated tokens) in the cache. */
 void decode_prefix_store(decode_worker *dw, const decode_req *r);
 /* Prefills the prompt's uncached tail here and samples its first token (as a prefill worker

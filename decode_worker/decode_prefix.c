@@ -9,11 +9,6 @@
 
 #define COMP "kv-decode"
 
-int32_t decode_prefix_lookup(decode_worker *dw, decode_req *r, const int32_t *ids, int32_t n)
-{
-    return worker_prefix_lookup(dw->we, ids, n, r->blocks, r->n_blocks);
-}
-
 void decode_prefix_store(decode_worker *dw, const decode_req *r)
 {
     /* ctx_tokens has the prompt and every token generated; seq holds K/V of all but the last. */

@@ -185,9 +185,8 @@ void decode_on_reserve(decode_worker *dw, const Kvserve__ReserveRequest *rr)
         }
         memcpy(r->ctx_tokens, rr->prompt_token_ids, rr->n_prompt_token_ids * sizeof *r->ctx_tokens);
         r->n_ctx_tokens = (int32_t)rr->n_prompt_token_ids;
-        r->n_blocks = n; /* the lookup's bound */
-        r->cached_blocks = decode_prefix_lookup(dw, r, rr->prompt_token_ids, (int32_t)rr->n_prompt_token_ids);
-        r->n_blocks = 0;
+        r->cached_blocks = worker_prefix_lookup(dw->we, rr->prompt_token_ids, (int32_t)rr->n_prompt_token_ids,
+                                                r->blocks, n);
     }
     int32_t hit = r->cached_blocks;
     if (kv_pool_reserve(pool, n - hit, r->blocks + hit, &err)) {
