@@ -4,6 +4,13 @@
 #                                                  endpoint) and URL (with --http); returns 1
 #                                                  after printing the cluster's output when it
 #                                                  did not come up within 60 s
+#   kv_direct_start BIN TMPDIR MODEL DTYPE TAG     kv-router (--local-prefill-max 0, so every
+#                                                  prompt's KV travels) + one kv-prefill and one
+#                                                  kv-decode with --kv-dtype DTYPE, started
+#                                                  directly (logs TMPDIR/{router,prefill,decode}-TAG.log);
+#                                                  sets EP; returns 1 after printing why when
+#                                                  they did not come up within 30 s each
+#   kv_direct_stop                                 stops them (every process in KV_PIDS)
 #   kv_cleanup                                     the EXIT trap: SIGTERM, then SIGKILL after 5 s
 UP_PID=
 KV_PIDS=
@@ -41,4 +48,34 @@ kv_up_start() {
     echo "FAIL: kvctl up $* did not report its endpoints within 60 s; its output:" >&2
     cat "$dir/up.out" "$dir/up.err" >&2
     return 1
+}
+
+kv_direct_start() {
+    local bin=$1 dir=$2 m=$3 dt=$4 tag=$5 ready=$2/ready-$5 control role
+    "$bin/kv-router" --model "$m" --listen tcp://127.0.0.1:0 --control tcp://127.0.0.1:0 --local-prefill-max 0 \
+        --ready-file "$ready" >"$dir/router-$tag.log" 2>&1 &
+    KV_PIDS="$KV_PIDS $!"
+    for _ in $(seq 300); do [[ -s $ready ]] && grep -q '^control=' "$ready" && break; sleep 0.1; done
+    control=$(sed -n 's/^control=//p' "$ready")
+    EP=$(sed -n 's/^client=//p' "$ready")
+    if [[ -z $control || -z $EP ]]; then
+        echo "$tag: the router did not start: $(cat "$dir/router-$tag.log")" >&2
+        return 1
+    fi
+    for role in prefill decode; do
+        "$bin/kv-$role" --model "$m" --router "$control" --threads 1 --kv-dtype "$dt" >"$dir/$role-$tag.log" 2>&1 &
+        KV_PIDS="$KV_PIDS $!"
+    done
+    for _ in $(seq 300); do
+        [[ $("$bin/kvctl" status --router "$EP" --json 2>/dev/null | grep -o '"healthy":true' | wc -l) -ge 2 ]] && return 0
+        sleep 0.1
+    done
+    echo "$tag: the workers did not register: $(cat "$dir/prefill-$tag.log" "$dir/decode-$tag.log")" >&2
+    return 1
+}
+
+kv_direct_stop() {
+    local p
+    for p in $KV_PIDS; do kv_stop_pid "$p"; done
+    KV_PIDS=
 }

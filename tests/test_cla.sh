@@ -128,38 +128,10 @@ if [[ $have_cluster == 0 ]]; then
     exit
 fi
 
-# start_cluster MODEL DTYPE TAG: router + 1 prefill + 1 decode worker; sets EP.
-start_cluster() {
-    local m=$1 dt=$2 tag=$3 ready=$tmp/ready-$3
-    "$BIN/kv-router" --model "$m" --listen tcp://127.0.0.1:0 --control tcp://127.0.0.1:0 --local-prefill-max 0 \
-        --ready-file "$ready" >"$tmp/router-$tag.log" 2>&1 &
-    KV_PIDS="$KV_PIDS $!"
-    for _ in $(seq 300); do [[ -s $ready ]] && grep -q '^control=' "$ready" && break; sleep 0.1; done
-    local control
-    control=$(sed -n 's/^control=//p' "$ready")
-    EP=$(sed -n 's/^client=//p' "$ready")
-    [[ -n $control && -n $EP ]] || { fail "$tag: the router did not start: $(cat "$tmp/router-$tag.log")"; return 1; }
-    for role in prefill decode; do
-        "$BIN/kv-$role" --model "$m" --router "$control" --threads 1 --kv-dtype "$dt" >"$tmp/$role-$tag.log" 2>&1 &
-        KV_PIDS="$KV_PIDS $!"
-    done
-    for _ in $(seq 300); do
-        [[ $("$KVCTL" status --router "$EP" --json 2>/dev/null | grep -o '"healthy":true' | wc -l) -ge 2 ]] && return 0
-        sleep 0.1
-    done
-    fail "$tag: the workers did not register: $(cat "$tmp/prefill-$tag.log" "$tmp/decode-$tag.log")"
-    return 1
-}
-stop_cluster() {
-    local p
-    for p in $KV_PIDS; do kv_stop_pid "$p"; done
-    KV_PIDS=
-}
-
 declare -A shipped
 for run in "$CLA2 f32 cla2-f32" "$CLA2 int8 cla2-int8" "$CLA1 f32 cla1-f32"; do
     read -r m dt tag <<<"$run"
-    start_cluster "$m" "$dt" "$tag" || { stop_cluster; continue; }
+    kv_direct_start "$BIN" "$tmp" "$m" "$dt" "$tag" || { fail "$tag: the cluster did not start"; kv_direct_stop; continue; }
     checks=$((checks + 1))
     want=$("$KVCTL" generate --local --model "$m" --threads 1 --kv-dtype "$dt" --max-tokens 16 --ignore-eos \
         -- "$PROMPT" 2>"$tmp/local.err") || fail "$tag: generate --local: $(cat "$tmp/local.err")"
@@ -169,7 +141,7 @@ for run in "$CLA2 f32 cla2-f32" "$CLA2 int8 cla2-int8" "$CLA1 f32 cla1-f32"; do
   local:   $want
   cluster: $got"
     shipped[$tag]=$(sed -n 's/.*kv_bytes=\([0-9]*\).*/\1/p' "$tmp/cl.err")
-    stop_cluster
+    kv_direct_stop
 done
 checks=$((checks + 1))
 one=${shipped[cla1-f32]:-} two=${shipped[cla2-f32]:-}

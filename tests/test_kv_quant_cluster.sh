@@ -29,42 +29,12 @@ fail() {
     fails=$((fails + 1))
 }
 
-# Starts router + 1 prefill + 1 decode worker with KV dtype $1; sets EP. Returns 1 when the
-# cluster did not come up within 30 s.
-start_cluster() {
-    local dt=$1 ready=$tmp/ready-$1
-    "$BIN/kv-router" --model "$M" --listen tcp://127.0.0.1:0 --control tcp://127.0.0.1:0 --local-prefill-max 0 \
-        --ready-file "$ready" >"$tmp/router-$dt.log" 2>&1 &
-    KV_PIDS="$KV_PIDS $!"
-    for _ in $(seq 300); do [[ -s $ready ]] && grep -q '^control=' "$ready" && break; sleep 0.1; done
-    local control
-    control=$(sed -n 's/^control=//p' "$ready")
-    EP=$(sed -n 's/^client=//p' "$ready")
-    [[ -n $control && -n $EP ]] || { fail "$dt: the router did not start: $(cat "$tmp/router-$dt.log")"; return 1; }
-    for role in prefill decode; do
-        "$BIN/kv-$role" --model "$M" --router "$control" --threads 1 --kv-dtype "$dt" >"$tmp/$role-$dt.log" 2>&1 &
-        KV_PIDS="$KV_PIDS $!"
-    done
-    for _ in $(seq 300); do
-        [[ $("$KVCTL" status --router "$EP" --json 2>/dev/null | grep -o '"healthy":true' | wc -l) -ge 2 ]] && return 0
-        sleep 0.1
-    done
-    fail "$dt: the workers did not register: $(cat "$tmp/prefill-$dt.log" "$tmp/decode-$dt.log")"
-    return 1
-}
-
-stop_cluster() {
-    local p
-    for p in $KV_PIDS; do kv_stop_pid "$p"; done
-    KV_PIDS=
-}
-
 P1="Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high. Lily's mom said"
 P2="The cat sat on the mat and looked at the dog. The dog was big and brown and it was very small. He wanted to see what was inside. He wanted to see what was inside. Hello little"
 P3="Tim and Sam went to the shop to buy a cake for their mother. The shop was"
 for dt in int8 int2; do
     block_bytes=$("$KVCTL" capacity --model "$M" --tokens 1 --kv-dtype "$dt" --json | sed -n 's/.*"kv_bytes_per_block": *\([0-9]*\).*/\1/p')
-    start_cluster "$dt" || { stop_cluster; continue; }
+    kv_direct_start "$BIN" "$tmp" "$M" "$dt" "$dt" || { fail "$dt: the cluster did not start"; kv_direct_stop; continue; }
     for prompt in "$P1" "$P2" "$P3"; do
         checks=$((checks + 1))
         want=$("$KVCTL" generate --local --model "$M" --threads 1 --kv-dtype "$dt" --max-tokens 80 -- "$prompt" 2>"$tmp/local.err") ||
@@ -93,7 +63,7 @@ for dt in int8 int2; do
         [[ -n $cached && $cached -gt 0 && $bytes -eq $(((n + 15) / 16 * block_bytes - cached / 16 * block_bytes)) ]] ||
             fail "$dt: warm: $cached tokens cached on the decode worker, $bytes KV bytes shipped"
     done
-    stop_cluster
+    kv_direct_stop
 done
 
 echo "$checks checks, $fails failed" >&2
