@@ -12,15 +12,7 @@
 #include "cpu_kernels.h"
 #include "cuda_kernels.h"
 #include "kv_test.h"
-
-#define CK(call)                                                                                    \
-    do {                                                                                            \
-        cudaError_t e_ = (call);                                                                    \
-        if (e_ != cudaSuccess) {                                                                    \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                                \
-        }                                                                                           \
-    } while (0)
+#include "kv_test_cuda.h"
 
 /* A kv_cuda_* call that must succeed; its message comes from g_err. */
 #define CHECK_KV(call)                                                 \
@@ -36,8 +28,7 @@ static kv_err g_err; /* the last kv_cuda_* call's message, for CHECK_KV */
 typedef struct rng { uint64_t s; } rng;
 static float frand(rng *r)
 {
-    r->s ^= r->s << 13; r->s ^= r->s >> 7; r->s ^= r->s << 17;
-    return (float)((r->s >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+    return (float)((kv_test_xorshift(&r->s) >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
 }
 static float *rand_vec(rng *r, size_t n, float scale)
 {

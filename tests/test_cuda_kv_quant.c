@@ -23,24 +23,10 @@
 #include "kv_layout.h"
 #include "kv_quant.h"
 #include "kv_test.h"
-
-#define CK(call)                                                                                          \
-    do {                                                                                                  \
-        cudaError_t e_ = (call);                                                                          \
-        if (e_ != cudaSuccess) {                                                                          \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                                      \
-        }                                                                                                 \
-    } while (0)
+#include "kv_test_cuda.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
+static uint32_t rnd(void) { return (uint32_t)(kv_test_xorshift(&rng_state) >> 32); }
 static float rnd_unit(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }
 
 /* The larger of two errors, NaN once either is (a later finite error must not hide it). */

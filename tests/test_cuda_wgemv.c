@@ -12,25 +12,11 @@
 
 #include "cuda_kernels.h"
 #include "kv_test.h"
+#include "kv_test_cuda.h"
 #include "wkernels.h"
 
-#define CK(call)                                                                                          \
-    do {                                                                                                  \
-        cudaError_t e_ = (call);                                                                          \
-        if (e_ != cudaSuccess) {                                                                          \
-            fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                                      \
-        }                                                                                                 \
-    } while (0)
-
 static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-static uint32_t rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
+static uint32_t rnd(void) { return (uint32_t)(kv_test_xorshift(&rng_state) >> 32); }
 static float rnd_unit(void) { return (float)rnd() / 4294967296.0f * 2.0f - 1.0f; }
 
 /* A finite half scale of magnitude 2^-14 .. 2^-3, random sign unless positive. */
