@@ -105,6 +105,7 @@ const char *kv_client_finish_name(int r)
     case KVC_FINISH_CONTEXT: return "context_full";
     case KVC_FINISH_CANCELLED: return "cancelled";
     case KVC_FINISH_ERROR: return "error";
+    case KVC_FINISH_STOP: return "stop";
     default: return "unknown";
     }
 }
@@ -737,6 +738,8 @@ int kv_client_submit(kv_client *c, const kv_client_request *r, char id_out[KV_CL
     g.return_prompt_tokens = r->return_prompt_tokens != 0;
     g.logprobs = r->logprobs;
     g.prompt_logprobs = r->prompt_logprobs != 0;
+    g.n_stop = r->n_stop;
+    g.stop = (char **)r->stop;
     env.body_case = KVSERVE__ENVELOPE__BODY_GENERATE;
     env.generate = &g;
     double deadline = deadline_after(timeout_ms);

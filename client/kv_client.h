@@ -77,6 +77,7 @@ enum {
     KVC_FINISH_CONTEXT = 3,
     KVC_FINISH_CANCELLED = 4,
     KVC_FINISH_ERROR = 5,
+    KVC_FINISH_STOP = 6, /* a kv_client_request.stop sequence appeared */
 };
 
 enum { KVC_ROLE_UNSPECIFIED = 0, KVC_ROLE_PREFILL = 1, KVC_ROLE_DECODE = 2 };
@@ -131,6 +132,10 @@ typedef struct kv_client_request {
     uint32_t logprobs;            /* 0 = none; k in 1..21: each token's logprob and its k - 1
                                      most likely alternatives */
     int prompt_logprobs;          /* with logprobs: the prompt's too (positions 1..n-1) */
+    const char *const *stop;      /* stop sequences (at most 16, 1..256 bytes): the router ends
+                                     the request with KVC_FINISH_STOP once the text holds one;
+                                     the text still holds the match (cut it yourself) */
+    size_t n_stop;
 } kv_client_request;
 
 void kv_client_request_init(kv_client_request *r);

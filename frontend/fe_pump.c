@@ -295,8 +295,8 @@ static void on_event(frontend *fe, fe_stream *s, const kv_client_event *ev)
         return;
     }
     if (s->stop_hit || ev->finish_reason == KVC_FINISH_EOS || ev->finish_reason == KVC_FINISH_LENGTH ||
-        ev->finish_reason == KVC_FINISH_CONTEXT) {
-        int stop = s->stop_hit || ev->finish_reason == KVC_FINISH_EOS;
+        ev->finish_reason == KVC_FINISH_CONTEXT || ev->finish_reason == KVC_FINISH_STOP) {
+        int stop = s->stop_hit || ev->finish_reason == KVC_FINISH_EOS || ev->finish_reason == KVC_FINISH_STOP;
         finish_ok(s, stop ? "stop" : "length", prompt_tokens);
         KV_DEBUG("frontend", "event=request_done id=%s finish=%s prompt_tokens=%u tokens=%u ms=%.1f", s->id,
                  stop ? "stop" : "length", prompt_tokens, s->n_gen, (now - s->t_arrival) * 1e3);
@@ -356,6 +356,8 @@ static void fill_request(const fe_stream *s, kv_client_request *r, uint32_t max_
     r->logprobs = (uint32_t)s->req.logprobs;
     r->prompt_logprobs = s->req.echo && s->req.logprobs;
     r->return_prompt_tokens = s->req.echo && s->req.logprobs; /* the ids the prompt's logprobs score */
+    r->stop = (const char *const *)s->req.stop; /* the router ends it there; we cut the text */
+    r->n_stop = s->req.n_stop;
     /* Completions default to 16 tokens (OpenAI); chat to what the context leaves (the router
      * clips to the context). */
     r->max_tokens = s->req.max_tokens ? s->req.max_tokens : s->req.kind == FE_KIND_COMPLETION ? 16 : max_model_len;

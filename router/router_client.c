@@ -232,6 +232,9 @@ int router_validate_generate(const router_model *m, const router_opts *o, const 
         return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
     }
     out->sampling = s;
+    size_t stop_max;
+    if (router_stop_check(g->stop, g->n_stop, &stop_max, msg, cap))
+        return KVSERVE__ERROR_CODE__INVALID_ARGUMENT;
     if (g->logprobs > KV_WIRE_LOGPROBS_MAX) {
         snprintf(msg, cap, "logprobs must be in [0, %d] (the token and at most %d alternatives), got %u",
                  KV_WIRE_LOGPROBS_MAX, KV_WIRE_LOGPROBS_MAX - 1, g->logprobs);
@@ -309,7 +312,8 @@ static void on_generate(router_state *st, const kv_wire_route *client, const Kvs
     r->prompt_logprobs = g->logprobs && g->prompt_logprobs && r->n_prompt > 1 && !g->n_resume_tokens;
     r->dl_total = st->now + v.deadline_s;
     r->resumed = g->resume || g->n_resume_tokens;
-    if (g->n_resume_tokens && router_req_resume(r, g->resume_tokens, (uint32_t)g->n_resume_tokens)) {
+    if ((g->n_resume_tokens && router_req_resume(r, g->resume_tokens, (uint32_t)g->n_resume_tokens)) ||
+        router_stop_init(&r->stop, g->stop, g->n_stop, msg, sizeof msg)) {
         router_end(st, r, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL, "router out of memory");
         return;
     }

@@ -43,6 +43,7 @@ static void req_free(router_req *r)
     free(r->prompt_lp);
     free(r->out_text);
     free(r->gen);
+    router_stop_free(&r->stop);
     free(r);
 }
 

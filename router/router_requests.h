@@ -19,6 +19,7 @@
 
 #include "kv_wire.h"
 #include "router_map.h"
+#include "router_stop.h"
 #include "router_workers.h"
 #include "sampler.h"
 #include "tokenizer.h"
@@ -80,7 +81,8 @@ typedef struct router_req {
     /* Timings (monotonic seconds; 0 = not reached) and worker-measured figures. */
     double t_accept, t_prefill_start, t_first_token, t_d_done;
     double t_last_token;           /* when the last run of tokens was delivered */
-    int stop_matched;              /* cancelled by a client that hit its stop sequence (metrics: "stop") */
+    int stop_matched;              /* a stop sequence ended it: ours (stop) or the client's cancel (metrics: "stop") */
+    router_stop stop;              /* GenerateRequest.stop */
     double prefill_ms, transfer_ms, decode_ms;
     uint64_t kv_bytes;
     uint64_t kv_bytes_saved;       /* blocks the decode worker had cached, not shipped */

@@ -67,6 +67,7 @@ static const char *finish_name(int finish)
     case KVSERVE__FINISH_REASON__FINISH_CONTEXT: return "context";
     case KVSERVE__FINISH_REASON__FINISH_CANCELLED: return "cancelled";
     case KVSERVE__FINISH_REASON__FINISH_ERROR: return "error";
+    case KVSERVE__FINISH_REASON__FINISH_STOP: return "stop";
     default: return "none";
     }
 }
@@ -75,7 +76,7 @@ static const char *finish_name(int finish)
 static void count_finished(router_state *st, const router_req *r, int finish, int code, const Kvserve__Timings *t)
 {
     router_end_kind kind = ROUTER_END_ERROR;
-    if (!code && finish == KVSERVE__FINISH_REASON__FINISH_EOS)
+    if (!code && (finish == KVSERVE__FINISH_REASON__FINISH_EOS || finish == KVSERVE__FINISH_REASON__FINISH_STOP))
         kind = ROUTER_END_STOP;
     else if (!code && (finish == KVSERVE__FINISH_REASON__FINISH_LENGTH ||
                        finish == KVSERVE__FINISH_REASON__FINISH_CONTEXT))
@@ -118,7 +119,7 @@ void router_end(router_state *st, router_req *r, int finish, int code, const cha
            "transfer_ms=%.2f ttft_ms=%.2f decode_ms=%.2f total_ms=%.2f kv_bytes=%llu kv_transport=%s finish=%s%s%s",
            router_log_id(r->id, idbuf, sizeof idbuf),
            finish == KVSERVE__FINISH_REASON__FINISH_EOS || finish == KVSERVE__FINISH_REASON__FINISH_LENGTH ||
-                   finish == KVSERVE__FINISH_REASON__FINISH_CONTEXT
+                   finish == KVSERVE__FINISH_REASON__FINISH_CONTEXT || finish == KVSERVE__FINISH_REASON__FINISH_STOP
                ? "done"
                : router_req_state_name(was), /* where it failed or was cancelled */
            t.prompt_tokens,
@@ -151,8 +152,11 @@ static int deliver_tokens(void *ctx, router_req *r, const int32_t *tokens, const
         r->t_first_token = st->now;
     if (decode_ms > 0)
         r->decode_ms = decode_ms;
+    size_t text_from = r->text_len;
     if (router_req_append_output(r, tokens, lp, n))
         return KV_ENOMEM;
+    if (!r->stop_matched && router_stop_scan(&r->stop, r->out_text + text_from, r->text_len - text_from))
+        r->stop_matched = 1; /* router_on_tokens ends it */
     if (finish != KVSERVE__FINISH_REASON__FINISH_NONE) {
         r->d_done = 1;
         r->d_finish = finish;
@@ -164,7 +168,7 @@ static int deliver_tokens(void *ctx, router_req *r, const int32_t *tokens, const
         router_note_deadline(st, r->dl_token);
     }
     /* Streaming: forward now, unless this is the end and the final reply goes out at once. */
-    if (r->stream && r->n_out && !(r->d_done && r->p_done))
+    if (r->stream && r->n_out && !(r->d_done && r->p_done) && !r->stop_matched)
         router_client_send_output(st, r, 0, KVSERVE__FINISH_REASON__FINISH_NONE, 0, NULL);
     return 0;
 }
@@ -250,6 +254,10 @@ void router_on_tokens(router_state *st, router_req *r, const Kvserve__TokenEvent
     }
     if ((r->state == RQ_PREFILLING || r->state == RQ_TRANSFERRING) && r->next_index > 0)
         router_enter(st, r, RQ_DECODING);
+    if (r->stop_matched) {
+        router_end(st, r, KVSERVE__FINISH_REASON__FINISH_STOP, 0, NULL);
+        return;
+    }
     router_maybe_complete(st, r);
 }
 

@@ -362,7 +362,10 @@ def test_metrics():
     check(r.choices[0].finish_reason == "stop" and
           metric(m2, "kvserve:request_success_total", finished_reason="stop") - metric(m1, "kvserve:request_success_total", finished_reason="stop") == 1 and
           metric(m2, "kvserve:request_success_total", finished_reason="abort") == metric(m1, "kvserve:request_success_total", finished_reason="abort"),
-          "a stop-sequence request is not counted as finished_reason=stop")
+          f"a stop-sequence request is not counted as finished_reason=stop: finish {r.choices[0].finish_reason}, "
+          f"moved " + str({k: metric(m2, "kvserve:request_success_total", finished_reason=k) -
+                           metric(m1, "kvserve:request_success_total", finished_reason=k)
+                           for k in ("stop", "length", "abort", "error")}))
     # Every frontend serves the router's numbers: the second one (it took no part) agrees.
     other = settled(AUTH_URL, KEY)
     same = counters(other) == counters(m2)

@@ -737,7 +737,8 @@ static void heartbeat(void *sock, const char *id, uint32_t free_blocks, uint32_t
     send_env(sock, &env);
 }
 
-static void generate(void *sock, const char *id, const int32_t *toks, size_t n, uint32_t max_tokens, int stream)
+static void generate_stop(void *sock, const char *id, const int32_t *toks, size_t n, uint32_t max_tokens, int stream,
+                          char **stop, size_t n_stop)
 {
     Kvserve__Envelope env;
     Kvserve__GenerateRequest g;
@@ -748,9 +749,16 @@ static void generate(void *sock, const char *id, const int32_t *toks, size_t n, 
     g.n_prompt_tokens = n;
     g.max_tokens = max_tokens;
     g.stream = stream;
+    g.stop = stop;
+    g.n_stop = n_stop;
     env.body_case = KVSERVE__ENVELOPE__BODY_GENERATE;
     env.generate = &g;
     send_env(sock, &env);
+}
+
+static void generate(void *sock, const char *id, const int32_t *toks, size_t n, uint32_t max_tokens, int stream)
+{
+    generate_stop(sock, id, toks, n, max_tokens, stream, NULL, 0);
 }
 
 static void cancel(void *sock, const char *id)
@@ -1112,6 +1120,52 @@ static void test_life_cycle(harness *h)
         kvserve__envelope__free_unpacked(env, NULL);
     }
     free(wid);
+
+    /* A stop sequence spanning two events' text ends the request at the second: FINISH_STOP
+     * with that event's tokens, Abort to D, counted "stop"; too many sequences are refused. */
+    if (h->st.model.prompt.tok) {
+        int32_t seq[7] = {1, 403, 407, 261, 378, t0, t1};
+        char *p5 = NULL, *p6 = NULL, *p7 = NULL;
+        kv_err err;
+        CHECK(!kv_tokenizer_decode(h->st.model.prompt.tok, seq, 5, &p5, &err) &&
+              !kv_tokenizer_decode(h->st.model.prompt.tok, seq, 6, &p6, &err) &&
+              !kv_tokenizer_decode(h->st.model.prompt.tok, seq, 7, &p7, &err));
+        size_t a = p5 ? strlen(p5) : 0, b = p6 ? strlen(p6) : 0;
+        if (p7 && b > a && strlen(p7) > b) {
+            char stop[3] = {p6[b - 1], p7[b], 0}, *stops[2] = {"never appears", stop};
+            uint64_t stops_before = h->st.metrics.finished[ROUTER_END_STOP];
+            generate_stop(h->client, "r5", PROMPT, 5, 8, 1, stops, 2);
+            wid = expect_reserve(h, 5, 8);
+            reserve_reply(h->dec, wid, 1, blocks, 1);
+            expect_task(h, wid, blocks, 1);
+            token_event(h->dec, wid, 0, &t0, 1, KVSERVE__FINISH_REASON__FINISH_NONE, 0);
+            rep = expect_reply(h, &env, "before the stop");
+            if (rep) {
+                CHECK(rep->finish_reason == KVSERVE__FINISH_REASON__FINISH_NONE);
+                kvserve__envelope__free_unpacked(env, NULL);
+            }
+            token_event(h->dec, wid, 1, &t1, 1, KVSERVE__FINISH_REASON__FINISH_NONE, 0);
+            rep = expect_reply(h, &env, "stopped");
+            if (rep) {
+                CHECK(rep->finish_reason == KVSERVE__FINISH_REASON__FINISH_STOP && !rep->error);
+                CHECK(rep->index == 1 && rep->n_tokens == 1 && rep->tokens[0] == t1);
+                kvserve__envelope__free_unpacked(env, NULL);
+            }
+            expect_abort(h, h->dec, wid, KVSERVE__ERROR_CODE__CANCELLED, "stop: abort to decode");
+            expect_abort(h, h->pre, wid, KVSERVE__ERROR_CODE__CANCELLED, "stop: abort to prefill (no PrefillDone)");
+            CHECK_EQ_INT(h->st.metrics.finished[ROUTER_END_STOP], stops_before + 1);
+            CHECK_EQ_INT(dw->active, 0);
+            free(wid);
+        } else {
+            CHECK_MSG(0, "no text to build a stop sequence from");
+        }
+        free(p5), free(p6), free(p7);
+    }
+    char *many[17];
+    for (int i = 0; i < 17; i++)
+        many[i] = "x";
+    generate_stop(h->client, "r6", PROMPT, 5, 8, 1, many, 17);
+    expect_final_error(h, "r6", KVSERVE__ERROR_CODE__INVALID_ARGUMENT, "17 stop sequences");
 
     /* Duplicate id while in flight. */
     generate(h->client, "r4", PROMPT, 5, 8, 1);
