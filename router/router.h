@@ -41,6 +41,8 @@ typedef struct router_opts {
     int route_balance;       /* --route-balance: the most extra active requests a pick tolerates */
     int local_prefill_max;   /* --local-prefill-max (ReserveRequest.local_prefill_max) */
     int client_timeout_ms;   /* --client-timeout: cancel a silent client's requests (0 = off) */
+    int exit_fails_requests; /* --on-exit fail: router_state_free ends what is in flight with an
+                                error; default (handover): it leaves it to the workers and clients */
 } router_opts;
 
 void router_opts_default(router_opts *o);

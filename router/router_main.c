@@ -41,6 +41,9 @@ static void usage(FILE *out)
             "                              them itself, without a transfer (default 32; 0 = never)\n"
             "  --client-timeout MS         cancel the requests of a client heard nothing from (not even a\n"
             "                              ClientHeartbeat) for MS ms (default 10000; 0 = never)\n"
+            "  --on-exit handover|fail     on SIGTERM/SIGINT, leave the requests in flight to the workers\n"
+            "                              and clients for the next router to take back (handover,\n"
+            "                              default: a restart loses no stream), or fail them\n"
             "Endpoints may use port 0 (an ephemeral port; see --ready-file).\n");
 }
 
@@ -62,7 +65,7 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
 static int parse_args(int argc, char **argv, router_opts *o)
 {
     enum { O_MODEL = 256, O_LISTEN, O_CONTROL, O_READY, O_HB, O_WTO, O_MAXP, O_RES, O_PRE, O_TOK, O_REQ, O_QUE,
-           O_ACK, O_KEY, O_WKEYS, O_CKEYS, O_POLICY, O_LOADTOK, O_BALANCE, O_LOCALPF, O_CTO, O_HELP };
+           O_ACK, O_KEY, O_WKEYS, O_CKEYS, O_POLICY, O_LOADTOK, O_BALANCE, O_LOCALPF, O_CTO, O_EXIT, O_HELP };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},
         {"listen", required_argument, 0, O_LISTEN},
@@ -85,6 +88,7 @@ static int parse_args(int argc, char **argv, router_opts *o)
         {"route-balance", required_argument, 0, O_BALANCE},
         {"local-prefill-max", required_argument, 0, O_LOCALPF},
         {"client-timeout", required_argument, 0, O_CTO},
+        {"on-exit", required_argument, 0, O_EXIT},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -122,6 +126,13 @@ static int parse_args(int argc, char **argv, router_opts *o)
         case O_BALANCE: bad = parse_int("--route-balance", optarg, 0, 1L << 20, &o->route_balance); break;
         case O_LOCALPF: bad = parse_int("--local-prefill-max", optarg, 0, 1L << 20, &o->local_prefill_max); break;
         case O_CTO: bad = parse_int("--client-timeout", optarg, 0, day, &o->client_timeout_ms); break;
+        case O_EXIT:
+            if (strcmp(optarg, "handover") && strcmp(optarg, "fail")) {
+                fprintf(stderr, "kv-router: --on-exit expects handover or fail, got '%s'\n", optarg);
+                return 2;
+            }
+            o->exit_fails_requests = !strcmp(optarg, "fail");
+            break;
         case O_HELP:
         case 'h': usage(stdout); return 0;
         default:
@@ -170,9 +181,10 @@ int main(int argc, char **argv)
             st.control_ep);
     while (!kv_stop_requested())
         router_step(&st, 100);
-    KV_INFO("router", "event=stop requests_total=%llu requests_failed=%llu requests_replanned=%llu in_flight=%zu",
+    KV_INFO("router", "event=stop requests_total=%llu requests_failed=%llu requests_replanned=%llu in_flight=%zu "
+            "on_exit=%s",
             (unsigned long long)st.requests_total, (unsigned long long)st.requests_failed,
-            (unsigned long long)st.requests_replanned, st.reqs.n);
+            (unsigned long long)st.requests_replanned, st.reqs.n, opts.exit_fails_requests ? "fail" : "handover");
     router_state_free(&st);
     return 0;
 }

@@ -153,8 +153,11 @@ fail:
 void router_state_free(router_state *st)
 {
     st->now = kv_now_s();
-    /* Nothing is left hanging: clients get an error, workers an Abort (freeing blocks). */
-    while (st->reqs.head)
+    /* Handover (default): say nothing. Decode workers keep running what they hold and offer it
+     * to the next router (Register.held), clients resume there: a restart loses no stream, as
+     * after a kill -9 but without waiting for a heartbeat to notice. Fail: clients get an
+     * error, workers an Abort (freeing blocks). */
+    while (st->opt.exit_fails_requests && st->reqs.head)
         router_end(st, st->reqs.head, KVSERVE__FINISH_REASON__FINISH_ERROR, KVSERVE__ERROR_CODE__INTERNAL,
                    "the router is shutting down");
     int linger = SHUTDOWN_LINGER_MS;

@@ -1187,9 +1187,11 @@ int main(void)
     if (scenario_on(only, "impostor"))
         scenario_impostor(model, models);
     if (scenario_on(only, "router-restart"))
-        scenario_router_restart(model, models, 0);
+        scenario_router_restart(model, models, 0, 0);
     if (scenario_on(only, "router-restart-kill-decode"))
-        scenario_router_restart(model, models, 1);
+        scenario_router_restart(model, models, 1, 0);
+    if (scenario_on(only, "router-restart-term"))
+        scenario_router_restart(model, models, 0, 1);
 
     for (int i = 0; i < N_PARITY; i++) {
         if (reqs[i].ref_prompt != reqs[i].prompt)

@@ -56,7 +56,7 @@ void scenario_logprobs(const char *model);
 /* argv: NULL-terminated, argv[0] = a binary in kv_test_bin_dir(); logs to cl->dir/name.log. */
 proc *spawn(cluster *cl, const char *name, const char *const *argv);
 /* test_cluster_restart.c: the router killed and restarted mid-stream (kill_decode: decode-0 too). */
-void scenario_router_restart(const char *model, const char *models, int kill_decode);
+void scenario_router_restart(const char *model, const char *models, int kill_decode, int graceful);
 /* test_cluster_impostor.c */
 void scenario_impostor(const char *model, const char *models);
 

@@ -5,8 +5,9 @@
  * flight and every decode worker's blocks are free. Without another failure, some streams
  * must have been adopted from the decode workers (no KV shipped after the restart).
  * "router-restart-kill-decode" also kills decode-0 while the router is away: its streams run
- * afresh on decode-1 from what the client holds. Prints the recovery time (kill -> first
- * token after the restart). */
+ * afresh on decode-1 from what the client holds. "router-restart-term" stops the router with
+ * SIGTERM instead (kv-router --on-exit handover, the default): a graceful restart loses no
+ * stream either. Prints the recovery time (kill -> first token after the restart). */
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,11 +31,11 @@
 static const char *const kRouterFlags[] = {"--worker-timeout-ms", "1000", "--heartbeat-ms", "200",
                                            "--prefill-deadline-ms", "5000", NULL};
 
-static void kill_proc(proc *p)
+static void kill_proc(proc *p, int sig)
 {
     if (!p || p->pid <= 0)
         return;
-    kill(p->pid, SIGKILL);
+    kill(p->pid, sig);
     waitpid(p->pid, NULL, 0);
     p->pid = 0;
 }
@@ -111,9 +112,9 @@ static proc *find_proc(cluster *cl, const char *name)
     return NULL;
 }
 
-void scenario_router_restart(const char *model, const char *models, int kill_decode)
+void scenario_router_restart(const char *model, const char *models, int kill_decode, int graceful)
 {
-    const char *label = kill_decode ? "router-restart-kill-decode" : "router-restart";
+    const char *label = graceful ? "router-restart-term" : kill_decode ? "router-restart-kill-decode" : "router-restart";
     double t0 = kv_now_s();
     cluster cl;
     kv_client *c = NULL;
@@ -163,9 +164,9 @@ void scenario_router_restart(const char *model, const char *models, int kill_dec
                 kv_status_free(st);
             }
             t_kill = kv_now_s();
-            kill_proc(&cl.p[0]); /* the router */
+            kill_proc(&cl.p[0], graceful ? SIGTERM : SIGKILL); /* the router */
             if (kill_decode)
-                kill_proc(find_proc(&cl, "decode-0"));
+                kill_proc(find_proc(&cl, "decode-0"), SIGKILL);
             killed = 1;
             /* What the dead router sent before it died is no token of the new one's. */
             while (!kv_client_next_event(c, 0, &ev))
