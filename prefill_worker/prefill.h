@@ -100,6 +100,9 @@ void prefill_abort(prefill_worker *pw, const char *id, Kvserve__ErrorCode reason
 int prefill_has_work(const prefill_worker *pw);     /* something to compute right now */
 double prefill_wake(const prefill_worker *pw);      /* the current task's deadline, or far away */
 void prefill_fail_all(prefill_worker *pw);          /* shutdown: drop every task */
+/* The router forgot this worker (declared it dead, or a new router): it re-planned or never
+ * knew the queued tasks, so running them would only ship KV nobody reserved. Drops them. */
+void prefill_drop_queued(prefill_worker *pw);
 
 /* A message on one decode worker's KV socket (a worker_msg_fn, ctx a prefill_kv_from):
  * KvAck, KvHelloReply, Error. */

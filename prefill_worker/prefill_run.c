@@ -361,6 +361,19 @@ void prefill_fail_all(prefill_worker *pw)
         prefill_task_retire(pw, t);
 }
 
+void prefill_drop_queued(prefill_worker *pw)
+{
+    int n = 0;
+    prefill_task *t;
+    while ((t = prefill_queue_pop(pw))) {
+        KV_DEBUG(COMP, "msg=\"stale task dropped\" request=%s", t->id);
+        prefill_task_retire(pw, t);
+        n++;
+    }
+    if (n)
+        KV_WARN(COMP, "msg=\"the router forgot this worker: queued tasks dropped\" tasks=%d", n);
+}
+
 void prefill_on_kv(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
 {
     const prefill_kv_from *from = ctx;

@@ -277,8 +277,12 @@ void prefill_on_control(void *ctx, kv_wire_msg *m, int rc, const kv_err *err)
         KV_WARN("kv-prefill", "msg=\"bad control message\" err=\"%s\"", err->msg);
         return;
     }
-    if (worker_control_handle(pw->ctl, m))
+    int was_registered = pw->ctl->registered;
+    if (worker_control_handle(pw->ctl, m)) {
+        if (was_registered && !pw->ctl->registered)
+            prefill_drop_queued(pw);
         return;
+    }
     const Kvserve__Envelope *env = m->env;
     switch (env->body_case) {
     case KVSERVE__ENVELOPE__BODY_PREFILL:
