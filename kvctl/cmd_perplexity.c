@@ -22,7 +22,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: kvctl perplexity --model DIR|FILE.gguf --file TEXT [--ctx N] [--chunks N] [--batch N] [--threads N]\n"
             "                        [--device D] [--kv-dtype T] [--kv-residual N] [--kv-group G]\n"
-            "                        [--kv-keys channel|token] [--json]\n"
+            "                        [--kv-keys channel|token] [--block-size B] [--json]\n"
             "Perplexity as llama.cpp's llama-perplexity computes it: TEXT (one trailing newline dropped)\n"
             "tokenized with the tokenizer's specials, cut into chunks of N tokens, each run from an\n"
             "empty KV cache with BOS first when the tokenizer adds one, the second half of each scored.\n"
@@ -34,12 +34,13 @@ static void usage(FILE *out)
             KV_ENGINE_KV_FLAGS_USAGE
             "                   (a scored token attends to what decoding would see: sealed blocks\n"
             "                   outside the residual window read back in the KV dtype)\n"
+            "  --block-size B   tokens per KV block (default 16): the span of a key's per-channel group\n"
             "  --json        one object: {\"ppl\", \"ppl_stderr\", \"chunks\", \"tokens_scored\"}\n");
 }
 
 typedef struct ppl_cli {
     const char *model_dir, *file, *device;
-    long ctx, chunks, batch, threads;
+    long ctx, chunks, batch, threads, block_size;
     int json;
     kv_engine_options kv; /* the --kv-* flags */
 } ppl_cli;
@@ -47,7 +48,7 @@ typedef struct ppl_cli {
 /* 0 to run, else the exit status (usage printed). */
 static int parse_args(int argc, char **argv, ppl_cli *cli)
 {
-    enum { O_MODEL = 256, O_FILE, O_CTX, O_CHUNKS, O_BATCH, O_THREADS, O_DEVICE, O_JSON, O_HELP, O_KV };
+    enum { O_MODEL = 256, O_FILE, O_CTX, O_CHUNKS, O_BATCH, O_THREADS, O_DEVICE, O_JSON, O_HELP, O_KV, O_BLOCK };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},   {"file", required_argument, 0, O_FILE},
         {"ctx", required_argument, 0, O_CTX},       {"chunks", required_argument, 0, O_CHUNKS},
@@ -55,7 +56,8 @@ static int parse_args(int argc, char **argv, ppl_cli *cli)
         {"device", required_argument, 0, O_DEVICE}, {"json", no_argument, 0, O_JSON},
         {"help", no_argument, 0, O_HELP},           {"kv-dtype", required_argument, 0, O_KV},
         {"kv-residual", required_argument, 0, O_KV}, {"kv-group", required_argument, 0, O_KV},
-        {"kv-keys", required_argument, 0, O_KV},    {0, 0, 0, 0},
+        {"kv-keys", required_argument, 0, O_KV},    {"block-size", required_argument, 0, O_BLOCK},
+        {0, 0, 0, 0},
     };
     *cli = (ppl_cli){.ctx = 512};
     kv_engine_options_default(&cli->kv);
@@ -76,6 +78,7 @@ static int parse_args(int argc, char **argv, ppl_cli *cli)
         case O_CHUNKS: bad = kvctl_parse_int("--chunks", optarg, 1, 1L << 30, &cli->chunks); break;
         case O_BATCH: bad = kvctl_parse_int("--batch", optarg, 1, 1L << 20, &cli->batch); break;
         case O_THREADS: bad = kvctl_parse_int("--threads", optarg, 1, 1024, &cli->threads); break;
+        case O_BLOCK: bad = kvctl_parse_int("--block-size", optarg, 1, 1024, &cli->block_size); break;
         case O_DEVICE: cli->device = optarg; break;
         case O_JSON: cli->json = 1; break;
         case O_HELP: case 'h': usage(stdout); return -1;
@@ -176,6 +179,8 @@ int kvctl_cmd_perplexity(int argc, char **argv)
     eo.kv_residual = cli.kv.kv_residual;
     eo.kv_group = cli.kv.kv_group;
     eo.kv_keys = cli.kv.kv_keys;
+    if (cli.block_size)
+        eo.block_size = (int)cli.block_size;
     if (kv_engine_parse_device(cli.device ? cli.device : "cpu", &eo.device, &err) ||
         kv_model_load(cli.model_dir, &model, &err) ||
         kv_prompt_encoder_load(cli.model_dir, model->cfg.bos_id, &pe, &err) ||
