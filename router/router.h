@@ -77,6 +77,11 @@ typedef struct router_state {
     double next_check; /* earliest armed request deadline (0 = none) */
     uint64_t requests_total, requests_failed, requests_replanned;
     router_metrics metrics; /* cluster-wide: StatusReply.metrics */
+    /* The last few unknown request ids a registered worker sent about (a worker cut off for
+     * a while delivers its queued TokenEvents in a burst): answered and logged at the 1st,
+     * 2nd, 4th, 8th... message each, not every one. */
+    struct { char id[128]; uint32_t count; } unknown[8];
+    unsigned unknown_next;
 } router_state;
 
 /* ---- router_state.c: life cycle and the event loop step ---- */
@@ -87,7 +92,8 @@ int router_state_init(router_state *st, const router_opts *o, void *zctx, kv_err
 /* Model only, no sockets (unit tests). tok may be NULL. */
 void router_model_from_config(router_model *m, const char *name, const kv_model_config *cfg, kv_tokenizer *tok,
                               int max_prompt_tokens);
-/* Ends every request (error reply to clients, Abort to workers) and frees everything. */
+/* Frees everything; under --on-exit fail, ends every request first (error reply to clients,
+ * Abort to workers). */
 void router_state_free(router_state *st);
 /* One loop iteration: waits up to max_wait_ms (also bounded by the next deadline) for
  * messages, handles them, then runs router_tick. */

@@ -192,9 +192,23 @@ static void on_cache_events(router_state *st, router_worker *wk, const Kvserve__
 static void unknown_request(router_state *st, const kv_wire_route *route, const char *what, const char *id,
                             int abort, int registered)
 {
+    uint32_t seen = 1;
+    if (registered && id[0] && strlen(id) < sizeof st->unknown[0].id) {
+        unsigned i = 0, n = sizeof st->unknown / sizeof st->unknown[0];
+        while (i < n && strcmp(st->unknown[i].id, id))
+            i++;
+        if (i == n) {
+            i = st->unknown_next++ % n;
+            snprintf(st->unknown[i].id, sizeof st->unknown[i].id, "%s", id);
+            st->unknown[i].count = 0;
+        }
+        seen = ++st->unknown[i].count;
+        if (seen & (seen - 1))
+            return; /* not a power of two: said already, often enough */
+    }
     char idbuf[160];
-    KV_WARN("router", "event=unknown_request msg=%s id=%s registered=%d", what, router_log_id(id, idbuf, sizeof idbuf),
-            registered);
+    KV_WARN("router", "event=unknown_request msg=%s id=%s registered=%d seen=%u", what,
+            router_log_id(id, idbuf, sizeof idbuf), registered, seen);
     send_error(st, route, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, id,
                registered ? "unknown request" : "register first");
     /* Frees orphaned blocks; not a worker's that registers next with what it runs (Register.held). */

@@ -1113,6 +1113,15 @@ static void test_life_cycle(harness *h)
         kvserve__envelope__free_unpacked(env, NULL);
     }
     expect_abort(h, h->dec, wid, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, "abort for an unknown request");
+    /* A burst of late events (a worker cut off for a while) is answered at the 1st, 2nd, 4th...
+     * one: the 2nd gets its error and Abort again, the 3rd nothing. */
+    token_event(h->dec, wid, 1, &t0, 1, KVSERVE__FINISH_REASON__FINISH_NONE, 0);
+    env = await_body(h, h->dec, KVSERVE__ENVELOPE__BODY_ERROR, "second late token event");
+    if (env)
+        kvserve__envelope__free_unpacked(env, NULL);
+    expect_abort(h, h->dec, wid, KVSERVE__ERROR_CODE__UNKNOWN_REQUEST, "abort again at the second");
+    token_event(h->dec, wid, 2, &t0, 1, KVSERVE__FINISH_REASON__FINISH_NONE, 0);
+    CHECK_MSG(quiet(h, h->dec, 20), "the third late token event was answered");
     cancel(h->client, "r3");
     env = await_body(h, h->client, KVSERVE__ENVELOPE__BODY_ERROR, "cancel unknown");
     if (env) {
