@@ -6,6 +6,8 @@
  *           the KV cache so far) over the measured copy bandwidth;
  *   prefill tok/s vs the measured sgemm peak: 2 x matmul params FLOPs per token (+ attention);
  *   generation with and without KV cache (the classic experiment).
+ * --decode-only runs just the warm-up and the decode (no floors, no prefill): what a profiler
+ * (perf record) should see.
  * A benchmark, not a test: prints a table, asserts nothing. */
 #include <getopt.h>
 #include <omp.h>
@@ -158,10 +160,11 @@ static void resident_mib(double *rss, double *hwm)
 static void usage(void)
 {
     fprintf(stderr, "usage: kv-bench-engine --model DIR|FILE.gguf [--weights-dtype T] [--prompt-len N] [--tokens N]\n"
-                    "                       [--no-kv-tokens N] [--threads N]\n"
+                    "                       [--no-kv-tokens N] [--threads N] [--decode-only]\n"
                     "  --weights-dtype T converts the weights at load: f32 f16 bf16 q8_0 q4_0 q4_1 q5_0 q5_1\n"
                     "  --tokens N        tokens to generate with KV cache (default 1000)\n"
-                    "  --no-kv-tokens N  tokens to generate without KV cache (default = --tokens; 0 skips)\n");
+                    "  --no-kv-tokens N  tokens to generate without KV cache (default = --tokens; 0 skips)\n"
+                    "  --decode-only     only the decode after a --prompt-len prompt, no floors (for profilers)\n");
 }
 
 int main(int argc, char **argv)
@@ -169,12 +172,13 @@ int main(int argc, char **argv)
     static const struct option opts[] = {{"model", required_argument, 0, 'm'}, {"prompt-len", required_argument, 0, 'p'},
                                          {"tokens", required_argument, 0, 't'}, {"no-kv-tokens", required_argument, 0, 'n'},
                                          {"threads", required_argument, 0, 'j'}, {"weights-dtype", required_argument, 0, 'w'},
-                                         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+                                         {"decode-only", no_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     kv_model_load_options lo;
     kv_model_load_options_default(&lo);
     kv_err err;
     const char *dir = NULL;
-    int prompt_len = 512, n_tok = 1000, n_nokv = -1, threads = 0, c;
+    int prompt_len = 512, n_tok = 1000, n_nokv = -1, threads = 0, decode_only = 0, c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': dir = optarg; break;
@@ -182,6 +186,7 @@ int main(int argc, char **argv)
         case 't': n_tok = atoi(optarg); break;
         case 'n': n_nokv = atoi(optarg); break;
         case 'j': threads = atoi(optarg); break;
+        case 'd': decode_only = 1; break;
         case 'w':
             if (kv_weights_type_parse(optarg, &lo.weights_type, &err)) {
                 fprintf(stderr, "kv-bench-engine: %s\n", err.msg);
@@ -232,6 +237,15 @@ int main(int argc, char **argv)
            rss_warm, hwm_warm,
            (double)kv_engine_pool(e)->n_blocks * (double)kv_engine_block_bytes(e) / (1 << 20));
     fflush(stdout);
+    if (decode_only) {
+        if (run_generate(e, prompt_len, n_tok, 0, &kv))
+            return 1;
+        printf("decode: %d tokens after a %d-token prompt, %.1f tok/s\n", kv.n_gen, prompt_len,
+               (kv.n_gen - 1) / kv.decode_s);
+        kv_engine_free(e);
+        kv_model_free(m);
+        return 0;
+    }
     floors f1 = {0}, f2 = {0}, g1 = {0}, g2 = {0};
     measure_sgemm(&g1);
     if (run_generate(e, prompt_len, 1, 0, &pf)) return 1;

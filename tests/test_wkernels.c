@@ -3,12 +3,14 @@
  * as its quantized blocks say (d * q), the dot in double. Error is relative to sum |w_i a_i|
  * (the dot's own rounding scale): f32/f16/bf16 1e-5, block formats 1e-4; NaN never passes.
  * Also: batch and row-split invariance (bit for bit), vec_dot == gemv_rows, no write outside
- * the rows asked for, the activation quantizers, the prefill GEMM, the dispatcher. */
+ * the rows asked for, the activation quantizers, the prefill GEMM, the dispatcher; and the
+ * decode attention's per-pair entry (the engine's one-region decode) against the whole. */
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_kernels.h"
 #include "kv_test.h"
 #include "wkernels.h"
 
@@ -345,8 +347,39 @@ static void test_dispatch(void)
         }
 }
 
+/* kc_attention_decode_pairs over any split of the (sequence, head) pairs gives
+ * kc_attention_decode's bits, and touches no pair outside its range. */
+static void test_attention_pairs(void)
+{
+    enum { N_HEADS = 6, N_KV = 2, HD = 16, BS = 4, N_BLOCKS = 9, N_SEQS = 3 };
+    const int row = N_KV * HD;
+    kc_paged_kv kv = {NULL, (size_t)2 * BS * row, (size_t)BS * row, BS, N_KV, HD};
+    float *pool = malloc(sizeof(float) * kv.block_stride * N_BLOCKS);
+    float q[N_SEQS * N_HEADS * HD], whole[N_SEQS * N_HEADS * HD], parts[N_SEQS * N_HEADS * HD];
+    float scores[N_BLOCKS * BS];
+    fill_acts(pool, (int)(kv.block_stride * N_BLOCKS));
+    fill_acts(q, N_SEQS * N_HEADS * HD);
+    kv.pool = pool;
+    static const int32_t t0[] = {4, 0, 7}, t1[] = {2}, t2[] = {8, 1, 3, 5, 6};
+    const int32_t *tables[N_SEQS] = {t0, t1, t2};
+    const int32_t lens[N_SEQS] = {10, 1, 17};
+    kc_attention_decode(whole, q, &kv, tables, lens, N_SEQS, N_HEADS);
+    const int n_pairs = N_SEQS * N_HEADS;
+    for (int split = 0; split <= n_pairs; split += 5) {
+        for (int i = 0; i < n_pairs * HD; i++)
+            parts[i] = -7.0f;
+        kc_attention_decode_pairs(parts, q, &kv, tables, lens, N_HEADS, 0, split, scores);
+        for (int i = split * HD; i < n_pairs * HD; i++)
+            CHECK_MSG(parts[i] == -7.0f, "pairs [0, %d) wrote element %d", split, i);
+        kc_attention_decode_pairs(parts, q, &kv, tables, lens, N_HEADS, split, n_pairs, scores);
+        CHECK_MSG(!memcmp(parts, whole, sizeof whole), "pairs split at %d differ from kc_attention_decode", split);
+    }
+    free(pool);
+}
+
 int main(void)
 {
+    test_attention_pairs();
     test_dispatch();
     test_quantize_act();
     int n = 0;

@@ -3,11 +3,12 @@
  * set this CPU runs (kernels/cpu/wkernels.h, picked once at creation). The reference the CUDA
  * backend mirrors op for op.
  *
- * Threads: one OpenMP parallel region per layer, from the MLP of layer l-1 to the K/V stores
- * of layer l, with attention between regions (its kernels open their own), not one region
- * per matmul. Inside a region a row-local step (residual add + RMSNorm + quantizing the
- * result) is an `omp for` over rows; a matmul gives each thread a slice of the weight's rows
- * (kc_split_rows), cut so that what follows needs no other thread's output: Q/K slices are
+ * Threads: decode over an f32 KV cache runs the whole forward in one OpenMP parallel region,
+ * attention included (split over (sequence, head) pairs); prefill and a quantized KV cache
+ * take one region per layer, from the MLP of layer l-1 to the K/V stores of layer l, with
+ * attention between regions (its kernels open their own). Never one region per matmul.
+ * Inside a region a row-local step (residual add + RMSNorm + quantizing the result) is an
+ * `omp for` over rows; a matmul gives each thread a slice of the weight's rows (kc_split_rows), cut so that what follows needs no other thread's output: Q/K slices are
  * whole heads (RoPE and the K/V store per thread), gate/up slices whole blocks of the down
  * projection's activation format (SwiGLU and its quantization per thread). Matmuls sharing
  * an input (q/k/v, gate/up) share its one quantized copy. That leaves five barriers per
@@ -61,6 +62,8 @@ typedef struct cpu_engine {
     int n_tiles;                        /* threads with a dequantization tile */
     float *tiles;                       /* n_tiles x KC_WGEMM_TILE_ROWS x max_cols floats */
     kvq *kvq;                           /* quantized KV (engine_kvq.h); NULL: f32 blocks */
+    float *scores;                      /* f32-KV decode: score_threads x max_position floats */
+    int score_threads;
     scratch s;
 } cpu_engine;
 
@@ -381,6 +384,59 @@ static void forward(const pass *p, int first, int n_logits, float *logits)
         kvq_finish(cpu(e)->kvq, &e->pool, p->t->qrows);
 }
 
+/* Decode over an f32 KV cache: forward()'s steps in one parallel region for all layers, the
+ * attention of layer l between its pre_attention and post_attention as an `omp for` over
+ * (sequence, head) pairs, each thread scoring into its own slice of ce->scores. The
+ * attention output is quantized for wo head by head as it is made when wo's activation
+ * blocks tile a head (else row by row after it). Same arithmetic as forward(), bit for bit;
+ * per layer: the pairs' barrier instead of a region's join and a fork, twice. */
+static void forward_decode(const pass *p, float *logits)
+{
+    kv_engine *e = p->e;
+    const kv_model_config *c = &e->model->cfg;
+    cpu_engine *ce = cpu(e);
+    scratch *s = &ce->s;
+    int hd = c->head_dim, q_dim = c->n_heads * hd, n_pairs = p->rows * c->n_heads;
+    for (int i = 0; i < p->rows; i++) {
+        s->tables[i] = p->t->seqs[i]->blocks;
+        s->lens[i] = s->pos[i] + 1;
+    }
+#pragma omp parallel
+    {
+        float *scores = ce->scores + (size_t)omp_get_thread_num() * (size_t)c->max_position;
+        for (int l = 0; l < c->n_layers; l++) {
+            pre_attention(p, l, l > 0 ? s->hb2 : NULL);
+#pragma omp barrier
+            kc_paged_kv kv = layer_kv(e, l);
+            const kv_weight *wo = &e->model->layers[l].wo;
+            int fmts[N_ACT], nf, per_head = 1;
+            act_view av = view_for(ce, ACT_MIXED, s->att, q_dim, &wo, 1, 0, fmts, &nf);
+            for (int i = 0; i < nf; i++)
+                per_head &= kc_act_row_bytes((kc_act)fmts[i], hd) != 0;
+#pragma omp for schedule(dynamic, 1)
+            for (int pr = 0; pr < n_pairs; pr++) {
+                kc_attention_decode_pairs(s->att, s->q, &kv, s->tables, s->lens, c->n_heads, pr, pr + 1, scores);
+                int r = pr / c->n_heads, h = pr % c->n_heads;
+                const float *head = s->att + (size_t)r * (size_t)q_dim + (size_t)h * (size_t)hd;
+                for (int i = 0; per_head && i < nf; i++) {
+                    int f = fmts[i];
+                    ce->quantize[f]((unsigned char *)av.data[f] + (size_t)r * av.row_bytes[f] +
+                                        kc_act_row_bytes((kc_act)f, h * hd),
+                                    head, hd);
+                }
+            }
+            if (!per_head) {
+#pragma omp for schedule(static)
+                for (int r = 0; r < p->rows; r++)
+                    quantize_row(ce, &av, fmts, nf, r, s->att + (size_t)r * (size_t)q_dim, q_dim);
+            }
+            post_attention(p, l);
+        }
+        if (logits)
+            logits_step(p, 0, p->rows, logits);
+    }
+}
+
 /* Embedding rows of the tokens into s->x (dequantized from the table's format). */
 static void embed(const kv_model *m, float *x, const int32_t *tokens, int n)
 {
@@ -436,7 +492,10 @@ static int cpu_decode(kv_engine *e, kv_seq *const *seqs, const int32_t *tokens, 
     if (ce->kvq && (rc = kvq_prepare(ce->kvq, &e->pool, &qr, err)))
         return rc;
     pass p = {e, n, 0, &t};
-    forward(&p, 0, n, logits);
+    if (!ce->kvq && ce->scores && omp_get_max_threads() <= ce->score_threads)
+        forward_decode(&p, logits);
+    else
+        forward(&p, 0, n, logits);
     return KV_OK;
 }
 
@@ -474,6 +533,7 @@ static void cpu_destroy(kv_engine *e)
     kvq_free(ce->kvq);
     free(ce->inv_freq);
     free(ce->tiles);
+    free(ce->scores);
     free(ce);
     e->backend = NULL;
 }
@@ -553,13 +613,18 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
     ce->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
     if (ce->n_tiles)
         ce->tiles = malloc((size_t)ce->n_tiles * KC_WGEMM_TILE_ROWS * (size_t)max_cols * sizeof(float));
-    if (!rc && (!ce->inv_freq || (ce->n_tiles && !ce->tiles)))
+    if (!staged && c->max_position > 0) {
+        ce->score_threads = omp_get_max_threads();
+        ce->scores = malloc((size_t)ce->score_threads * (size_t)c->max_position * sizeof(float));
+    }
+    if (!rc && (!ce->inv_freq || (ce->n_tiles && !ce->tiles) || (!staged && c->max_position > 0 && !ce->scores)))
         rc = kv_err_set(err, KV_ENOMEM, "out of memory");
     if (rc) {
         kv_pool_destroy(&e->pool);
         kvq_free(ce->kvq);
         free(ce->inv_freq);
         free(ce->tiles);
+        free(ce->scores);
         free(ce);
         return rc;
     }

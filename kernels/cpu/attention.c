@@ -127,6 +127,17 @@ void kc_attention_prefill(float *out, const float *q, const kc_paged_kv *kv, con
     }
 }
 
+void kc_attention_decode_pairs(float *out, const float *q, const kc_paged_kv *kv, const int32_t *const *block_tables,
+                               const int32_t *seq_lens, int n_heads, int pair_begin, int pair_end, float *scores)
+{
+    int hd = kv->head_dim, group = n_heads / kv->n_kv_heads;
+    for (int p = pair_begin; p < pair_end; p++) {
+        int s = p / n_heads, h = p % n_heads;
+        size_t off = ((size_t)s * (size_t)n_heads + (size_t)h) * (size_t)hd;
+        attend_one(out + off, q + off, kv, block_tables[s], seq_lens[s], h / group, scores);
+    }
+}
+
 void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, const int32_t *const *block_tables,
                          const int32_t *seq_lens, int n_seqs, int n_heads)
 {

@@ -68,6 +68,13 @@ void kc_attention_prefill(float *out, const float *q, const kc_paged_kv *kv, con
 void kc_attention_decode(float *out, const float *q, const kc_paged_kv *kv, const int32_t *const *block_tables,
                          const int32_t *seq_lens, int n_seqs, int n_heads);
 
+/* The same, for (sequence, head) pairs [pair_begin, pair_end) of n_seqs x n_heads (pair
+ * s * n_heads + h), computed by the calling thread alone: for a caller that already runs a
+ * parallel region and splits the pairs itself. scores: room for seq_lens[s] floats. Each
+ * pair's arithmetic is kc_attention_decode's, bit for bit. */
+void kc_attention_decode_pairs(float *out, const float *q, const kc_paged_kv *kv, const int32_t *const *block_tables,
+                               const int32_t *seq_lens, int n_heads, int pair_begin, int pair_end, float *scores);
+
 /* Index of the largest value (lowest index on ties; NaN never wins, an all-NaN row gives 0). */
 int kc_argmax(const float *x, int n);
 

@@ -179,6 +179,7 @@ static inline double q32_load_pair(const uint8_t *a) /* an activation block's (d
         const int nb = cols / 32;                                                                                   \
         for (int b = 0; b < nb; b++) {                                                                              \
             const uint8_t *wb = w + (size_t)b * (WB), *ab = a + (size_t)b * KC_Q8_32_BYTES;                         \
+            KC_PREFETCH_ROWS(wb, wrb, R, (size_t)b * (WB), (WB));                                                    \
             __m256 prod[2];                                                                                         \
             for (int g = 0; g < NP; g++) {                                                                          \
                 int rk[4], vk[4];                                                                                   \
