@@ -61,6 +61,17 @@ static int parse_int(const char *flag, const char *s, long lo, long hi, int *out
     return 0;
 }
 
+/* Strict: s is one of two words; *out = 1 for the first, 0 for the second. */
+static int parse_choice(const char *flag, const char *s, const char *first, const char *second, int *out)
+{
+    if (strcmp(s, first) && strcmp(s, second)) {
+        fprintf(stderr, "kv-router: %s expects %s or %s, got '%s'\n", flag, first, second, s);
+        return -1;
+    }
+    *out = !strcmp(s, first);
+    return 0;
+}
+
 /* Returns -1 to run, else the exit status. */
 static int parse_args(int argc, char **argv, router_opts *o)
 {
@@ -115,24 +126,12 @@ static int parse_args(int argc, char **argv, router_opts *o)
         case O_KEY: o->key_file = optarg; break;
         case O_WKEYS: o->worker_keys = optarg; break;
         case O_CKEYS: o->client_keys = optarg; break;
-        case O_POLICY:
-            if (strcmp(optarg, "cache") && strcmp(optarg, "load")) {
-                fprintf(stderr, "kv-router: --route-policy expects cache or load, got '%s'\n", optarg);
-                return 2;
-            }
-            o->route_cache = !strcmp(optarg, "cache");
-            break;
+        case O_POLICY: bad = parse_choice("--route-policy", optarg, "cache", "load", &o->route_cache); break;
         case O_LOADTOK: bad = parse_int("--route-load-tokens", optarg, 0, 1L << 30, &o->route_load_tokens); break;
         case O_BALANCE: bad = parse_int("--route-balance", optarg, 0, 1L << 20, &o->route_balance); break;
         case O_LOCALPF: bad = parse_int("--local-prefill-max", optarg, 0, 1L << 20, &o->local_prefill_max); break;
         case O_CTO: bad = parse_int("--client-timeout", optarg, 0, day, &o->client_timeout_ms); break;
-        case O_EXIT:
-            if (strcmp(optarg, "handover") && strcmp(optarg, "fail")) {
-                fprintf(stderr, "kv-router: --on-exit expects handover or fail, got '%s'\n", optarg);
-                return 2;
-            }
-            o->exit_fails_requests = !strcmp(optarg, "fail");
-            break;
+        case O_EXIT: bad = parse_choice("--on-exit", optarg, "fail", "handover", &o->exit_fails_requests); break;
         case O_HELP:
         case 'h': usage(stdout); return 0;
         default:
