@@ -6,7 +6,7 @@ Every request that its client neither cancelled nor killed must complete with ex
 greedy tokens `kvctl generate --local` gives (0 lost, 0 inexact); a cancelled one must have
 received a prefix of them. At the end no worker holds a KV block, the router holds no
 request, and the RSS of every process that lived through the second half (all but the
-decode worker d1, the only one killed there) stayed flat.
+decode worker d1, the only one killed there) stayed flat (judged on runs of 300 s or more).
 
 usage: test_soak.py --bin DIR --models DIR [--duration S] [--rate R] [--seed N] [--tmp DIR]
 (stories260K under --models, or under $KVSERVE_TEST_MODELS). Exit 0 pass, 1 fail, 77 skipped
@@ -248,7 +248,9 @@ def main():
             grow = mid[-1][2] - mid[0][2]
             print("rss %-6s %d KiB at %.0fs -> %d KiB at %.0fs (%+d KiB)" % (name, mid[0][2], mid[0][0], mid[-1][2],
                                                                          mid[-1][0], grow))
-            if grow > max(4096, mid[0][2] // 10):
+            # Judged on long runs only: a short one is warm-up (allocator arenas, an ASan build's
+            # quarantine of freed memory fills for its first 256 MB).
+            if a.duration >= 300 and grow > max(4096, mid[0][2] // 10):
                 failures.append("%s RSS grew %d KiB in the second half" % (name, grow))
         print("soak: %.0f s, %d requests (%d exact, %d cancelled, %d clients killed), %d kills: %s" % (
             a.duration, counts["sent"], counts["ok"], counts["cancelled"], counts["killed"], len(faults),
