@@ -60,6 +60,19 @@ void router_requests_free(router_requests *t)
     memset(t, 0, sizeof *t);
 }
 
+/* Appends r to the list of all requests (creation order). */
+static router_req *link_last(router_requests *t, router_req *r)
+{
+    r->prev = t->tail;
+    if (t->tail)
+        t->tail->next = r;
+    else
+        t->head = r;
+    t->tail = r;
+    t->n++;
+    return r;
+}
+
 router_req *router_requests_add(router_requests *t, const kv_wire_route *client, const char *id, int32_t *prompt,
                                 uint32_t n_prompt, double now)
 {
@@ -90,14 +103,7 @@ router_req *router_requests_add(router_requests *t, const kv_wire_route *client,
     }
     r->state = RQ_QUEUED;
     r->t_accept = now;
-    r->prev = t->tail;
-    if (t->tail)
-        t->tail->next = r;
-    else
-        t->head = r;
-    t->tail = r;
-    t->n++;
-    return r;
+    return link_last(t, r);
 fail:
     req_free(r);
     return NULL;
@@ -123,14 +129,7 @@ router_req *router_requests_add_orphan(router_requests *t, const char *wire_id, 
     }
     r->state = RQ_DECODING;
     r->t_accept = now;
-    r->prev = t->tail;
-    if (t->tail)
-        t->tail->next = r;
-    else
-        t->head = r;
-    t->tail = r;
-    t->n++;
-    return r;
+    return link_last(t, r);
 }
 
 int router_requests_set_wire(router_requests *t, router_req *r, const char *wire_id)
