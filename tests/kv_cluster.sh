@@ -12,10 +12,29 @@
 #                                                  they did not come up within 30 s each
 #   kv_direct_stop                                 stops them (every process in KV_PIDS)
 #   kv_cleanup                                     the EXIT trap: SIGTERM, then SIGKILL after 5 s
+#   kv_need_bins DIR NAME...                       exits 77 naming the first DIR/NAME not built
+#   fail MSG                                       counts a failure in fails (checks: the
+#                                                  test's own count of what it checked)
 UP_PID=
 KV_PIDS=
 EP=
 URL=
+fails=0
+# shellcheck disable=SC2034 # counted by the sourcing test
+checks=0
+
+fail() {
+    echo "FAIL: $*" >&2
+    fails=$((fails + 1))
+}
+
+kv_need_bins() {
+    local dir=$1 b
+    shift
+    for b in "$@"; do
+        [[ -x $dir/$b ]] || { echo "SKIP: $dir/$b not built" >&2; exit 77; }
+    done
+}
 
 kv_stop_pid() {
     local p=$1

@@ -14,22 +14,13 @@ MODELS=${KVSERVE_TEST_MODELS:-${2:?MODELS_DIR}}
 KVCTL="$BIN/kvctl"
 M=$MODELS/stories260K
 [[ -f $M/config.json ]] || { echo "SKIP: $M not found" >&2; exit 77; }
-for b in kv-router kv-prefill kv-decode; do
-    [[ -x $BIN/$b ]] || { echo "SKIP: $BIN/$b not built" >&2; exit 77; }
-done
+# shellcheck source=kv_cluster.sh
+source "$(dirname "$0")/kv_cluster.sh"
+kv_need_bins "$BIN" kv-router kv-prefill kv-decode
 command -v python3 >/dev/null || { echo "SKIP: python3 (to read the JSON reports) not found" >&2; exit 77; }
 
 tmp=$(mktemp -d /tmp/bench-workloads-test-XXXXXX)
-# shellcheck source=kv_cluster.sh
-source "$(dirname "$0")/kv_cluster.sh"
 trap kv_cleanup EXIT
-
-fails=0
-checks=0
-fail() {
-    echo "FAIL: $*" >&2
-    fails=$((fails + 1))
-}
 
 kv_up_start "$KVCTL" "$tmp" --model "$M" --port 0 --threads 1 || exit 1
 echo "cluster at $EP" >&2

@@ -26,13 +26,6 @@ tmp=$(mktemp -d /tmp/kv-cla-XXXXXX)
 source "$(dirname "$0")/kv_cluster.sh"
 trap kv_cleanup EXIT
 
-fails=0
-checks=0
-fail() {
-    echo "FAIL: $*" >&2
-    fails=$((fails + 1))
-}
-
 PROMPT=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt"])' "$GOLDEN")
 # case index -> "shape layers F seed"
 CASES=$(python3 -c 'import json,sys

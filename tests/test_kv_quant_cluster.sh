@@ -13,21 +13,12 @@ MODELS=${KVSERVE_TEST_MODELS:-${2:?MODELS_DIR}}
 KVCTL="$BIN/kvctl"
 M=$MODELS/stories260K
 [[ -f $M/config.json ]] || { echo "SKIP: $M not found" >&2; exit 77; }
-for b in kvctl kv-router kv-prefill kv-decode; do
-    [[ -x $BIN/$b ]] || { echo "SKIP: $BIN/$b not built" >&2; exit 77; }
-done
-
-tmp=$(mktemp -d /tmp/kv-quant-cluster-XXXXXX)
 # shellcheck source=kv_cluster.sh
 source "$(dirname "$0")/kv_cluster.sh"
-trap kv_cleanup EXIT
+kv_need_bins "$BIN" kvctl kv-router kv-prefill kv-decode
 
-fails=0
-checks=0
-fail() {
-    echo "FAIL: $*" >&2
-    fails=$((fails + 1))
-}
+tmp=$(mktemp -d /tmp/kv-quant-cluster-XXXXXX)
+trap kv_cleanup EXIT
 
 P1="Once upon a time, there was a little girl named Lily. She loved to play outside in the park. One day, she saw a big, red ball. She wanted to play with it, but it was too high. Lily's mom said"
 P2="The cat sat on the mat and looked at the dog. The dog was big and brown and it was very small. He wanted to see what was inside. He wanted to see what was inside. Hello little"

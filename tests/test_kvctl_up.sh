@@ -11,21 +11,13 @@ MODELS=${KVSERVE_TEST_MODELS:-${2:?MODELS_DIR}}
 KVCTL="$BIN/kvctl"
 M=$MODELS/stories260K
 [[ -f $M/config.json ]] || { echo "SKIP: $M not found" >&2; exit 77; }
-for b in kv-router kv-prefill kv-decode; do
-    [[ -x $BIN/$b ]] || { echo "SKIP: $BIN/$b not built" >&2; exit 77; }
-done
-
-tmp=$(mktemp -d /tmp/kvctl-up-test-XXXXXX)
 # shellcheck source=kv_cluster.sh
 source "$(dirname "$0")/kv_cluster.sh"
+kv_need_bins "$BIN" kv-router kv-prefill kv-decode
+
+tmp=$(mktemp -d /tmp/kvctl-up-test-XXXXXX)
 trap kv_cleanup EXIT
 
-fails=0
-checks=0
-fail() {
-    echo "FAIL: $*" >&2
-    fails=$((fails + 1))
-}
 check() { # check DESCRIPTION COMMAND...
     local what=$1
     shift

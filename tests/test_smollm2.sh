@@ -19,23 +19,14 @@ QUICK=${5:-}
 KVCTL="$BIN/kvctl"
 GGUF=$MODELS/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 [[ -f $GGUF ]] || { echo "SKIP: $GGUF not found (the shared models are absent)" >&2; exit 77; }
-for b in kvctl kv-router kv-prefill kv-decode; do
-    [[ -x $BIN/$b ]] || { echo "SKIP: $BIN/$b not built" >&2; exit 77; }
-done
+# shellcheck source=kv_cluster.sh
+source "$(dirname "$0")/kv_cluster.sh"
+kv_need_bins "$BIN" kvctl kv-router kv-prefill kv-decode
 command -v python3 >/dev/null || { echo "SKIP: python3 (used to compare JSON) not found" >&2; exit 77; }
 
 M=$WORK/smollm2-135m-instruct
 tmp=$(mktemp -d /tmp/smollm2-test-XXXXXX)
-# shellcheck source=kv_cluster.sh
-source "$(dirname "$0")/kv_cluster.sh"
 trap kv_cleanup EXIT
-
-fails=0
-checks=0
-fail() {
-    echo "FAIL: $*" >&2
-    fails=$((fails + 1))
-}
 
 # The import is the slow part: redo it only when the GGUF or kvctl changed.
 stamp="$(stat -c '%s %Y' "$GGUF" "$KVCTL" | tr '\n' ' ')"
