@@ -6,6 +6,7 @@
  * window, the request ends with KVC_ERR_DISCONNECTED; a window out of range is refused. */
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "kv_client.h"
 #include "kv_test.h"
@@ -114,10 +115,10 @@ int main(void)
     kv_client_event ev;
     CHECK(next_reply(c, &ev, 2000) == 0 && ev.index == 0 && ev.n_tokens == 2 && !ev.finished);
     fake_reply(f, &route, id, 2, t2, 1, 0);
-    /* The router goes, but what it sent still reaches the client: a linger, not a sleep
-     * (100 ms was not always enough on a loaded CI machine with the fake's linger of 0). */
-    int flush_ms = 2000;
-    zmq_setsockopt(f, ZMQ_LINGER, &flush_ms, sizeof flush_ms);
+    /* Let it reach the client's socket before the close drops what is queued (linger 0):
+     * 100 ms was once too short on a loaded CI machine. */
+    struct timespec arrive = {0, 500000000L};
+    nanosleep(&arrive, NULL);
     zmq_close(f);
     /* The queued chunk comes; no failure follows, the request waits for its router. */
     CHECK(next_reply(c, &ev, 2000) == 0 && ev.index == 2 && ev.n_tokens == 1 && ev.tokens[0] == 12);
