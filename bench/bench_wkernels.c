@@ -2,7 +2,7 @@
  *   GEMV (decode): GB/s of weight bytes read, per format, n_vec 1 and 4, 1 and 2 threads,
  *                  against the read bandwidth measured in the same run. Each shape is
  *                  replicated past the last-level cache and cycled, as a model's layers are.
- *   GEMM (prefill): GFLOP/s at 64/256/512 tokens, dequantized tiles + sgemm (kc_wgemm_rows)
+ *   GEMM (prefill): GFLOP/s at 64/256/512 tokens, dequantized panels + register-tiled GEMM (kc_wgemm_rows)
  *                  against the int8 path (quantize activations, gemv_rows over all tokens).
  * A benchmark, not a test: prints tables, asserts nothing.
  * Usage: kv-bench-wkernels [--quick] [--types q4_1,q8_0,...] [--no-gemm] */
@@ -152,7 +152,7 @@ static double gemv_gbs(const kc_isa *isa, const mat *m, int n_vec, int threads, 
     return (double)m->bytes / median / 1e9;
 }
 
-/* Prefill GFLOP/s: path 0 = dequantized tiles + sgemm, path 1 = int8 gemv_rows over n_tok. */
+/* Prefill GFLOP/s: path 0 = kc_wgemm_rows (f32 activations), path 1 = int8 gemv_rows over n_tok. */
 static double gemm_gflops(const kc_isa *isa, const mat *m, int n_tok, int threads, int path)
 {
     const kc_wkernel *k = &isa->k[m->type];
@@ -160,7 +160,7 @@ static double gemm_gflops(const kc_isa *isa, const mat *m, int n_tok, int thread
     float *x = malloc(sizeof(float) * (size_t)m->cols * (size_t)n_tok);
     float *y = malloc(sizeof(float) * (size_t)m->rows * (size_t)n_tok);
     uint8_t *act = malloc(arb * (size_t)n_tok);
-    float *tiles = malloc(sizeof(float) * KC_WGEMM_TILE_ROWS * (size_t)m->cols * (size_t)threads);
+    float *tiles = malloc(sizeof(float) * KC_WGEMM_SCRATCH_FLOATS * (size_t)threads);
     for (int i = 0; i < m->cols * n_tok; i++)
         x[i] = (float)(rnd() % 2001) / 1000.0f - 1.0f;
     double best = 1e30;
@@ -176,8 +176,8 @@ static double gemm_gflops(const kc_isa *isa, const mat *m, int n_tok, int thread
             }
             kc_split_rows(m->rows, nt, me, 16, &r0, &r1);
             if (path == 0)
-                kc_wgemm_rows(y, (size_t)m->rows, m->w, m->type, m->row_bytes, r0, r1, x, n_tok, m->cols,
-                              tiles + (size_t)me * KC_WGEMM_TILE_ROWS * (size_t)m->cols);
+                kc_wgemm_rows(isa, y, (size_t)m->rows, m->w, m->type, m->row_bytes, r0, r1, x, n_tok, m->cols,
+                              tiles + (size_t)me * KC_WGEMM_SCRATCH_FLOATS);
             else
                 k->gemv_rows(y, (size_t)m->rows, m->w, m->row_bytes, r0, r1, act, arb, n_tok, m->cols);
         }

@@ -267,22 +267,51 @@ static void test_quantize_act(void)
     }
 }
 
-/* Prefill GEMM: sgemm on dequantized tiles, f32 activations: 1e-5 for every type. */
-static void test_wgemm(void)
+/* The ISA's dequantizers give kv_type_traits' values bit for bit (NaN for NaN). */
+static void test_to_f32(const kc_isa *isa)
 {
-    const kv_type types[] = {KV_TYPE_F32, KV_TYPE_BF16, KV_TYPE_Q8_0, KV_TYPE_Q4_1, KV_TYPE_Q6_K};
-    const int rows = 2 * KC_WGEMM_TILE_ROWS + 5, n_tok = 9, cols = 512;
+    for (int t = 0; t < KV_TYPE_COUNT; t++) {
+        const struct kv_type_traits *tr = kv_type_traits((kv_type)t);
+        const size_t n = tr->block_elems > 1 ? 4 * tr->block_elems : 77;
+        uint8_t *w = malloc(kv_type_bytes((kv_type)t, n));
+        float *got = malloc(sizeof(float) * n), *want = malloc(sizeof(float) * n);
+        fill_weights((kv_type)t, w, n);
+        isa->k[t].to_f32(w, got, n);
+        tr->to_f32(w, want, n);
+        CHECK_MSG(!memcmp(got, want, sizeof(float) * n), "%s to_f32 %s differs from the reference", isa->name,
+                  tr->name);
+        free(w);
+        free(got);
+        free(want);
+    }
+}
+
+/* Prefill GEMM against a double-precision dot of the dequantized rows (1e-5 of the sum of
+ * |products| for every type, the f32 activations' own rounding), over odd shapes: a row range
+ * that starts off a panel and ends in a partial one, token counts that leave partial register
+ * tiles and span two token passes, columns that leave a partial panel (and, for f32/f16/bf16,
+ * one that is not a multiple of 8). Then chunk invariance: the tokens computed alone equal
+ * the same tokens computed among others, bit for bit. */
+static void test_wgemm(const kc_isa *isa)
+{
+    const kv_type types[] = {KV_TYPE_F32, KV_TYPE_F16, KV_TYPE_BF16, KV_TYPE_Q8_0, KV_TYPE_Q4_0,
+                             KV_TYPE_Q4_1, KV_TYPE_Q5_1, KV_TYPE_Q4_K, KV_TYPE_Q6_K};
+    const int rows = 2 * KC_WGEMM_NR + 5, r0 = 3;
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         kv_type t = types[i];
+        const size_t be = kv_type_traits(t)->block_elems;
+        const int cols = be == 1 ? KC_WGEMM_KB + 45 : be == 32 ? KC_WGEMM_KB + 96 : 2 * KC_WGEMM_KB;
+        const int n_tok = i % 2 ? 151 : 9; /* 151: two token passes and a 1-row tile */
         size_t wrb = (size_t)kv_type_bytes(t, (uint64_t)cols), ldy = (size_t)rows + 1;
         uint8_t *w = malloc(wrb * rows);
         float *x = malloc(sizeof(float) * n_tok * cols), *y = malloc(sizeof(float) * ldy * n_tok);
-        float *tile = malloc(sizeof(float) * KC_WGEMM_TILE_ROWS * cols), *wf = malloc(sizeof(float) * cols);
+        float *y1 = malloc(sizeof(float) * ldy * n_tok), *scratch = malloc(sizeof(float) * KC_WGEMM_SCRATCH_FLOATS);
+        float *wf = malloc(sizeof(float) * cols);
         fill_weights(t, w, (size_t)rows * cols);
         fill_acts(x, n_tok * cols);
         for (size_t j = 0; j < ldy * n_tok; j++)
-            y[j] = -1.0f;
-        kc_wgemm_rows(y, ldy, w, t, wrb, 3, rows, x, n_tok, cols, tile);
+            y[j] = y1[j] = -1.0f;
+        kc_wgemm_rows(isa, y, ldy, w, t, wrb, r0, rows, x, n_tok, cols, scratch);
         int bad = 0;
         for (int r = 0; r < rows; r++) {
             kv_type_traits(t)->to_f32(w + (size_t)r * wrb, wf, cols);
@@ -293,17 +322,57 @@ static void test_wgemm(void)
                     scale += fabs((double)wf[c] * x[tk * cols + c]);
                 }
                 float got = y[(size_t)tk * ldy + r];
-                if (r < 3 ? got != -1.0f : !(fabs(got - ref) <= 1e-5 * scale))
+                if (r < r0 ? got != -1.0f : !(fabs(got - ref) <= 1e-5 * scale))
                     bad++;
             }
         }
-        CHECK_MSG(bad == 0, "wgemm %s: %d wrong", kv_type_name(t), bad);
+        for (int tk = 0; tk < n_tok; tk++)
+            bad += y[(size_t)tk * ldy + rows] != -1.0f; /* the column past the last row: untouched */
+        CHECK_MSG(bad == 0, "%s wgemm %s %d x %d x %d: %d wrong", isa->name, kv_type_name(t), n_tok, rows - r0, cols,
+                  bad);
+        /* tokens [2, n_tok) alone, rows [r0 + 5, rows): the same bits */
+        kc_wgemm_rows(isa, y1 + 2 * ldy, ldy, w, t, wrb, r0 + 5, rows, x + 2 * cols, n_tok - 2, cols, scratch);
+        bad = 0;
+        for (int tk = 2; tk < n_tok; tk++)
+            for (int r = r0 + 5; r < rows; r++)
+                bad += memcmp(&y[(size_t)tk * ldy + r], &y1[(size_t)tk * ldy + r], sizeof(float)) != 0;
+        CHECK_MSG(bad == 0, "%s wgemm %s: %d outputs depend on their chunk mates", isa->name, kv_type_name(t), bad);
         free(w);
         free(x);
         free(y);
-        free(tile);
+        free(y1);
+        free(scratch);
         free(wf);
     }
+}
+
+/* The ISA's panel transpose and register tile equal the portable ones on random panels
+ * (pack: exactly; tile: within f32 rounding, every mr and a partial nr). */
+static void test_wgemm_pieces(const kc_isa *isa)
+{
+    enum { KBP = 40, LDX = 43, LDY = 21 };
+    float rows[KC_WGEMM_NR * KC_WGEMM_KB], p1[KBP * KC_WGEMM_NR], p2[KBP * KC_WGEMM_NR];
+    float x[KC_WGEMM_MR * LDX], y1[KC_WGEMM_MR * LDY], y2[KC_WGEMM_MR * LDY];
+    fill_acts(rows, KC_WGEMM_NR * KC_WGEMM_KB);
+    fill_acts(x, KC_WGEMM_MR * LDX);
+    const kc_isa *scalar = kc_isa_by_name("scalar");
+    isa->wgemm_pack(p1, rows, KBP);
+    scalar->wgemm_pack(p2, rows, KBP);
+    CHECK_MSG(!memcmp(p1, p2, sizeof p1), "%s wgemm_pack differs from the scalar transpose", isa->name);
+    for (int mr = 1; mr <= KC_WGEMM_MR; mr++)
+        for (int acc = 0; acc < 2; acc++) {
+            const int nr = mr % 2 ? KC_WGEMM_NR : 11, kb = KBP - 3;
+            for (int j = 0; j < KC_WGEMM_MR * LDY; j++)
+                y1[j] = y2[j] = (float)j;
+            isa->wgemm_micro(y1, LDY, x, LDX, p1, kb, mr, nr, acc);
+            scalar->wgemm_micro(y2, LDY, x, LDX, p1, kb, mr, nr, acc);
+            int bad = 0;
+            for (int j = 0; j < KC_WGEMM_MR * LDY; j++) {
+                const int i = j / LDY, r = j % LDY;
+                bad += (i < mr && r < nr) ? !(fabsf(y1[j] - y2[j]) <= 1e-5f * (1.0f + fabsf(y2[j]))) : y1[j] != (float)j;
+            }
+            CHECK_MSG(bad == 0, "%s wgemm_micro mr %d nr %d accumulate %d: %d wrong", isa->name, mr, nr, acc, bad);
+        }
 }
 
 static void test_dispatch(void)
@@ -391,7 +460,9 @@ int main(void)
         }
         test_kernels(all[i]);
         test_nonfinite(all[i]);
+        test_to_f32(all[i]);
+        test_wgemm_pieces(all[i]);
+        test_wgemm(all[i]);
     }
-    test_wgemm();
     return kv_test_result();
 }

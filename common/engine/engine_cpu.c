@@ -21,7 +21,8 @@
  * Matmuls: decode (and prefill chunks of a few rows) take the GEMV kernels, the rows as the
  * kernel's vectors (activations quantized as the weight format wants): batch-invariant, so a
  * sequence's tokens never depend on its batch mates. Longer prefill chunks take
- * kc_wgemm_rows (weights dequantized a tile at a time into sgemm, f32 activations). */
+ * kc_wgemm_rows (weights dequantized a panel at a time into a register-tiled GEMM, f32
+ * activations). */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +60,8 @@ typedef struct cpu_engine {
     const kc_isa *isa;
     kc_quantize_act_fn quantize[N_ACT]; /* per activation format */
     int max_cols;                       /* widest matmul input */
-    int n_tiles;                        /* threads with a dequantization tile */
-    float *tiles;                       /* n_tiles x KC_WGEMM_TILE_ROWS x max_cols floats */
+    int n_tiles;                        /* threads with a kc_wgemm_rows scratch */
+    float *tiles;                       /* n_tiles x KC_WGEMM_SCRATCH_FLOATS floats */
     kvq *kvq;                           /* quantized KV (engine_kvq.h); NULL: f32 blocks */
     float *scores;                      /* f32-KV decode: score_threads x max_position floats */
     int score_threads;
@@ -205,10 +206,8 @@ static void matmul(const cpu_engine *ce, float *y, const kv_weight *w, const act
         return;
     if (gemm) {
         int t = omp_get_thread_num();
-        float *tile = ce->tiles && t < ce->n_tiles
-                          ? ce->tiles + (size_t)t * KC_WGEMM_TILE_ROWS * (size_t)ce->max_cols : NULL;
-        kc_wgemm_rows(y, (size_t)w->rows, w->data, w->type, w->row_bytes, r0, r1, av->data[KC_ACT_F32], n, w->cols,
-                      tile);
+        kc_wgemm_rows(ce->isa, y, (size_t)w->rows, w->data, w->type, w->row_bytes, r0, r1, av->data[KC_ACT_F32], n,
+                      w->cols, ce->tiles + (size_t)t * KC_WGEMM_SCRATCH_FLOATS);
         return;
     }
     const kc_wkernel *k = &ce->isa->k[w->type];
@@ -547,13 +546,11 @@ static const kv_engine_ops cpu_ops = {
     .destroy = cpu_destroy,
 };
 
-/* Every matrix's format has kernels in the picked ISA; the widest input; whether any
- * matrix needs a dequantization tile (anything but f32). */
-static int check_weights(const kv_model *m, const kc_isa *isa, int *max_cols, int *needs_tiles, kv_err *err)
+/* Every matrix's format has kernels in the picked ISA; the widest input. */
+static int check_weights(const kv_model *m, const kc_isa *isa, int *max_cols, kv_err *err)
 {
     const kv_model_config *c = &m->cfg;
     *max_cols = 0;
-    *needs_tiles = 0;
     for (int l = -1; l < c->n_layers; l++) {
         const kv_layer_weights *w = l >= 0 ? &m->layers[l] : NULL;
         const kv_weight *ws[7];
@@ -573,7 +570,6 @@ static int check_weights(const kv_model *m, const kc_isa *isa, int *max_cols, in
                                   kv_type_name(ws[i]->type));
             if (ws[i]->cols > *max_cols)
                 *max_cols = ws[i]->cols;
-            *needs_tiles |= ws[i]->type != KV_TYPE_F32;
         }
     }
     return KV_OK;
@@ -587,9 +583,9 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
     const kv_layout *lay = &e->layout;
     int staged = lay->dtype != KV_CACHE_F32; /* sealed blocks in another form: engine_kvq.h */
     const kc_isa *isa;
-    int max_cols, needs_tiles;
+    int max_cols;
     int rc = kc_isa_pick(&isa, err);
-    if (rc || (rc = check_weights(e->model, isa, &max_cols, &needs_tiles, err)))
+    if (rc || (rc = check_weights(e->model, isa, &max_cols, err)))
         return rc;
     kv_pool_shape shape = {lay->n_slots, c->n_kv_heads, c->head_dim, o->block_size}; /* owner layers only */
     int32_t n_blocks = kv_engine_pool_blocks(c, o, staged ? lay->block_bytes : kv_pool_block_bytes(&shape));
@@ -605,19 +601,18 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
         omp_set_num_threads(o->n_threads);
         kv_blas_set_threads(o->n_threads);
     }
-    ce->n_tiles = needs_tiles ? omp_get_max_threads() : 0;
+    ce->n_tiles = omp_get_max_threads();
     rc = staged ? kv_pool_init_bytes(&e->pool, &shape, n_blocks, lay->block_bytes, err)
                 : kv_pool_init(&e->pool, &shape, n_blocks, err);
     if (!rc && staged)
         rc = kvq_create(&ce->kvq, lay, &e->pool, err);
     ce->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
-    if (ce->n_tiles)
-        ce->tiles = malloc((size_t)ce->n_tiles * KC_WGEMM_TILE_ROWS * (size_t)max_cols * sizeof(float));
+    ce->tiles = malloc((size_t)ce->n_tiles * KC_WGEMM_SCRATCH_FLOATS * sizeof(float));
     if (!staged && c->max_position > 0) {
         ce->score_threads = omp_get_max_threads();
         ce->scores = malloc((size_t)ce->score_threads * (size_t)c->max_position * sizeof(float));
     }
-    if (!rc && (!ce->inv_freq || (ce->n_tiles && !ce->tiles) || (!staged && c->max_position > 0 && !ce->scores)))
+    if (!rc && (!ce->inv_freq || !ce->tiles || (!staged && c->max_position > 0 && !ce->scores)))
         rc = kv_err_set(err, KV_ENOMEM, "out of memory");
     if (rc) {
         kv_pool_destroy(&e->pool);

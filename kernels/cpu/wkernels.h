@@ -67,12 +67,29 @@ typedef struct kc_wkernel {
     kc_quantize_act_fn quantize_act;
     kc_vec_dot_fn vec_dot;
     kc_gemv_rows_fn gemv_rows; /* NULL: this type has no kernels (none today) */
+    /* Prefill's dequantization into kc_wgemm_rows' panels: the same values as kv_type_traits'
+     * to_f32, bit for bit, on every ISA. */
+    kv_type_to_f32_fn to_f32;
 } kc_wkernel;
+
+/* The prefill GEMM's register tile (kc_wgemm_rows): up to KC_WGEMM_MR token rows by
+ * KC_WGEMM_NR weight rows, over a panel of kb <= KC_WGEMM_KB columns stored [k][NR]. */
+#define KC_WGEMM_MR 6
+#define KC_WGEMM_NR 16
+#define KC_WGEMM_KB 256
+/* panel[k * NR + r] <- rows[r * KC_WGEMM_KB + k], for k < kbp (a multiple of 8), r < NR. */
+typedef void (*kc_wgemm_pack_fn)(float *panel, const float *rows, int kbp);
+/* y[i * ldy + r] (+)= x[i * ldx + 0..kb) . panel column r, for i < mr <= MR, r < nr <= NR;
+ * accumulate 0 stores, 1 adds to y. Each y element sees k in order, one FMA per k. */
+typedef void (*kc_wgemm_micro_fn)(float *y, size_t ldy, const float *x, size_t ldx, const float *panel, int kb,
+                                  int mr, int nr, int accumulate);
 
 /* One instruction set's kernels, indexed by kv_type. Tables are constant. */
 typedef struct kc_isa {
     const char *name; /* "scalar", "avx2", "avx512" */
     kc_wkernel k[KV_TYPE_COUNT];
+    kc_wgemm_pack_fn wgemm_pack;
+    kc_wgemm_micro_fn wgemm_micro;
 } kc_isa;
 
 /* The best ISA this CPU runs, or the one KVSERVE_ISA names (scalar|avx2|avx512): KV_EINVAL
@@ -89,11 +106,13 @@ int kc_isa_runnable(const kc_isa *isa);
 void kc_split_rows(int rows, int n_threads, int t, int align, int *r0, int *r1);
 
 /* Prefill: y[t * ldy + r] = W[r] . x[t] for t < n_tok, r in [row_begin, row_end), x f32
- * [n_tok][cols]. Dequantizes KC_WGEMM_TILE_ROWS rows at a time into tile (the caller's,
- * per thread: KC_WGEMM_TILE_ROWS * cols floats; unused for f32 weights) and multiplies with
- * sgemm, which runs single-threaded when called inside a parallel region. */
-#define KC_WGEMM_TILE_ROWS 64
-void kc_wgemm_rows(float *y, size_t ldy, const void *w, kv_type type, size_t w_row_bytes, int row_begin, int row_end,
-                   const float *x, int n_tok, int cols, float *tile);
+ * [n_tok][cols]. Weights are dequantized KC_WGEMM_NR rows by KC_WGEMM_KB columns at a time
+ * into a panel in scratch (the caller's, per thread: KC_WGEMM_SCRATCH_FLOATS floats) that
+ * isa's register tile multiplies with every token row. Single-threaded: the caller splits
+ * rows. Each y element sums its columns in the same order whatever n_tok and the row range
+ * are, so a token's output does not depend on its chunk mates. */
+#define KC_WGEMM_SCRATCH_FLOATS (2 * KC_WGEMM_NR * KC_WGEMM_KB)
+void kc_wgemm_rows(const kc_isa *isa, float *y, size_t ldy, const void *w, kv_type type, size_t w_row_bytes,
+                   int row_begin, int row_end, const float *x, int n_tok, int cols, float *scratch);
 
 #endif

@@ -19,7 +19,7 @@ void kc_quantize_q8_k(void *act_row, const float *x, int cols);
 
 /* The activation format each weight type's dot product takes, with its quantizer (as
  * llama.cpp's vec_dot pairs them): one list for every ISA's table, which only adds its own
- * dot and gemv (KC_ISA_ENTRY). */
+ * dot, gemv and dequantizer (KC_ISA_ENTRY). */
 #define KC_ACT_OF_F32 KC_ACT_F32, kc_quantize_f32
 #define KC_ACT_OF_F16 KC_ACT_F32, kc_quantize_f32
 #define KC_ACT_OF_BF16 KC_ACT_F32, kc_quantize_f32
@@ -31,8 +31,8 @@ void kc_quantize_q8_k(void *act_row, const float *x, int cols);
 #define KC_ACT_OF_Q4_K KC_ACT_Q8_K, kc_quantize_q8_k
 #define KC_ACT_OF_Q5_K KC_ACT_Q8_K, kc_quantize_q8_k
 #define KC_ACT_OF_Q6_K KC_ACT_Q8_K, kc_quantize_q8_k
-#define KC_ISA_ENTRY_(ACT_AND_QUANT, DOT, GEMV) {ACT_AND_QUANT, DOT, GEMV}
-#define KC_ISA_ENTRY(TYPE, DOT, GEMV) [KV_TYPE_##TYPE] = KC_ISA_ENTRY_(KC_ACT_OF_##TYPE, DOT, GEMV)
+#define KC_ISA_ENTRY_(ACT_AND_QUANT, DOT, GEMV, TO_F32) {ACT_AND_QUANT, DOT, GEMV, TO_F32}
+#define KC_ISA_ENTRY(TYPE, DOT, GEMV, TO_F32) [KV_TYPE_##TYPE] = KC_ISA_ENTRY_(KC_ACT_OF_##TYPE, DOT, GEMV, TO_F32)
 
 /* Activation block field offsets (see kc_act in wkernels.h). */
 #define KC_Q8_32_S 4

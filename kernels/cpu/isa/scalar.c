@@ -2,6 +2,7 @@
  * against, and what KVSERVE_ISA=scalar runs). Integer dot products per block as ggml's
  * generic vec_dot does. */
 #include "isa_internal.h"
+#include "kv_type_dequant.h"
 
 static float dot_f32(const void *w, const void *a, int cols)
 {
@@ -180,19 +181,41 @@ SCALAR_GEMV(q4_k)
 SCALAR_GEMV(q5_k)
 SCALAR_GEMV(q6_k)
 
+static void wgemm_pack(float *panel, const float *rows, int kbp)
+{
+    for (int k = 0; k < kbp; k++)
+        for (int r = 0; r < KC_WGEMM_NR; r++)
+            panel[(size_t)k * KC_WGEMM_NR + (size_t)r] = rows[(size_t)r * KC_WGEMM_KB + (size_t)k];
+}
+
+static void wgemm_micro(float *y, size_t ldy, const float *x, size_t ldx, const float *panel, int kb, int mr, int nr,
+                        int accumulate)
+{
+    for (int i = 0; i < mr; i++) {
+        float acc[KC_WGEMM_NR] = {0};
+        for (int k = 0; k < kb; k++)
+            for (int r = 0; r < KC_WGEMM_NR; r++)
+                acc[r] += x[(size_t)i * ldx + (size_t)k] * panel[(size_t)k * KC_WGEMM_NR + (size_t)r];
+        for (int r = 0; r < nr; r++)
+            y[(size_t)i * ldy + (size_t)r] = accumulate ? y[(size_t)i * ldy + (size_t)r] + acc[r] : acc[r];
+    }
+}
+
 const kc_isa kc_isa_scalar = {
     "scalar",
     {
-        KC_ISA_ENTRY(F32, dot_f32, gemv_f32),
-        KC_ISA_ENTRY(F16, dot_f16, gemv_f16),
-        KC_ISA_ENTRY(BF16, dot_bf16, gemv_bf16),
-        KC_ISA_ENTRY(Q8_0, dot_q8_0, gemv_q8_0),
-        KC_ISA_ENTRY(Q4_0, dot_q4_0, gemv_q4_0),
-        KC_ISA_ENTRY(Q4_1, dot_q4_1, gemv_q4_1),
-        KC_ISA_ENTRY(Q5_0, dot_q5_0, gemv_q5_0),
-        KC_ISA_ENTRY(Q5_1, dot_q5_1, gemv_q5_1),
-        KC_ISA_ENTRY(Q4_K, dot_q4_k, gemv_q4_k),
-        KC_ISA_ENTRY(Q5_K, dot_q5_k, gemv_q5_k),
-        KC_ISA_ENTRY(Q6_K, dot_q6_k, gemv_q6_k),
+        KC_ISA_ENTRY(F32, dot_f32, gemv_f32, kv_dequant_f32),
+        KC_ISA_ENTRY(F16, dot_f16, gemv_f16, kv_dequant_f16),
+        KC_ISA_ENTRY(BF16, dot_bf16, gemv_bf16, kv_dequant_bf16),
+        KC_ISA_ENTRY(Q8_0, dot_q8_0, gemv_q8_0, kv_dequant_q8_0),
+        KC_ISA_ENTRY(Q4_0, dot_q4_0, gemv_q4_0, kv_dequant_q4_0),
+        KC_ISA_ENTRY(Q4_1, dot_q4_1, gemv_q4_1, kv_dequant_q4_1),
+        KC_ISA_ENTRY(Q5_0, dot_q5_0, gemv_q5_0, kv_dequant_q5_0),
+        KC_ISA_ENTRY(Q5_1, dot_q5_1, gemv_q5_1, kv_dequant_q5_1),
+        KC_ISA_ENTRY(Q4_K, dot_q4_k, gemv_q4_k, kv_dequant_q4_k),
+        KC_ISA_ENTRY(Q5_K, dot_q5_k, gemv_q5_k, kv_dequant_q5_k),
+        KC_ISA_ENTRY(Q6_K, dot_q6_k, gemv_q6_k, kv_dequant_q6_k),
     },
+    wgemm_pack,
+    wgemm_micro,
 };
