@@ -1,9 +1,11 @@
 /* CPU kernels against naive double-precision references on random inputs: odd shapes,
  * GQA, paged block tables in random order, prefill over a cached prefix. */
+#include <float.h>
 #include <stdint.h>
 
 #include "cpu_kernels.h"
 #include "kv_test.h"
+#include "simd.h"
 
 typedef struct rng { uint64_t s; } rng;
 static float frand(rng *r)
@@ -78,17 +80,52 @@ static void test_elementwise(rng *r)
     }
     kc_rmsnorm(out, x, w, rows, dim, 1e-5f);
     CHECK(rel_err(out, ref, (size_t)rows * dim) < 1e-5);
-    float *g = rand_vec(r, 100), *u = rand_vec(r, 100), *o = malloc(400);
-    double sref[100];
-    for (int i = 0; i < 100; i++) sref[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
-    kc_swiglu(o, g, u, 100);
-    CHECK(rel_err(o, sref, 100) < 1e-5);
+    float *g = rand_vec(r, 101), *u = rand_vec(r, 101), *o = malloc(sizeof(float) * 101);
+    double sref[101];
+    for (int i = 0; i < 101; i++) {
+        g[i] *= 20.0f; /* silu's both tails */
+        sref[i] = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+    }
+    kc_swiglu(o, g, u, 101);
+    CHECK(rel_err(o, sref, 101) < 1e-5);
     float ties[5] = {1, 3, 2, 3, -1};
     CHECK_EQ_INT(kc_argmax(ties, 5), 1);
     float with_nan[5] = {NAN, 1, 3, NAN, 3}, all_nan[3] = {NAN, NAN, NAN}; /* as the device: NaN never wins */
     CHECK_EQ_INT(kc_argmax(with_nan, 5), 2);
     CHECK_EQ_INT(kc_argmax(all_nan, 3), 0);
     free(x); free(w); free(out); free(g); free(u); free(o);
+}
+
+/* kc_exp8 (swiglu's and the prefill softmax's exp) against exp in double: within 3 ulp where
+ * the result is normal, within the subnormals' spacing below, inf where expf overflows, NaN
+ * through. */
+static void test_exp8(void)
+{
+    double worst = 0;
+    int bad = 0;
+    for (int i = -1100000; i < 1100000; i += 8) {
+        float x[8], y[8];
+        for (int j = 0; j < 8; j++)
+            x[j] = (float)(i + j) * 1e-4f;
+        _mm256_storeu_ps(y, kc_exp8(_mm256_loadu_ps(x)));
+        for (int j = 0; j < 8; j++) {
+            double ref = exp((double)x[j]);
+            if (ref > FLT_MAX)
+                bad += !(isinf(y[j]) && y[j] > 0);
+            else if (ref < FLT_MIN)
+                bad += !(fabs(y[j] - ref) <= 2 * 1.4e-45 + 3 * 5.97e-8 * ref);
+            else {
+                double e = fabs(y[j] - ref) / ref;
+                worst = e > worst || isnan(e) ? e : worst;
+            }
+        }
+    }
+    CHECK_MSG(bad == 0, "kc_exp8: %d values outside the normal range wrong", bad);
+    CHECK_MSG(worst <= 3 * 5.97e-8, "kc_exp8: max rel err %g", worst);
+    float sp[8] = {NAN, -INFINITY, INFINITY, 0.0f, -0.0f, 1.0f, -1.0f, 1e30f}, y[8];
+    _mm256_storeu_ps(y, kc_exp8(_mm256_loadu_ps(sp)));
+    CHECK(isnan(y[0]) && y[1] == 0.0f && isinf(y[2]) && y[3] == 1.0f && y[4] == 1.0f);
+    CHECK(fabsf(y[5] - 2.7182817f) <= 3e-7f && fabsf(y[6] - 0.36787944f) <= 1e-7f && isinf(y[7]));
 }
 
 static void test_rope(rng *r)
@@ -230,6 +267,7 @@ int main(void)
     test_matmul(&r);
     test_gemv_batch_invariance(&r);
     test_elementwise(&r);
+    test_exp8();
     test_rope(&r);
     test_attention(&r);
     test_block_hash();

@@ -60,16 +60,25 @@ static void causal_softmax_rows(float *S, int n, int L, int start)
         float *row = S + (size_t)i * (size_t)L;
         int len = start + i + 1;
         float maxv = -INFINITY, sum = 0.0f;
-        for (int t = 0; t < len; t++)
-            if (row[t] > maxv)
-                maxv = row[t];
-        for (int t = 0; t < len; t++) {
+        for (int j = 0; j < len; j++)
+            if (row[j] > maxv)
+                maxv = row[j];
+        const __m256 vmax = _mm256_set1_ps(maxv);
+        __m256 vsum = _mm256_setzero_ps();
+        int t = 0;
+        for (; t + 8 <= len; t += 8) {
+            const __m256 e = kc_exp8(_mm256_sub_ps(_mm256_loadu_ps(row + t), vmax));
+            _mm256_storeu_ps(row + t, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        sum = kc_hsum256(vsum);
+        for (; t < len; t++) {
             row[t] = expf(row[t] - maxv);
             sum += row[t];
         }
         float inv = 1.0f / sum;
-        for (int t = 0; t < len; t++)
-            row[t] *= inv;
+        for (int j = 0; j < len; j++)
+            row[j] *= inv;
         memset(row + len, 0, (size_t)(L - len) * sizeof(float));
     }
 }
