@@ -49,68 +49,96 @@ static void attend_one(float *out, const float *q, const kc_paged_kv *kv, const 
 }
 
 /* Below this many queries per chunk the per-query loop wins; above it, attention becomes
- * GEMMs: S = Q.K^T and O = P.V per head, on K/V gathered contiguous per kv head. */
+ * GEMMs: S = Q.K^T and O = P.V per (head, block of queries), on K/V gathered contiguous per
+ * kv head. */
 #define PREFILL_GEMM_MIN_TOKENS 32
+/* Queries per work unit: units of (head, query block) are shared out dynamically in one
+ * parallel region, each multiplied by single-threaded sgemm (one fork per layer instead of
+ * three per head, and the causal triangle balanced). */
+#define PREFILL_QUERY_BLOCK 32
 
-/* Causal softmax of S rows in place: row i (position start+i) keeps columns 0..start+i. */
-static void causal_softmax_rows(float *S, int n, int L, int start)
+/* Row of len scores -> softmax in place (kc_exp8 eight at a time). */
+static void softmax_row(float *row, int len)
 {
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < n; i++) {
-        float *row = S + (size_t)i * (size_t)L;
-        int len = start + i + 1;
-        float maxv = -INFINITY, sum = 0.0f;
-        for (int j = 0; j < len; j++)
-            if (row[j] > maxv)
-                maxv = row[j];
-        const __m256 vmax = _mm256_set1_ps(maxv);
-        __m256 vsum = _mm256_setzero_ps();
-        int t = 0;
-        for (; t + 8 <= len; t += 8) {
-            const __m256 e = kc_exp8(_mm256_sub_ps(_mm256_loadu_ps(row + t), vmax));
-            _mm256_storeu_ps(row + t, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        sum = kc_hsum256(vsum);
-        for (; t < len; t++) {
-            row[t] = expf(row[t] - maxv);
-            sum += row[t];
-        }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < len; j++)
-            row[j] *= inv;
-        memset(row + len, 0, (size_t)(L - len) * sizeof(float));
+    float maxv = -INFINITY, sum;
+    for (int j = 0; j < len; j++)
+        if (row[j] > maxv)
+            maxv = row[j];
+    const __m256 vmax = _mm256_set1_ps(maxv);
+    __m256 vsum = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 8 <= len; t += 8) {
+        const __m256 e = kc_exp8(_mm256_sub_ps(_mm256_loadu_ps(row + t), vmax));
+        _mm256_storeu_ps(row + t, e);
+        vsum = _mm256_add_ps(vsum, e);
     }
+    sum = kc_hsum256(vsum);
+    for (; t < len; t++) {
+        row[t] = expf(row[t] - maxv);
+        sum += row[t];
+    }
+    const __m256 vinv = _mm256_set1_ps(1.0f / sum);
+    t = 0;
+    for (; t + 8 <= len; t += 8)
+        _mm256_storeu_ps(row + t, _mm256_mul_ps(_mm256_loadu_ps(row + t), vinv));
+    for (; t < len; t++)
+        row[t] *= 1.0f / sum;
 }
 
 /* Returns 0, or -1 when scratch memory is unavailable (the caller falls back). */
 static int attention_prefill_gemm(float *out, const float *q, const kc_paged_kv *kv, const int32_t *table, int start,
                                   int n, int n_heads)
 {
-    int hd = kv->head_dim, n_kv = kv->n_kv_heads, group = n_heads / n_kv, L = start + n;
-    int q_stride = n_heads * hd;
-    float *K = malloc((size_t)L * (size_t)hd * sizeof(float));
-    float *V = malloc((size_t)L * (size_t)hd * sizeof(float));
-    float *S = malloc((size_t)n * (size_t)L * sizeof(float));
-    if (!K || !V || !S) {
-        free(K); free(V); free(S);
-        return -1;
-    }
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int g = 0; g < n_kv; g++) {
-        for (int t = 0; t < L; t++) {
-            const float *kr = k_row(kv, table, t) + (size_t)g * (size_t)hd;
-            memcpy(K + (size_t)t * (size_t)hd, kr, (size_t)hd * sizeof(float));
-            memcpy(V + (size_t)t * (size_t)hd, kr + kv->v_offset, (size_t)hd * sizeof(float));
+    const int hd = kv->head_dim, n_kv = kv->n_kv_heads, group = n_heads / n_kv, L = start + n;
+    const int q_stride = n_heads * hd, n_qb = (n + PREFILL_QUERY_BLOCK - 1) / PREFILL_QUERY_BLOCK;
+    const size_t kv_floats = (size_t)L * (size_t)hd;
+    float *K = malloc((size_t)n_kv * kv_floats * sizeof(float));
+    float *V = malloc((size_t)n_kv * kv_floats * sizeof(float));
+    int failed = !K || !V;
+    const float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel if (!failed)
+    {
+        float *S = failed ? NULL : malloc((size_t)PREFILL_QUERY_BLOCK * (size_t)L * sizeof(float));
+        if (!failed) {
+#pragma omp for schedule(static)
+            for (int t = 0; t < L; t++) {
+                const float *kr = k_row(kv, table, t);
+                for (int g = 0; g < n_kv; g++) {
+                    memcpy(K + (size_t)g * kv_floats + (size_t)t * (size_t)hd, kr + (size_t)g * (size_t)hd,
+                           (size_t)hd * sizeof(float));
+                    memcpy(V + (size_t)g * kv_floats + (size_t)t * (size_t)hd, kr + kv->v_offset + (size_t)g * (size_t)hd,
+                           (size_t)hd * sizeof(float));
+                }
+            }
         }
-        for (int h = g * group; h < (g + 1) * group; h++) {
-            kv_sgemm(KV_BLAS_T, n, L, hd, scale, q + (size_t)h * (size_t)hd, q_stride, K, hd, 0.0f, S, L);
-            causal_softmax_rows(S, n, L, start);
-            kv_sgemm(KV_BLAS_N, n, hd, L, 1.0f, S, L, V, hd, 0.0f, out + (size_t)h * (size_t)hd, q_stride);
+        /* later query blocks see more keys: dynamic, heaviest first */
+#pragma omp for schedule(dynamic, 1)
+        for (int u = 0; u < n_heads * n_qb; u++) {
+            const int b = n_qb - 1 - u / n_heads, h = u % n_heads, g = h / group;
+            const int i0 = b * PREFILL_QUERY_BLOCK, m = n - i0 < PREFILL_QUERY_BLOCK ? n - i0 : PREFILL_QUERY_BLOCK;
+            const int Lb = start + i0 + m; /* the block's last query sees keys [0, Lb) */
+            float *o = out + (size_t)i0 * (size_t)q_stride + (size_t)h * (size_t)hd;
+            if (!S) {
+                for (int i = 0; i < m; i++)
+                    for (int d = 0; d < hd; d++)
+                        o[(size_t)i * (size_t)q_stride + (size_t)d] = NAN; /* no scratch: poison, never garbage */
+                continue;
+            }
+            kv_sgemm(KV_BLAS_T, m, Lb, hd, scale, q + (size_t)i0 * (size_t)q_stride + (size_t)h * (size_t)hd, q_stride,
+                     K + (size_t)g * kv_floats, hd, 0.0f, S, Lb);
+            for (int i = 0; i < m; i++) {
+                float *row = S + (size_t)i * (size_t)Lb;
+                const int len = start + i0 + i + 1;
+                softmax_row(row, len);
+                memset(row + len, 0, (size_t)(Lb - len) * sizeof(float));
+            }
+            kv_sgemm(KV_BLAS_N, m, hd, Lb, 1.0f, S, Lb, V + (size_t)g * kv_floats, hd, 0.0f, o, q_stride);
         }
+        free(S);
     }
-    free(K); free(V); free(S);
-    return 0;
+    free(K);
+    free(V);
+    return failed ? -1 : 0;
 }
 
 void kc_attention_prefill(float *out, const float *q, const kc_paged_kv *kv, const int32_t *block_table, int start,
