@@ -22,6 +22,66 @@ void kc_kv_write(const kc_paged_kv *kv, const int32_t *block_table, int start, i
     }
 }
 
+/* Lane j of the result = the sum of a_j's 8 lanes. */
+static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7)
+{
+    const __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
+    const __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* scores[t .. t+8) = q . K[t .. t+8) (head_dim hd, a multiple of 8) times scale: eight keys
+ * at once, their sums reduced together (a lone dot's reduction cost as much as its FMAs). */
+static void dot8_keys(float *scores, const float *q, const kc_paged_kv *kv, const int32_t *table, int t,
+                      size_t head_off, int hd, float scale)
+{
+    const float *k0 = k_row(kv, table, t) + head_off, *k1 = k_row(kv, table, t + 1) + head_off;
+    const float *k2 = k_row(kv, table, t + 2) + head_off, *k3 = k_row(kv, table, t + 3) + head_off;
+    const float *k4 = k_row(kv, table, t + 4) + head_off, *k5 = k_row(kv, table, t + 5) + head_off;
+    const float *k6 = k_row(kv, table, t + 6) + head_off, *k7 = k_row(kv, table, t + 7) + head_off;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int d = 0; d < hd; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(q + d);
+        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + d), a0);
+        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + d), a1);
+        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + d), a2);
+        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + d), a3);
+        a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k4 + d), a4);
+        a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k5 + d), a5);
+        a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k6 + d), a6);
+        a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k7 + d), a7);
+    }
+    _mm256_storeu_ps(scores + t, _mm256_mul_ps(hsum8x8(a0, a1, a2, a3, a4, a5, a6, a7), _mm256_set1_ps(scale)));
+}
+
+/* out[64] = sum over t < len of p[t] * V[t], the output held in registers. */
+static void weigh_values64(float *out, const float *p, const kc_paged_kv *kv, const int32_t *table, int len,
+                           size_t v_off)
+{
+    __m256 o0 = _mm256_setzero_ps(), o1 = o0, o2 = o0, o3 = o0, o4 = o0, o5 = o0, o6 = o0, o7 = o0;
+    for (int t = 0; t < len; t++) {
+        const float *v = k_row(kv, table, t) + v_off;
+        const __m256 w = _mm256_set1_ps(p[t]);
+        o0 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v), o0);
+        o1 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 8), o1);
+        o2 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 16), o2);
+        o3 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 24), o3);
+        o4 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 32), o4);
+        o5 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 40), o5);
+        o6 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 48), o6);
+        o7 = _mm256_fmadd_ps(w, _mm256_loadu_ps(v + 56), o7);
+    }
+    _mm256_storeu_ps(out, o0);
+    _mm256_storeu_ps(out + 8, o1);
+    _mm256_storeu_ps(out + 16, o2);
+    _mm256_storeu_ps(out + 24, o3);
+    _mm256_storeu_ps(out + 32, o4);
+    _mm256_storeu_ps(out + 40, o5);
+    _mm256_storeu_ps(out + 48, o6);
+    _mm256_storeu_ps(out + 56, o7);
+}
+
 /* One query head over positions [0, len): softmax(q.K^T / sqrt(d)) . V. Prefill and
  * decode share this so both paths round identically. */
 static void attend_one(float *out, const float *q, const kc_paged_kv *kv, const int32_t *table, int len, int kv_head,
@@ -30,22 +90,31 @@ static void attend_one(float *out, const float *q, const kc_paged_kv *kv, const 
     int hd = kv->head_dim;
     float scale = 1.0f / sqrtf((float)hd);
     size_t head_off = (size_t)kv_head * (size_t)hd;
+    int t = 0;
+    if (hd % 8 == 0)
+        for (; t + 8 <= len; t += 8)
+            dot8_keys(scores, q, kv, table, t, head_off, hd, scale);
+    for (; t < len; t++)
+        scores[t] = kc_dot(q, k_row(kv, table, t) + head_off, hd) * scale;
     float maxv = -INFINITY;
-    for (int t = 0; t < len; t++) {
-        float s = kc_dot(q, k_row(kv, table, t) + head_off, hd) * scale;
-        scores[t] = s;
-        if (s > maxv)
-            maxv = s;
-    }
+    for (t = 0; t < len; t++)
+        if (scores[t] > maxv)
+            maxv = scores[t];
     float sum = 0.0f;
-    for (int t = 0; t < len; t++) {
+    for (t = 0; t < len; t++) {
         scores[t] = expf(scores[t] - maxv);
         sum += scores[t];
     }
     float inv = 1.0f / sum;
+    for (t = 0; t < len; t++)
+        scores[t] *= inv;
+    if (hd == 64) {
+        weigh_values64(out, scores, kv, table, len, kv->v_offset + head_off);
+        return;
+    }
     memset(out, 0, (size_t)hd * sizeof(float));
-    for (int t = 0; t < len; t++)
-        kc_axpy(out, scores[t] * inv, k_row(kv, table, t) + kv->v_offset + head_off, hd);
+    for (t = 0; t < len; t++)
+        kc_axpy(out, scores[t], k_row(kv, table, t) + kv->v_offset + head_off, hd);
 }
 
 /* Below this many queries per chunk the per-query loop wins; above it, attention becomes
