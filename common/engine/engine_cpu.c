@@ -215,6 +215,24 @@ static void matmul(const cpu_engine *ce, float *y, const kv_weight *w, const act
                  w->cols);
 }
 
+/* Decode only: asks for the first DECODE_PREFETCH_BYTES of this thread's slice of w (as
+ * matmul will cut it with align) before the thread waits at a barrier, so that the DRAM
+ * streams of the next matmul are under way during the wait instead of starting after it.
+ * Each decode matmul of a small model is a few tens of microseconds: its start-up latency
+ * and the barrier before it are a large share of it. */
+#define DECODE_PREFETCH_BYTES 8192
+static void prefetch_slice(const kv_weight *w, int align)
+{
+    if (!w->data)
+        return;
+    int r0, r1;
+    slice(w->rows, align, &r0, &r1);
+    size_t n = (size_t)(r1 - r0) * w->row_bytes;
+    const char *b = (const char *)w->data + (size_t)r0 * w->row_bytes;
+    for (size_t o = 0; o < n && o < DECODE_PREFETCH_BYTES; o += 64)
+        __builtin_prefetch(b + o);
+}
+
 /* Row-local, rows [first, first+n) of x: x += add (when add), out = rmsnorm(x) . norm, and
  * out's quantized copies for the weights in ws. Ends with the `omp for`'s barrier. */
 static act_view residual_norm(const pass *p, float *x, const float *add, const float *norm, float *out, int first,
@@ -291,9 +309,6 @@ static void post_attention(const pass *p, int l)
     const kv_weight *wo = &w->wo;
     act_view av = view_for(ce, ACT_MIXED, s->att, q_dim, &wo, 1, p->gemm, fmts, &nf); /* quantized before the fork */
     matmul(ce, s->xb, wo, &av, p->rows, p->gemm, 1, NULL, NULL);
-#pragma omp barrier
-    const kv_weight *gu[2] = {&w->w_gate, &w->w_up};
-    av = residual_norm(p, s->x, s->xb, w->mlp_norm, s->xb, 0, p->rows, gu, 2, p->gemm);
     /* Gate and up in the same slices, whole blocks of down's activation format: each
      * thread's SwiGLU and quantization of its slice need no barrier. */
     const kv_weight *down = &w->w_down;
@@ -301,6 +316,13 @@ static void post_attention(const pass *p, int l)
     int block = 1;
     for (int i = 0; i < nf; i++)
         block = fmts[i] == KC_ACT_Q8_K ? 256 : block > 32 ? block : 32;
+    if (!p->gemm) {
+        prefetch_slice(&w->w_gate, block);
+        prefetch_slice(&w->w_up, block);
+    }
+#pragma omp barrier
+    const kv_weight *gu[2] = {&w->w_gate, &w->w_up};
+    av = residual_norm(p, s->x, s->xb, w->mlp_norm, s->xb, 0, p->rows, gu, 2, p->gemm);
     int c0, c1;
     matmul(ce, s->hb, &w->w_gate, &av, p->rows, p->gemm, block, &c0, &c1);
     matmul(ce, s->hb2, &w->w_up, &av, p->rows, p->gemm, block, NULL, NULL);
@@ -313,8 +335,18 @@ static void post_attention(const pass *p, int l)
                             hr + c0, c1 - c0);
         }
     }
+    if (!p->gemm)
+        prefetch_slice(down, 1);
 #pragma omp barrier
     matmul(ce, s->hb2, down, &dv, p->rows, p->gemm, 1, NULL, NULL);
+    if (!p->gemm && l + 1 < c->n_layers) {
+        const kv_layer_weights *nw = &e->model->layers[l + 1];
+        prefetch_slice(&nw->wq, c->head_dim);
+        prefetch_slice(&nw->wk, c->head_dim);
+        prefetch_slice(&nw->wv, 1);
+    } else if (!p->gemm) {
+        prefetch_slice(&e->model->lm_head, 1);
+    }
 #pragma omp barrier
 }
 
@@ -405,6 +437,7 @@ static void forward_decode(const pass *p, float *logits)
         float *scores = ce->scores + (size_t)omp_get_thread_num() * (size_t)c->max_position;
         for (int l = 0; l < c->n_layers; l++) {
             pre_attention(p, l, l > 0 ? s->hb2 : NULL);
+            prefetch_slice(&e->model->layers[l].wo, 1);
 #pragma omp barrier
             kc_paged_kv kv = layer_kv(e, l);
             const kv_weight *wo = &e->model->layers[l].wo;
