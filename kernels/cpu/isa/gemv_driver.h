@@ -33,8 +33,15 @@ KC_ALWAYS_INLINE int kc_prefetch_tiles(size_t tile_bytes) { return tile_bytes >=
     do {                                                                                                            \
         if (((B_OFFSET) & 63) < (BLOCK_BYTES)) {                                                                    \
             const size_t ahead_ = (size_t)(R) * (wrb) * (size_t)kc_prefetch_tiles((size_t)(R) * (wrb));             \
-            for (int r_ = 0; r_ < (R); r_++)                                                                        \
-                _mm_prefetch((const char *)((uintptr_t)(w_block) + (size_t)r_ * (wrb) + ahead_), _MM_HINT_T0);     \
+            for (int r_ = 0; r_ < (R); r_++) {                                                                      \
+                const uintptr_t at_ = (uintptr_t)(w_block) + (size_t)r_ * (wrb) + ahead_;                           \
+                /* a block over 64 bytes (the k-quants' 144..210) spans several lines: all of them */               \
+                for (size_t o_ = 64; o_ < (BLOCK_BYTES); o_ += 64)                                                  \
+                    _mm_prefetch((const char *)(at_ + o_), _MM_HINT_T0);                                            \
+                _mm_prefetch((const char *)at_, _MM_HINT_T0);                                                       \
+                if ((BLOCK_BYTES) > 64)                                                                             \
+                    _mm_prefetch((const char *)(at_ + (BLOCK_BYTES) - 1), _MM_HINT_T0);                             \
+            }                                                                                                       \
         }                                                                                                           \
     } while (0)
 
