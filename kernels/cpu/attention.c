@@ -22,6 +22,34 @@ void kc_kv_write(const kc_paged_kv *kv, const int32_t *block_table, int start, i
     }
 }
 
+/* Row of len scores -> softmax in place (kc_exp8 eight at a time). */
+static void softmax_row(float *row, int len)
+{
+    float maxv = -INFINITY, sum;
+    for (int j = 0; j < len; j++)
+        if (row[j] > maxv)
+            maxv = row[j];
+    const __m256 vmax = _mm256_set1_ps(maxv);
+    __m256 vsum = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 8 <= len; t += 8) {
+        const __m256 e = kc_exp8(_mm256_sub_ps(_mm256_loadu_ps(row + t), vmax));
+        _mm256_storeu_ps(row + t, e);
+        vsum = _mm256_add_ps(vsum, e);
+    }
+    sum = kc_hsum256(vsum);
+    for (; t < len; t++) {
+        row[t] = expf(row[t] - maxv);
+        sum += row[t];
+    }
+    const __m256 vinv = _mm256_set1_ps(1.0f / sum);
+    t = 0;
+    for (; t + 8 <= len; t += 8)
+        _mm256_storeu_ps(row + t, _mm256_mul_ps(_mm256_loadu_ps(row + t), vinv));
+    for (; t < len; t++)
+        row[t] *= 1.0f / sum;
+}
+
 /* Lane j of the result = the sum of a_j's 8 lanes. */
 static inline __m256 hsum8x8(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6, __m256 a7)
 {
@@ -96,18 +124,7 @@ static void attend_one(float *out, const float *q, const kc_paged_kv *kv, const 
             dot8_keys(scores, q, kv, table, t, head_off, hd, scale);
     for (; t < len; t++)
         scores[t] = kc_dot(q, k_row(kv, table, t) + head_off, hd) * scale;
-    float maxv = -INFINITY;
-    for (t = 0; t < len; t++)
-        if (scores[t] > maxv)
-            maxv = scores[t];
-    float sum = 0.0f;
-    for (t = 0; t < len; t++) {
-        scores[t] = expf(scores[t] - maxv);
-        sum += scores[t];
-    }
-    float inv = 1.0f / sum;
-    for (t = 0; t < len; t++)
-        scores[t] *= inv;
+    softmax_row(scores, len);
     if (hd == 64) {
         weigh_values64(out, scores, kv, table, len, kv->v_offset + head_off);
         return;
@@ -125,34 +142,6 @@ static void attend_one(float *out, const float *q, const kc_paged_kv *kv, const 
  * parallel region, each multiplied by single-threaded sgemm (one fork per layer instead of
  * three per head, and the causal triangle balanced). */
 #define PREFILL_QUERY_BLOCK 32
-
-/* Row of len scores -> softmax in place (kc_exp8 eight at a time). */
-static void softmax_row(float *row, int len)
-{
-    float maxv = -INFINITY, sum;
-    for (int j = 0; j < len; j++)
-        if (row[j] > maxv)
-            maxv = row[j];
-    const __m256 vmax = _mm256_set1_ps(maxv);
-    __m256 vsum = _mm256_setzero_ps();
-    int t = 0;
-    for (; t + 8 <= len; t += 8) {
-        const __m256 e = kc_exp8(_mm256_sub_ps(_mm256_loadu_ps(row + t), vmax));
-        _mm256_storeu_ps(row + t, e);
-        vsum = _mm256_add_ps(vsum, e);
-    }
-    sum = kc_hsum256(vsum);
-    for (; t < len; t++) {
-        row[t] = expf(row[t] - maxv);
-        sum += row[t];
-    }
-    const __m256 vinv = _mm256_set1_ps(1.0f / sum);
-    t = 0;
-    for (; t + 8 <= len; t += 8)
-        _mm256_storeu_ps(row + t, _mm256_mul_ps(_mm256_loadu_ps(row + t), vinv));
-    for (; t < len; t++)
-        row[t] *= 1.0f / sum;
-}
 
 /* Returns 0, or -1 when scratch memory is unavailable (the caller falls back). */
 static int attention_prefill_gemm(float *out, const float *q, const kc_paged_kv *kv, const int32_t *table, int start,
