@@ -152,4 +152,16 @@ static void avx2_wgemm_micro(float *y, size_t ldy, const float *x, size_t ldx, c
     }
 }
 
+/* The block formats' table entries, the same in the AVX2 and AVX-512 tables (avx512.c
+ * compiles these kernels with its own flags). */
+#define KC_AVX2_BLOCK_ENTRIES                                                                                       \
+    KC_ISA_ENTRY(Q8_0, q8_0_vec_dot, q8_0_gemv_rows, q8_0_to_f32),                                                  \
+        KC_ISA_ENTRY(Q4_0, q4_0_vec_dot, q4_0_gemv_rows, q4_0_to_f32),                                              \
+        KC_ISA_ENTRY(Q4_1, q4_1_vec_dot, q4_1_gemv_rows, q4_1_to_f32),                                              \
+        KC_ISA_ENTRY(Q5_0, q5_0_vec_dot, q5_0_gemv_rows, q5_0_to_f32),                                              \
+        KC_ISA_ENTRY(Q5_1, q5_1_vec_dot, q5_1_gemv_rows, q5_1_to_f32),                                              \
+        KC_ISA_ENTRY(Q4_K, q4_k_vec_dot, q4_k_gemv_rows, kv_dequant_q4_k),                                          \
+        KC_ISA_ENTRY(Q5_K, q5_k_vec_dot, q5_k_gemv_rows, kv_dequant_q5_k),                                          \
+        KC_ISA_ENTRY(Q6_K, q6_k_vec_dot, q6_k_gemv_rows, kv_dequant_q6_k)
+
 #endif
