@@ -4,6 +4,7 @@
  * finishes. Stop rules are kv_generate's, so the tokens are the one-process tokens. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "decode.h"
 #include "kv_log.h"
@@ -155,6 +156,10 @@ void decode_step(decode_worker *dw)
     kv_err err;
     int rc = kv_engine_decode_sample_lp(dw->we->engine, dw->b_seqs, dw->b_tokens, n, dw->b_samplers,
                                         any_lp ? dw->b_lp_top : NULL, dw->b_lp, dw->b_next, &err);
+    if (dw->f->fault_slow_decode) { /* streams that outlast a router restart, on a tiny model */
+        struct timespec step = {0, 5000000L};
+        nanosleep(&step, NULL);
+    }
     for (int i = 0; i < n; i++) {
         decode_req *r = dw->running.v[i];
         int done;

@@ -126,8 +126,11 @@ void scenario_router_restart(const char *model, const char *models, int kill_dec
         goto out;
     }
     CHECK(add_worker(&cl, "kv-prefill", "prefill-0", NULL) != NULL);
-    CHECK(add_worker(&cl, "kv-decode", "decode-0", NULL) != NULL);
-    CHECK(add_worker(&cl, "kv-decode", "decode-1", NULL) != NULL);
+    /* Slowed so that the streams outlast the restart: at stories260K's ~1,800 tokens/s a stream
+     * could end on its worker before the worker re-registers, leaving nothing to adopt. */
+    const char *slow[] = {"--fault", "slow-decode", NULL};
+    CHECK(add_worker(&cl, "kv-decode", "decode-0", slow) != NULL);
+    CHECK(add_worker(&cl, "kv-decode", "decode-1", slow) != NULL);
     char errbuf[256];
     if (kv_client_connect(cl.client_ep, &c, errbuf, sizeof errbuf) || wait_workers(c, 3, 15000)) {
         CHECK_MSG(0, "%s: cluster did not come up", label);

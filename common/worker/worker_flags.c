@@ -53,7 +53,8 @@ static void usage(const worker_flags *f, FILE *out)
                 "  --max-batch N        sequences per decode step (default 64)\n"
                 "  --fault drop-kv-ack  test-only fault injection: never acknowledge KV\n"
                 "  --fault corrupt-kv-once  test-only fault injection: the first KV chunk received\n"
-                "                       fails its checksum (KV_CORRUPT)\n");
+                "                       fails its checksum (KV_CORRUPT)\n"
+                "  --fault slow-decode  test-only: every decode step takes at least 5 ms more\n");
     else
         fprintf(out, "  --prefill-chunk N    prompt tokens per prefill forward (default 256 on the cpu,\n"
                      "                       2048 on a GPU, whose GEMMs need the rows)\n"
@@ -229,10 +230,12 @@ static int parse_one(worker_flags *f, int c, const char *arg)
             f->fault_drop_kv_ack = 1;
         else if (f->role == KV_WORKER_DECODE && !strcmp(arg, "corrupt-kv-once"))
             f->fault_corrupt_kv_once = 1;
+        else if (f->role == KV_WORKER_DECODE && !strcmp(arg, "slow-decode"))
+            f->fault_slow_decode = 1;
         else if (f->role == KV_WORKER_PREFILL && !strcmp(arg, "exit-mid-transfer"))
             f->fault_exit_mid_transfer = 1;
         else
-            return bad_flag(f, f->role == KV_WORKER_DECODE ? "--fault expects drop-kv-ack or corrupt-kv-once, got"
+            return bad_flag(f, f->role == KV_WORKER_DECODE ? "--fault expects drop-kv-ack, corrupt-kv-once or slow-decode, got"
                                                            : "--fault expects exit-mid-transfer, got", arg);
         return 0;
     default: return 2;

@@ -34,6 +34,7 @@ typedef struct worker_flags {
     const char *advertise;      /* decode: --advertise HOST (host announced for a wildcard bind) */
     int fault_drop_kv_ack;      /* decode: --fault drop-kv-ack */
     int fault_corrupt_kv_once;  /* decode: --fault corrupt-kv-once */
+    int fault_slow_decode;      /* decode: --fault slow-decode (5 ms per step) */
     int fault_exit_mid_transfer; /* prefill: --fault exit-mid-transfer */
     int kv_transport;           /* --kv-transport: KV_TRANSPORT_FLAG_AUTO (default) or a kv_transport */
     const char *alive_file;     /* --alive-file PATH: touched while the loop turns (NULL = none) */

@@ -80,7 +80,8 @@ typedef struct kc_wkernel {
 /* panel[k * NR + r] <- rows[r * KC_WGEMM_KB + k], for k < kbp (a multiple of 8), r < NR. */
 typedef void (*kc_wgemm_pack_fn)(float *panel, const float *rows, int kbp);
 /* y[i * ldy + r] (+)= x[i * ldx + 0..kb) . panel column r, for i < mr <= MR, r < nr <= NR;
- * accumulate 0 stores, 1 adds to y. Each y element sees k in order, one FMA per k. */
+ * accumulate 0 stores, 1 adds to y. Each y element sees k in order, one multiply-add per k
+ * (an FMA in the SIMD tiles). */
 typedef void (*kc_wgemm_micro_fn)(float *y, size_t ldy, const float *x, size_t ldx, const float *panel, int kb,
                                   int mr, int nr, int accumulate);
 
