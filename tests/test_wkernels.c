@@ -369,7 +369,10 @@ static void test_wgemm_pieces(const kc_isa *isa)
             int bad = 0;
             for (int j = 0; j < KC_WGEMM_MR * LDY; j++) {
                 const int i = j / LDY, r = j % LDY;
-                bad += (i < mr && r < nr) ? !(fabsf(y1[j] - y2[j]) <= 1e-5f * (1.0f + fabsf(y2[j]))) : y1[j] != (float)j;
+                if (i < mr && r < nr)
+                    bad += !(fabsf(y1[j] - y2[j]) <= 1e-5f * (1.0f + fabsf(y2[j])));
+                else
+                    bad += y1[j] != (float)j;
             }
             CHECK_MSG(bad == 0, "%s wgemm_micro mr %d nr %d accumulate %d: %d wrong", isa->name, mr, nr, acc, bad);
         }

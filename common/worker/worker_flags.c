@@ -234,9 +234,10 @@ static int parse_one(worker_flags *f, int c, const char *arg)
             f->fault_slow_decode = 1;
         else if (f->role == KV_WORKER_PREFILL && !strcmp(arg, "exit-mid-transfer"))
             f->fault_exit_mid_transfer = 1;
+        else if (f->role == KV_WORKER_DECODE)
+            return bad_flag(f, "--fault expects drop-kv-ack, corrupt-kv-once or slow-decode, got", arg);
         else
-            return bad_flag(f, f->role == KV_WORKER_DECODE ? "--fault expects drop-kv-ack, corrupt-kv-once or slow-decode, got"
-                                                           : "--fault expects exit-mid-transfer, got", arg);
+            return bad_flag(f, "--fault expects exit-mid-transfer, got", arg);
         return 0;
     default: return 2;
     }

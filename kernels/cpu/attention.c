@@ -164,8 +164,8 @@ static int attention_prefill_gemm(float *out, const float *q, const kc_paged_kv 
                 for (int g = 0; g < n_kv; g++) {
                     memcpy(K + (size_t)g * kv_floats + (size_t)t * (size_t)hd, kr + (size_t)g * (size_t)hd,
                            (size_t)hd * sizeof(float));
-                    memcpy(V + (size_t)g * kv_floats + (size_t)t * (size_t)hd, kr + kv->v_offset + (size_t)g * (size_t)hd,
-                           (size_t)hd * sizeof(float));
+                    memcpy(V + (size_t)g * kv_floats + (size_t)t * (size_t)hd,
+                           kr + kv->v_offset + (size_t)g * (size_t)hd, (size_t)hd * sizeof(float));
                 }
             }
         }

@@ -25,7 +25,8 @@ static void bf16_to_f32(const void *blocks, float *out, size_t n)
     const uint8_t *p = blocks;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load128(p + 2 * i)), 16)));
+        _mm256_storeu_ps(out + i,
+                         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load128(p + 2 * i)), 16)));
     for (; i < n; i++)
         out[i] = kc_bf16_to_f32(kc_load_u16(p + 2 * i));
 }
@@ -109,7 +110,12 @@ KC_ALWAYS_INLINE void wgemm_store(float *yi, __m256 c0, __m256 c1, int nr, int a
 }
 
 /* MR token rows: named accumulators, not arrays, so that they stay in registers. */
-#define KC_WGEMM_ROW(I)                                                                                                  if (MR > (I)) {                                                                                                         const __m256 a = _mm256_broadcast_ss(x + (size_t)(I) * ldx + (size_t)k);                                           c##I##0 = _mm256_fmadd_ps(a, b0, c##I##0);                                                                          c##I##1 = _mm256_fmadd_ps(a, b1, c##I##1);                                                                      }
+#define KC_WGEMM_ROW(I)                                                                                             \
+    if (MR > (I)) {                                                                                                 \
+        const __m256 a = _mm256_broadcast_ss(x + (size_t)(I) * ldx + (size_t)k);                                    \
+        c##I##0 = _mm256_fmadd_ps(a, b0, c##I##0);                                                                  \
+        c##I##1 = _mm256_fmadd_ps(a, b1, c##I##1);                                                                  \
+    }
 KC_ALWAYS_INLINE void wgemm_tile(float *y, size_t ldy, const float *x, size_t ldx, const float *panel, int kb,
                                  const int MR, int nr, int accumulate)
 {
