@@ -117,6 +117,18 @@ int kv_sender_close_idle(kv_sender *s, double now, double idle_s, kv_peer *const
     return closed;
 }
 
+void kv_sender_drop(kv_sender *s, kv_peer *p, const char *why)
+{
+    for (int i = 0; i < s->n; i++)
+        if (s->peers[i] == p) {
+            KV_WARN("kv-prefill", "msg=\"dropped a decode worker connection\" endpoint=%s why=\"%s\"", p->endpoint,
+                    why);
+            peer_free(p);
+            s->peers[i] = s->peers[--s->n];
+            return;
+        }
+}
+
 int kv_sender_set_curve(kv_sender *s, const worker_flags *f, kv_err *err)
 {
     if (!f->key_file)

@@ -86,6 +86,9 @@ int kv_sender_connect(kv_sender *s, kv_peer *p, kv_err *err);
 void kv_sender_on_hello_reply(kv_sender *s, kv_peer *p, const Kvserve__KvHelloReply *r);
 /* Forgets the pair's session (aborting an NCCL communicator): the next task says hello again. */
 void kv_sender_reset(kv_sender *s, kv_peer *p, const char *why);
+/* Closes p's socket and forgets p (the caller's pointer is dead): what it still queued is
+ * dropped, and the next task to that endpoint connects afresh. */
+void kv_sender_drop(kv_sender *s, kv_peer *p, const char *why);
 /* When the loop must next look at the peer's handshake (monotonic s), or far away. */
 double kv_sender_wake(const kv_peer *p);
 

@@ -74,6 +74,8 @@ void prefill_reap(prefill_worker *pw, int final);
 /* At most once a second: closes the decode worker connections unused for --kv-peer-idle-s
  * that no task (current or draining) holds; GPU ones only while no NCCL work is under way. */
 void prefill_close_idle_peers(prefill_worker *pw);
+/* After a KvAck deadline: closes the connection the task used, unless something still uses it. */
+void prefill_drop_stuck_peer(prefill_worker *pw, kv_peer *peer, const char *why);
 /* Shutdown, after kv_sender_abort_gpu: waits for (bounded) and forgets retired tasks' GPU sends. */
 void prefill_drop_gpu_ops(prefill_worker *pw);
 void prefill_queue_push(prefill_worker *pw, prefill_task *t);

@@ -280,7 +280,9 @@ void prefill_step(prefill_worker *pw)
         char msg[400];
         snprintf(msg, sizeof msg, "no KvAck from decode worker %s within %u ms", pw->cur->t->decode_worker_id,
                  ack_deadline_ms(pw->cur));
+        kv_peer *peer = pw->cur->peer;
         finish(pw, 0, KVSERVE__ERROR_CODE__DEADLINE_EXCEEDED, msg);
+        prefill_drop_stuck_peer(pw, peer, msg);
     }
 }
 

@@ -117,6 +117,21 @@ void prefill_reap(prefill_worker *pw, int final)
     }
 }
 
+/* A connection whose KvAck never came may be stuck, not just slow: a link that was slow or
+ * cut leaves the stale transfer queued ahead of everything sent after it, and TCP's backed-off
+ * retransmission timer can hold the queue for seconds after the link is clean again
+ * (test_partition saw every later request to that worker miss its deadline). The next task
+ * connects afresh instead. A peer with GPU state, or one a draining task still uses, is kept. */
+void prefill_drop_stuck_peer(prefill_worker *pw, kv_peer *peer, const char *why)
+{
+    if (!peer || peer->lane || peer->comm || (pw->cur && pw->cur->peer == peer))
+        return;
+    for (prefill_task *t = pw->draining; t; t = t->next)
+        if (t->peer == peer)
+            return;
+    kv_sender_drop(&pw->sender, peer, why);
+}
+
 void prefill_close_idle_peers(prefill_worker *pw)
 {
     double now = kv_now_s();
