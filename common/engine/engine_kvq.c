@@ -3,9 +3,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX2__) && defined(__F16C__)
-#include <immintrin.h>
-#endif
 
 #include "kv_quant.h"
 #include "simd.h"
@@ -64,13 +61,8 @@ static void halves_from(uint16_t *dst, const float *src, size_t n, int bf16)
 static void halves_to(float *dst, const uint16_t *src, size_t n, int bf16)
 {
     size_t i = 0;
-#if defined(__AVX2__) && defined(__F16C__)
-    for (; i + 8 <= n; i += 8) {
-        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(src + i));
-        __m256 f = bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
-        _mm256_storeu_ps(dst + i, f);
-    }
-#endif
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, kc_halves8_to_f32(src + i, bf16));
     for (; i < n; i++)
         dst[i] = bf16 ? from_bf16(src[i]) : kq_f16_to_f32(src[i]);
 }

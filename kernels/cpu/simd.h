@@ -43,6 +43,14 @@ static inline void kc_axpy(float *y, float a, const float *x, int n)
         y[i] += a * x[i];
 }
 
+/* 8 halves at p (IEEE f16, or bf16 when bf16) as 8 floats: both conversions are exact, so
+ * the lanes equal any scalar conversion's values. p need not be aligned. */
+static inline __m256 kc_halves8_to_f32(const void *p, int bf16)
+{
+    const __m128i h = _mm_loadu_si128((const __m128i *)p);
+    return bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)) : _mm256_cvtph_ps(h);
+}
+
 /* e^x in 8 lanes, within 2 ulp of expf where the result is normal: x = n ln2 + r,
  * |r| <= ln2 / 2, Cephes' degree-5 polynomial for e^r, then 2^n as two exponent-bit factors
  * 2^(n/2) so that neither leaves the normal range and the product overflows to inf or

@@ -10,6 +10,7 @@
 
 #include "gemv_driver.h"
 #include "isa_internal.h"
+#include "simd.h"
 
 #define KC_ACC __m256
 #define kc_acc_zero() _mm256_setzero_ps()
@@ -71,11 +72,8 @@ KC_ALWAYS_INLINE __m256 fdot(const f32_wblk *u, const uint8_t *a, __m256 acc)
 #define bf16_dot fdot
 
 KC_ALWAYS_INLINE void f32_unpack(f32_wblk *u, const uint8_t *p) { u->w = _mm256_loadu_ps((const float *)(const void *)p); }
-KC_ALWAYS_INLINE void f16_unpack(f16_wblk *u, const uint8_t *p) { u->w = _mm256_cvtph_ps(load128(p)); }
-KC_ALWAYS_INLINE void bf16_unpack(bf16_wblk *u, const uint8_t *p)
-{
-    u->w = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load128(p)), 16));
-}
+KC_ALWAYS_INLINE void f16_unpack(f16_wblk *u, const uint8_t *p) { u->w = kc_halves8_to_f32(p, 0); }
+KC_ALWAYS_INLINE void bf16_unpack(bf16_wblk *u, const uint8_t *p) { u->w = kc_halves8_to_f32(p, 1); }
 
 static inline float f32_tail(const uint8_t *w, const uint8_t *a, int from, int cols)
 {

@@ -15,7 +15,7 @@ static void f16_to_f32(const void *blocks, float *out, size_t n)
     const uint8_t *p = blocks;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_cvtph_ps(load128(p + 2 * i)));
+        _mm256_storeu_ps(out + i, kc_halves8_to_f32(p + 2 * i, 0));
     for (; i < n; i++)
         out[i] = half(p + 2 * i);
 }
@@ -25,8 +25,7 @@ static void bf16_to_f32(const void *blocks, float *out, size_t n)
     const uint8_t *p = blocks;
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i,
-                         _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load128(p + 2 * i)), 16)));
+        _mm256_storeu_ps(out + i, kc_halves8_to_f32(p + 2 * i, 1));
     for (; i < n; i++)
         out[i] = kc_bf16_to_f32(kc_load_u16(p + 2 * i));
 }
