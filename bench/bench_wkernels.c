@@ -3,7 +3,8 @@
  *                  against the read bandwidth measured in the same run. Each shape is
  *                  replicated past the last-level cache and cycled, as a model's layers are.
  *   GEMM (prefill): GFLOP/s at 64/256/512 tokens, dequantized panels + register-tiled GEMM (kc_wgemm_rows)
- *                  against the int8 path (quantize activations, gemv_rows over all tokens).
+ *                  against the int8 path (quantize activations, then igemm_rows where the format
+ *                  has it, else gemv_rows over all tokens).
  * A benchmark, not a test: prints tables, asserts nothing.
  * Usage: kv-bench-wkernels [--quick] [--types q4_1,q8_0,...] [--no-gemm] */
 #include <omp.h>
@@ -152,7 +153,7 @@ static double gemv_gbs(const kc_isa *isa, const mat *m, int n_vec, int threads, 
     return (double)m->bytes / median / 1e9;
 }
 
-/* Prefill GFLOP/s: path 0 = kc_wgemm_rows (f32 activations), path 1 = int8 gemv_rows over n_tok. */
+/* Prefill GFLOP/s: path 0 = kc_wgemm_rows (f32 activations), path 1 = int8 igemm_rows (or gemv_rows) over n_tok. */
 static double gemm_gflops(const kc_isa *isa, const mat *m, int n_tok, int threads, int path)
 {
     const kc_wkernel *k = &isa->k[m->type];
@@ -179,7 +180,8 @@ static double gemm_gflops(const kc_isa *isa, const mat *m, int n_tok, int thread
                 kc_wgemm_rows(isa, y, (size_t)m->rows, m->w, m->type, m->row_bytes, r0, r1, x, n_tok, m->cols,
                               tiles + (size_t)me * KC_WGEMM_SCRATCH_FLOATS);
             else
-                k->gemv_rows(y, (size_t)m->rows, m->w, m->row_bytes, r0, r1, act, arb, n_tok, m->cols);
+                (k->igemm_rows ? k->igemm_rows : k->gemv_rows)(y, (size_t)m->rows, m->w, m->row_bytes, r0, r1, act,
+                                                                arb, n_tok, m->cols);
         }
         double t = kv_now_s() - t0;
         best = t < best ? t : best;
@@ -278,7 +280,7 @@ int main(int argc, char **argv)
         print_load("end");
         return 0;
     }
-    printf("\nGEMM (prefill) GFLOP/s, 2 threads: dequantized tiles + sgemm | int8 gemv_rows\n");
+    printf("\nGEMM (prefill) GFLOP/s, 2 threads: dequantized panels + f32 tile | int8 igemm_rows (else gemv_rows)\n");
     printf("%-13s %-5s %17s %17s %17s\n", "shape", "type", "64 tok", "256 tok", "512 tok");
     static const kv_type gemm_types[] = {KV_TYPE_F32, KV_TYPE_F16, KV_TYPE_Q8_0, KV_TYPE_Q4_1, KV_TYPE_Q4_K,
                                          KV_TYPE_Q6_K};

@@ -346,6 +346,78 @@ static void test_wgemm(const kc_isa *isa)
     }
 }
 
+/* The int8 prefill GEMM (igemm_rows, where an ISA has one) against dequantized weights times
+ * the quantized activations, in double (1e-4 of sum |products|), over odd shapes: a row range
+ * starting off an 8-row panel and ending in a partial one, token counts leaving partial tiles
+ * and spanning two token passes, columns leaving a partial panel; plus an all-zero and a
+ * non-finite token. Then chunk invariance: tokens and rows computed alone, the same bits. */
+static void test_igemm(const kc_isa *isa)
+{
+    for (int t = 0; t < KV_TYPE_COUNT; t++) {
+        const kc_wkernel *k = &isa->k[t];
+        if (!k->igemm_rows)
+            continue;
+        const int rows = 29, r0 = 3, cols = KC_WGEMM_KB + 96, n_tok = t % 2 ? 151 : 11;
+        size_t wrb = (size_t)kv_type_bytes((kv_type)t, (uint64_t)cols), arb = kc_act_row_bytes(k->act, cols);
+        size_t ldy = (size_t)rows + 1;
+        uint8_t *w = malloc(wrb * rows), *act = malloc(arb * n_tok);
+        float *x = malloc(sizeof(float) * n_tok * cols), *wf = malloc(sizeof(float) * cols);
+        float *y = malloc(sizeof(float) * ldy * n_tok), *y1 = malloc(sizeof(float) * ldy * n_tok);
+        double *af = malloc(sizeof(double) * cols);
+        fill_weights((kv_type)t, w, (size_t)rows * cols);
+        fill_acts(x, n_tok * cols);
+        memset(x + cols, 0, sizeof(float) * cols); /* token 1: all zero, d = 0 */
+        x[2 * cols + 40] = NAN;                    /* token 2: its second block NaN */
+        for (int tk = 0; tk < n_tok; tk++)
+            k->quantize_act(act + (size_t)tk * arb, x + (size_t)tk * cols, cols);
+        for (size_t j = 0; j < ldy * n_tok; j++)
+            y[j] = y1[j] = -1.0f;
+        k->igemm_rows(y, ldy, w, wrb, r0, rows, act, arb, n_tok, cols);
+        int bad = 0;
+        for (int r = 0; r < rows; r++) {
+            kv_type_traits((kv_type)t)->to_f32(w + (size_t)r * wrb, wf, cols);
+            for (int tk = 0; tk < n_tok; tk++) {
+                const float got = y[(size_t)tk * ldy + r];
+                if (r < r0) {
+                    bad += got != -1.0f;
+                    continue;
+                }
+                if (tk == 2) {
+                    bad += !isnan(got);
+                    continue;
+                }
+                act_to_f32(k->act, act + (size_t)tk * arb, NULL, cols, af);
+                double ref = 0, scale = 0;
+                for (int c = 0; c < cols; c++) {
+                    ref += (double)wf[c] * af[c];
+                    scale += fabs((double)wf[c] * af[c]);
+                }
+                if (!(fabs(got - ref) <= 1e-4 * scale) && bad++ < 3)
+                    fprintf(stderr, "  %s igemm %s: y[%d][%d] = %.9g, reference %.9g\n", isa->name,
+                            kv_type_name((kv_type)t), tk, r, (double)got, ref);
+            }
+        }
+        for (int tk = 0; tk < n_tok; tk++)
+            bad += y[(size_t)tk * ldy + rows] != -1.0f;
+        CHECK_MSG(bad == 0, "%s igemm %s %d x %d x %d: %d wrong", isa->name, kv_type_name((kv_type)t), n_tok,
+                  rows - r0, cols, bad);
+        k->igemm_rows(y1 + 3 * ldy, ldy, w, wrb, r0 + 5, rows, act + 3 * arb, arb, n_tok - 3, cols);
+        bad = 0;
+        for (int tk = 3; tk < n_tok; tk++)
+            for (int r = r0 + 5; r < rows; r++)
+                bad += memcmp(&y[(size_t)tk * ldy + r], &y1[(size_t)tk * ldy + r], sizeof(float)) != 0;
+        CHECK_MSG(bad == 0, "%s igemm %s: %d outputs depend on their chunk mates", isa->name,
+                  kv_type_name((kv_type)t), bad);
+        free(w);
+        free(act);
+        free(x);
+        free(wf);
+        free(y);
+        free(y1);
+        free(af);
+    }
+}
+
 /* The ISA's panel transpose and register tile equal the portable ones on random panels
  * (pack: exactly; tile: within f32 rounding, every mr and a partial nr). */
 static void test_wgemm_pieces(const kc_isa *isa)
@@ -466,6 +538,7 @@ int main(void)
         test_to_f32(all[i]);
         test_wgemm_pieces(all[i]);
         test_wgemm(all[i]);
+        test_igemm(all[i]);
     }
     return kv_test_result();
 }

@@ -20,9 +20,10 @@
  *
  * Matmuls: decode (and prefill chunks of a few rows) take the GEMV kernels, the rows as the
  * kernel's vectors (activations quantized as the weight format wants): batch-invariant, so a
- * sequence's tokens never depend on its batch mates. Longer prefill chunks take
- * kc_wgemm_rows (weights dequantized a panel at a time into a register-tiled GEMM, f32
- * activations). */
+ * sequence's tokens never depend on its batch mates. Prefill chunks take the format's int8
+ * GEMM where its kernels have one (q4_0: activations quantized as for the GEMV, as llama.cpp
+ * does), else kc_wgemm_rows (weights dequantized a panel at a time into a register-tiled
+ * GEMM, f32 activations). */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,7 @@ typedef struct act_view {
 typedef struct pass {
     kv_engine *e;
     int rows;
-    int gemm;                /* matmuls over rows take kc_wgemm_rows */
+    int gemm;                /* matmuls over rows take igemm_rows or kc_wgemm_rows */
     const attn_target *t;
 } pass;
 
@@ -158,12 +159,12 @@ static act_view view_for(const cpu_engine *ce, int set, const float *x, int cols
     av.data[KC_ACT_F32] = x;
     av.row_bytes[KC_ACT_F32] = (size_t)cols * sizeof(float);
     *nf = 0;
-    if (gemm)
-        return av; /* kc_wgemm_rows takes f32 rows */
     for (int f = KC_ACT_F32 + 1; f < N_ACT; f++) {
         int need = 0;
-        for (int i = 0; i < n_ws; i++)
-            need |= (int)ce->isa->k[ws[i]->type].act == f;
+        for (int i = 0; i < n_ws; i++) {
+            const kc_wkernel *k = &ce->isa->k[ws[i]->type];
+            need |= (int)k->act == f && (!gemm || k->igemm_rows); /* kc_wgemm_rows takes f32 rows */
+        }
         if (!need)
             continue;
         av.data[f] = ce->s.act[set][f];
@@ -204,13 +205,18 @@ static void matmul(const cpu_engine *ce, float *y, const kv_weight *w, const act
     }
     if (r0 >= r1)
         return;
+    const kc_wkernel *k = &ce->isa->k[w->type];
+    if (gemm && k->igemm_rows) {
+        k->igemm_rows(y, (size_t)w->rows, w->data, w->row_bytes, r0, r1, av->data[k->act], av->row_bytes[k->act], n,
+                      w->cols);
+        return;
+    }
     if (gemm) {
         int t = omp_get_thread_num();
         kc_wgemm_rows(ce->isa, y, (size_t)w->rows, w->data, w->type, w->row_bytes, r0, r1, av->data[KC_ACT_F32], n,
                       w->cols, ce->tiles + (size_t)t * KC_WGEMM_SCRATCH_FLOATS);
         return;
     }
-    const kc_wkernel *k = &ce->isa->k[w->type];
     k->gemv_rows(y, (size_t)w->rows, w->data, w->row_bytes, r0, r1, av->data[k->act], av->row_bytes[k->act], n,
                  w->cols);
 }
@@ -307,7 +313,13 @@ static void post_attention(const pass *p, int l)
     scratch *s = &ce->s;
     int ff = c->intermediate_size, q_dim = c->n_heads * c->head_dim, fmts[N_ACT], nf;
     const kv_weight *wo = &w->wo;
-    act_view av = view_for(ce, ACT_MIXED, s->att, q_dim, &wo, 1, p->gemm, fmts, &nf); /* quantized before the fork */
+    /* quantized before the fork (decode), or here over the rows (prefill, for an int8 GEMM) */
+    act_view av = view_for(ce, ACT_MIXED, s->att, q_dim, &wo, 1, p->gemm, fmts, &nf);
+    if (p->gemm && nf) {
+#pragma omp for schedule(static)
+        for (int r = 0; r < p->rows; r++)
+            quantize_row(ce, &av, fmts, nf, r, s->att + (size_t)r * (size_t)q_dim, q_dim);
+    }
     matmul(ce, s->xb, wo, &av, p->rows, p->gemm, 1, NULL, NULL);
     /* Gate and up in the same slices, whole blocks of down's activation format: each
      * thread's SwiGLU and quantization of its slice need no barrier. */

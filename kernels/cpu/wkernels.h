@@ -70,6 +70,10 @@ typedef struct kc_wkernel {
     /* Prefill's dequantization into kc_wgemm_rows' panels: the same values as kv_type_traits'
      * to_f32, bit for bit, on every ISA. */
     kv_type_to_f32_fn to_f32;
+    /* Prefill in int8 (activations quantized as for gemv_rows, any n_vec): y[v][r] as
+     * gemv_rows promises, each output the same whatever the tokens and rows sharing the call,
+     * but its own rounding (not gemv_rows' bits). NULL: the type's prefill is kc_wgemm_rows. */
+    kc_gemv_rows_fn igemm_rows;
 } kc_wkernel;
 
 /* The prefill GEMM's register tile (kc_wgemm_rows): up to KC_WGEMM_MR token rows by

@@ -1,6 +1,7 @@
 /* The AVX2 + FMA + F16C table (compiled with -mavx2 -mfma -mf16c: kernels/CMakeLists.txt),
  * the baseline every x86-64-v3 machine runs. The kernels are in avx2_kernels.h. */
 #include "avx2_kernels.h"
+#include "avx2_igemm.h"
 #include "avx2_wgemm.h"
 
 const kc_isa kc_isa_avx2 = {

@@ -5,6 +5,7 @@
  * vpdpbusd. An AVX512-BF16 dot (vdpbf16ps) would need bf16 activations, which round the
  * f32 activations: not used. */
 #include "avx2_kernels.h"
+#include "avx2_igemm.h"
 #include "avx2_wgemm.h"
 
 #undef KC_ACC

@@ -1,0 +1,151 @@
+/* Prefill on q4_0 / q4_1 weights in int8 (kc_wkernel.igemm_rows), as llama.cpp's repacked
+ * q4_0 GEMM does it: the activations quantized to q8_0-style blocks, the weights' nibbles
+ * multiplied as unsigned bytes by maddubs, 32 products per instruction where an f32 FMA
+ * does 8. Included by avx2.c and avx512.c after avx2_kernels.h.
+ *
+ * Layout: eight weight rows are interleaved 4 bytes at a time into a panel (per block of 32
+ * columns, group j's 32 bytes hold columns 4j..4j+3 of rows 0..7), so that one maddubs of a
+ * group with a token's 4 activation bytes broadcast leaves each row's products in its own
+ * lanes: a block's dot product of 8 rows with one token ends in the 8 int32 lanes of one
+ * vector, scaled by the rows' 8 d's in one multiply, with no horizontal sum.
+ * Integer sums are exact (a group's int16 lane is at most 2 * 15 * 127, eight of them
+ * 30480 < 32767), so each output's float work is, per block in column order,
+ *     acc = fma(d_w * d_a, (float)dot, acc);  acc = fma(m_w, s_a, acc)
+ * (m_w = -8 d_w for q4_0, exact; q4_1's own m), then y (+)= acc per KC_WGEMM_KB columns:
+ * the same operations whatever the tokens and rows that share a call (batch-invariant). */
+#ifndef KV_CPU_AVX2_IGEMM_H
+#define KV_CPU_AVX2_IGEMM_H
+
+#include "avx2_kernels.h"
+
+#define IG_ROWS 8                   /* weight rows per panel: the 8 lanes */
+#define IG_TOK 4                    /* tokens per register tile */
+#define IG_BLOCKS (KC_WGEMM_KB / 32) /* blocks per panel */
+/* Token rows per pass, as kc_wgemm_rows: their panel-wide activation blocks stay in L2. */
+#define IG_TOKENS 144
+
+typedef struct ig_panel {
+    __m256i q[IG_BLOCKS][8]; /* [block][group j]: rows 0..7 x columns 4j..4j+3 */
+    float d[IG_BLOCKS][IG_ROWS], m[IG_BLOCKS][IG_ROWS];
+} ig_panel;
+
+/* Rows [0, nr) of w (stride wrb) from block b0, nb blocks, into p; rows past nr are zero. */
+#define KC_DEFINE_IG_PACK(FMT, WB, MIN)                                                                             \
+    static void FMT##_ig_pack(ig_panel *p, const uint8_t *w, size_t wrb, int nr, int b0, int nb)                    \
+    {                                                                                                               \
+        for (int b = 0; b < nb; b++) {                                                                              \
+            __m256 r[8], t[8], s[8];                                                                                \
+            for (int i = 0; i < IG_ROWS; i++) {                                                                     \
+                const uint8_t *blk = w + (size_t)i * wrb + (size_t)(b0 + b) * (WB);                                 \
+                r[i] = _mm256_castsi256_ps(i < nr ? FMT##_w(blk).q : _mm256_setzero_si256());                       \
+                p->d[b][i] = i < nr ? half(blk) : 0.0f;                                                             \
+                p->m[b][i] = i >= nr ? 0.0f : (MIN) == 1 ? half(blk + 2) : (float)(MIN) * half(blk);               \
+            }                                                                                                       \
+            /* 8 x 8 dwords: row i's group j -> vector j's lane i */                                                \
+            for (int i = 0; i < 8; i += 2) {                                                                        \
+                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);                                                          \
+                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);                                                      \
+            }                                                                                                       \
+            for (int i = 0; i < 8; i += 4) {                                                                        \
+                s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));                                  \
+                s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));                              \
+                s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));                          \
+                s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));                          \
+            }                                                                                                       \
+            for (int j = 0; j < 4; j++) {                                                                           \
+                p->q[b][j] = _mm256_castps_si256(_mm256_permute2f128_ps(s[j], s[j + 4], 0x20));                     \
+                p->q[b][j + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(s[j], s[j + 4], 0x31));                 \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+
+/* y[t * ldy + 0..nr) (+)= the panel's nb blocks . tokens t < NT (activation rows a, stride
+ * arb, already at the panel's first block). */
+KC_ALWAYS_INLINE void ig_tile(float *y, size_t ldy, const ig_panel *p, int nb, const uint8_t *a, size_t arb, int nr,
+                              int accumulate, const int NT)
+{
+    __m256 acc[IG_TOK];
+    for (int t = 0; t < NT; t++)
+        acc[t] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *ab = a + (size_t)b * KC_Q8_32_BYTES;
+        const __m256 d = _mm256_loadu_ps(p->d[b]), m = _mm256_loadu_ps(p->m[b]);
+        for (int t = 0; t < NT; t++) {
+            __m256i sum = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                const __m256i x = _mm256_set1_epi32((int)kc_load_u32(ab + (size_t)t * arb + KC_Q8_32_QS + 4 * j));
+                sum = _mm256_add_epi16(sum, _mm256_maddubs_epi16(_mm256_load_si256(&p->q[b][j]), x));
+            }
+            const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum, ones));
+            const __m256 da = _mm256_set1_ps(kc_load_f32(ab + (size_t)t * arb));
+            const __m256 sa = _mm256_set1_ps(kc_load_f32(ab + (size_t)t * arb + KC_Q8_32_S));
+            acc[t] = _mm256_fmadd_ps(m, sa, _mm256_fmadd_ps(_mm256_mul_ps(d, da), dot, acc[t]));
+        }
+    }
+    for (int t = 0; t < NT; t++) {
+        float *yt = y + (size_t)t * ldy;
+        if (nr == IG_ROWS) {
+            _mm256_storeu_ps(yt, accumulate ? _mm256_add_ps(_mm256_loadu_ps(yt), acc[t]) : acc[t]);
+            continue;
+        }
+        float v[IG_ROWS];
+        _mm256_storeu_ps(v, acc[t]);
+        for (int r = 0; r < nr; r++)
+            yt[r] = accumulate ? yt[r] + v[r] : v[r];
+    }
+}
+
+static void ig_tiles(float *y, size_t ldy, const ig_panel *p, int nb, const uint8_t *a, size_t arb, int n_tok, int nr,
+                     int accumulate)
+{
+    int t = 0;
+    for (; t + IG_TOK <= n_tok; t += IG_TOK)
+        ig_tile(y + (size_t)t * ldy, ldy, p, nb, a + (size_t)t * arb, arb, nr, accumulate, IG_TOK);
+    switch (n_tok - t) {
+    case 1: ig_tile(y + (size_t)t * ldy, ldy, p, nb, a + (size_t)t * arb, arb, nr, accumulate, 1); break;
+    case 2: ig_tile(y + (size_t)t * ldy, ldy, p, nb, a + (size_t)t * arb, arb, nr, accumulate, 2); break;
+    case 3: ig_tile(y + (size_t)t * ldy, ldy, p, nb, a + (size_t)t * arb, arb, nr, accumulate, 3); break;
+    default: break;
+    }
+}
+
+/* The next panel's weight bytes asked for while this one is multiplied (its 8 rows are as
+ * many short streams, as in kc_wgemm_rows). */
+static void ig_prefetch(const uint8_t *w, size_t wrb, int r, int r1, size_t seg_bytes)
+{
+    for (int i = r; i < r + IG_ROWS && i < r1; i++) {
+        const uint8_t *p = w + (size_t)i * wrb;
+        for (size_t b = 0; b < seg_bytes; b += 64)
+            _mm_prefetch((const char *)(p + b), _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + seg_bytes - 1), _MM_HINT_T0);
+    }
+}
+
+/* kc_igemm_rows_fn over FMT's pack. */
+#define KC_DEFINE_IGEMM(FMT, WB, MIN)                                                                               \
+    KC_DEFINE_IG_PACK(FMT, WB, MIN)                                                                                 \
+    static void FMT##_igemm_rows(float *y, size_t ldy, const void *w, size_t wrb, int r0, int r1, const void *act,  \
+                                 size_t arb, int n_tok, int cols)                                                   \
+    {                                                                                                               \
+        ig_panel p __attribute__((aligned(32)));                                                                    \
+        const int nb_all = cols / 32;                                                                               \
+        for (int t0 = 0; t0 < n_tok; t0 += IG_TOKENS) {                                                             \
+            const int nt = n_tok - t0 < IG_TOKENS ? n_tok - t0 : IG_TOKENS;                                         \
+            for (int b0 = 0; b0 < nb_all; b0 += IG_BLOCKS) {                                                        \
+                const int nb = nb_all - b0 < IG_BLOCKS ? nb_all - b0 : IG_BLOCKS;                                   \
+                for (int r = r0; r < r1; r += IG_ROWS) {                                                            \
+                    const int nr = r1 - r < IG_ROWS ? r1 - r : IG_ROWS;                                             \
+                    FMT##_ig_pack(&p, (const uint8_t *)w + (size_t)r * wrb, wrb, nr, b0, nb);                       \
+                    ig_prefetch((const uint8_t *)w + (size_t)b0 * (WB), wrb, r + IG_ROWS, r1, (size_t)nb * (WB));   \
+                    ig_tiles(y + (size_t)t0 * ldy + (size_t)r, ldy, &p, nb,                                         \
+                             (const uint8_t *)act + (size_t)t0 * arb + (size_t)b0 * KC_Q8_32_BYTES, arb, nt, nr,    \
+                             b0 > 0);                                                                               \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
+    }
+
+KC_DEFINE_IGEMM(q4_0, 18, -8)
+
+#endif
