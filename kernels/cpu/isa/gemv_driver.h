@@ -11,7 +11,8 @@
  * result does not depend on how rows are grouped (R) or how many vectors share the pass
  * (NV): that is the batch invariance wkernels.h promises. (The 32-block formats bring their
  * own tile, avx2_kernels.h's KC_DEFINE_GEMV_Q32, and share the loops below.) R x NV accumulators are chosen so
- * that a lone vector still has 4 independent FMA chains (R = 4 rows at a time). */
+ * that a lone vector still has 4 independent FMA chains (R = 4 rows at a time), except where
+ * a format streams faster one row at a time (KC_DEFINE_GEMV_LOOPS' R1). */
 #ifndef KV_CPU_GEMV_DRIVER_H
 #define KV_CPU_GEMV_DRIVER_H
 
@@ -72,17 +73,19 @@ KC_ALWAYS_INLINE int kc_prefetch_tiles(size_t tile_bytes) { return tile_bytes >=
                 y[(size_t)v * ldy + (size_t)r] = kc_acc_hsum(acc[r][v]) +                                           \
                                                  FMT##_tail(w + (size_t)r * wrb, a + (size_t)v * arb, nb * (BE), cols); \
     }                                                                                                               \
-    KC_DEFINE_GEMV_LOOPS(FMT)
+    KC_DEFINE_GEMV_LOOPS(FMT, 4)
 
 /* FMT##_rows_nv, FMT##_gemv_rows and FMT##_vec_dot over a FMT##_tile(y, ldy, w, wrb, a, arb,
- * cols, R, NV) that takes (R, NV) in (4, 1), (2, 2) and (1, 1..8). */
-#define KC_DEFINE_GEMV_LOOPS(FMT)                                                                                   \
+ * cols, R, NV) that takes (R, NV) in (R1, 1), (2, 2) and (1, 1..8). R1: rows per tile for a
+ * lone vector (decode), 4 or 1 (results are the same either way: each pair has its own
+ * accumulator). */
+#define KC_DEFINE_GEMV_LOOPS(FMT, R1)                                                                               \
     /* Rows [r0, r1) against NV (1..8) vectors. */                                                                  \
     __attribute__((unused)) static void FMT##_rows_nv(float *y, size_t ldy, const uint8_t *w, size_t wrb, int r0, int r1, const uint8_t *a, \
                               size_t arb, int nv, int cols)                                                         \
     {                                                                                                               \
         int r = r0;                                                                                                 \
-        if (nv == 1)                                                                                                \
+        if (nv == 1 && (R1) == 4)                                                                                   \
             for (; r + 4 <= r1; r += 4)                                                                             \
                 FMT##_tile(y + r, ldy, w + (size_t)r * wrb, wrb, a, arb, cols, 4, 1);                               \
         if (nv == 2)                                                                                                \
