@@ -428,8 +428,8 @@ static void test_wgemm_pieces(const kc_isa *isa)
     fill_acts(rows, KC_WGEMM_NR * KC_WGEMM_KB);
     fill_acts(x, KC_WGEMM_MR * LDX);
     const kc_isa *scalar = kc_isa_by_name("scalar");
-    isa->wgemm_pack(p1, rows, KBP);
-    scalar->wgemm_pack(p2, rows, KBP);
+    isa->wgemm_pack(p1, rows, KC_WGEMM_KB, KBP);
+    scalar->wgemm_pack(p2, rows, KC_WGEMM_KB, KBP);
     CHECK_MSG(!memcmp(p1, p2, sizeof p1), "%s wgemm_pack differs from the scalar transpose", isa->name);
     for (int mr = 1; mr <= KC_WGEMM_MR; mr++)
         for (int acc = 0; acc < 2; acc++) {

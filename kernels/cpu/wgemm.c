@@ -10,6 +10,7 @@
  * per KC_WGEMM_TOKENS tokens straight into the packed layout the tile reads, and every output
  * sums its columns in the same order whatever the chunk (prefix-cache reuse recomputes a
  * suffix alone and gets the bits a whole prompt would). */
+#include <stdint.h>
 #include <string.h>
 
 #include "wkernels.h"
@@ -66,16 +67,23 @@ void kc_wgemm_rows(const kc_isa *isa, float *y, size_t ldy, const void *w, kv_ty
             const size_t k_off = (size_t)k0 / tr->block_elems * tr->block_bytes;
             for (int rp = row_begin; rp < row_end; rp += KC_WGEMM_NR) {
                 const int nr = min_int(KC_WGEMM_NR, row_end - rp);
-                for (int i = 0; i < KC_WGEMM_NR; i++) {
-                    float *ri = rows + (size_t)i * KC_WGEMM_KB;
-                    if (i < nr) {
-                        to_f32(wb + (size_t)(rp + i) * w_row_bytes + k_off, ri, (size_t)kb);
-                        memset(ri + kb, 0, sizeof(float) * (size_t)(kbp - kb));
-                    } else {
-                        memset(ri, 0, sizeof(float) * (size_t)kbp);
+                const unsigned char *src = wb + (size_t)rp * w_row_bytes + k_off;
+                if (type == KV_TYPE_F32 && nr == KC_WGEMM_NR && kb == kbp && (uintptr_t)src % sizeof(float) == 0 &&
+                    w_row_bytes % sizeof(float) == 0) {
+                    /* a whole f32 panel: transposed straight from the weights, no copy */
+                    isa->wgemm_pack(panel, (const float *)(const void *)src, w_row_bytes / sizeof(float), kbp);
+                } else {
+                    for (int i = 0; i < KC_WGEMM_NR; i++) {
+                        float *ri = rows + (size_t)i * KC_WGEMM_KB;
+                        if (i < nr) {
+                            to_f32(src + (size_t)i * w_row_bytes, ri, (size_t)kb);
+                            memset(ri + kb, 0, sizeof(float) * (size_t)(kbp - kb));
+                        } else {
+                            memset(ri, 0, sizeof(float) * (size_t)kbp);
+                        }
                     }
+                    isa->wgemm_pack(panel, rows, KC_WGEMM_KB, kbp);
                 }
-                isa->wgemm_pack(panel, rows, kbp);
                 const size_t seg = kv_type_bytes(type, (uint64_t)kb);
                 panel_prefetch pf = {wb + k_off, w_row_bytes, seg, 0, rp + KC_WGEMM_NR,
                                      min_int(rp + 2 * KC_WGEMM_NR, row_end)};

@@ -81,8 +81,8 @@ typedef struct kc_wkernel {
 #define KC_WGEMM_MR 6
 #define KC_WGEMM_NR 16
 #define KC_WGEMM_KB 256
-/* panel[k * NR + r] <- rows[r * KC_WGEMM_KB + k], for k < kbp (a multiple of 8), r < NR. */
-typedef void (*kc_wgemm_pack_fn)(float *panel, const float *rows, int kbp);
+/* panel[k * NR + r] <- rows[r * ld + k], for k < kbp (a multiple of 8), r < NR. */
+typedef void (*kc_wgemm_pack_fn)(float *panel, const float *rows, size_t ld, int kbp);
 /* y[i * ldy + r] (+)= x[i * ldx + 0..kb) . panel column r, for i < mr <= MR, r < nr <= NR;
  * accumulate 0 stores, 1 adds to y. Each y element sees k in order, one multiply-add per k
  * (an FMA in the SIMD tiles). */

@@ -34,28 +34,16 @@ typedef struct ig_panel {
     static void FMT##_ig_pack(ig_panel *p, const uint8_t *w, size_t wrb, int nr, int b0, int nb)                    \
     {                                                                                                               \
         for (int b = 0; b < nb; b++) {                                                                              \
-            __m256 r[8], t[8], s[8];                                                                                \
+            __m256 r[8], t[8];                                                                                      \
             for (int i = 0; i < IG_ROWS; i++) {                                                                     \
                 const uint8_t *blk = w + (size_t)i * wrb + (size_t)(b0 + b) * (WB);                                 \
                 r[i] = _mm256_castsi256_ps(i < nr ? FMT##_w(blk).q : _mm256_setzero_si256());                       \
                 p->d[b][i] = i < nr ? half(blk) : 0.0f;                                                             \
                 p->m[b][i] = i >= nr ? 0.0f : (MIN) == 1 ? half(blk + 2) : (float)(MIN) * half(blk);               \
             }                                                                                                       \
-            /* 8 x 8 dwords: row i's group j -> vector j's lane i */                                                \
-            for (int i = 0; i < 8; i += 2) {                                                                        \
-                t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);                                                          \
-                t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);                                                      \
-            }                                                                                                       \
-            for (int i = 0; i < 8; i += 4) {                                                                        \
-                s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));                                  \
-                s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));                              \
-                s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));                          \
-                s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));                          \
-            }                                                                                                       \
-            for (int j = 0; j < 4; j++) {                                                                           \
-                p->q[b][j] = _mm256_castps_si256(_mm256_permute2f128_ps(s[j], s[j + 4], 0x20));                     \
-                p->q[b][j + 4] = _mm256_castps_si256(_mm256_permute2f128_ps(s[j], s[j + 4], 0x31));                 \
-            }                                                                                                       \
+            kc_transpose8x8(r, t); /* row i's group j -> vector j's lane i */                                       \
+            for (int j = 0; j < 8; j++)                                                                             \
+                p->q[b][j] = _mm256_castps_si256(t[j]);                                                             \
         }                                                                                                           \
     }
 

@@ -24,6 +24,27 @@ static inline float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* out[j] lane i = in[i] lane j: an 8 x 8 transpose of 32-bit lanes (the prefill GEMM's panel
+ * packing, and the int8 GEMM's row interleave, which moves 4-byte groups as floats). */
+KC_ALWAYS_INLINE void kc_transpose8x8(const __m256 in[8], __m256 out[8])
+{
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(in[i], in[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(in[i], in[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    for (int j = 0; j < 4; j++) {
+        out[j] = _mm256_permute2f128_ps(s[j], s[j + 4], 0x20);
+        out[j + 4] = _mm256_permute2f128_ps(s[j], s[j + 4], 0x31);
+    }
+}
+
 static inline float half(const uint8_t *p) { return _cvtsh_ss(kc_load_u16(p)); }
 
 static inline __m256i load256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)(const void *)p); }

@@ -60,33 +60,22 @@ KC_DEFINE_TO_F32_Q32(q5_0, 22, 16, 0)
 KC_DEFINE_TO_F32_Q32(q4_1, 20, 0, 1)
 KC_DEFINE_TO_F32_Q32(q5_1, 24, 0, 1)
 
-/* The 8 x 8 block at rows[0..8) (stride KC_WGEMM_KB) transposed into panel (stride NR). */
-KC_ALWAYS_INLINE void transpose8_into(float *panel, const float *rows)
+/* The 8 x 8 block at rows[0..8) (stride ld) transposed into panel (stride NR). */
+KC_ALWAYS_INLINE void transpose8_into(float *panel, const float *rows, size_t ld)
 {
-    __m256 r[8], t[8], s[8];
+    __m256 r[8], t[8];
     for (int i = 0; i < 8; i++)
-        r[i] = _mm256_loadu_ps(rows + (size_t)i * KC_WGEMM_KB);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
-        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
-        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-    }
-    for (int j = 0; j < 4; j++) {
-        _mm256_storeu_ps(panel + (size_t)j * KC_WGEMM_NR, _mm256_permute2f128_ps(s[j], s[j + 4], 0x20));
-        _mm256_storeu_ps(panel + (size_t)(j + 4) * KC_WGEMM_NR, _mm256_permute2f128_ps(s[j], s[j + 4], 0x31));
-    }
+        r[i] = _mm256_loadu_ps(rows + (size_t)i * ld);
+    kc_transpose8x8(r, t);
+    for (int j = 0; j < 8; j++)
+        _mm256_storeu_ps(panel + (size_t)j * KC_WGEMM_NR, t[j]);
 }
 
-static void avx2_wgemm_pack(float *panel, const float *rows, int kbp)
+static void avx2_wgemm_pack(float *panel, const float *rows, size_t ld, int kbp)
 {
     for (int k = 0; k < kbp; k += 8)
         for (int h = 0; h < KC_WGEMM_NR; h += 8)
-            transpose8_into(panel + (size_t)k * KC_WGEMM_NR + (size_t)h, rows + (size_t)h * KC_WGEMM_KB + (size_t)k);
+            transpose8_into(panel + (size_t)k * KC_WGEMM_NR + (size_t)h, rows + (size_t)h * ld + (size_t)k, ld);
 }
 
 /* y row i, 16 columns (nr of them valid) <- (y +) c0, c1. */

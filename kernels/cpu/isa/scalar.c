@@ -181,11 +181,11 @@ SCALAR_GEMV(q4_k)
 SCALAR_GEMV(q5_k)
 SCALAR_GEMV(q6_k)
 
-static void wgemm_pack(float *panel, const float *rows, int kbp)
+static void wgemm_pack(float *panel, const float *rows, size_t ld, int kbp)
 {
     for (int k = 0; k < kbp; k++)
         for (int r = 0; r < KC_WGEMM_NR; r++)
-            panel[(size_t)k * KC_WGEMM_NR + (size_t)r] = rows[(size_t)r * KC_WGEMM_KB + (size_t)k];
+            panel[(size_t)k * KC_WGEMM_NR + (size_t)r] = rows[(size_t)r * ld + (size_t)k];
 }
 
 static void wgemm_micro(float *y, size_t ldy, const float *x, size_t ldx, const float *panel, int kb, int mr, int nr,
