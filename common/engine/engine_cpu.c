@@ -35,7 +35,7 @@
 #include "wkernels.h"
 
 /* Up to this many rows a matmul streams the weights once through the GEMV kernels; above
- * it (prefill only), sgemm's blocking wins. */
+ * it (prefill only), the GEMM kernels' blocking wins. */
 #define GEMV_MAX_ROWS 4
 /* Rows of y a thread's slice is a multiple of, so neighbours never share a cache line. */
 #define SLICE_ALIGN 16

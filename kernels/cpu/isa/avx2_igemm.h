@@ -1,7 +1,10 @@
-/* Prefill on q4_0 / q4_1 weights in int8 (kc_wkernel.igemm_rows), as llama.cpp's repacked
- * q4_0 GEMM does it: the activations quantized to q8_0-style blocks, the weights' nibbles
- * multiplied as unsigned bytes by maddubs, 32 products per instruction where an f32 FMA
- * does 8. Included by avx2.c and avx512.c after avx2_kernels.h.
+/* Prefill on q4_0 weights in int8 (kc_wkernel.igemm_rows), as llama.cpp's repacked q4_0 GEMM
+ * does it: the activations quantized to q8_0-style blocks, the weights' nibbles multiplied as
+ * unsigned bytes by maddubs, 32 products per instruction where an f32 FMA does 8 (1.3-1.45x
+ * the f32 GEMM's GFLOP/s in kv-bench-wkernels). The macro also takes q4_1's form (its own
+ * min); q4_1 stays on the f32 GEMM, already twice llama.cpp's speed there, so that its
+ * perplexity keeps matching the f32-activation reference (test_perplexity.sh).
+ * Included by avx2.c and avx512.c after avx2_kernels.h.
  *
  * Layout: eight weight rows are interleaved 4 bytes at a time into a panel (per block of 32
  * columns, group j's 32 bytes hold columns 4j..4j+3 of rows 0..7), so that one maddubs of a
@@ -110,7 +113,7 @@ static void ig_prefetch(const uint8_t *w, size_t wrb, int r, int r1, size_t seg_
     }
 }
 
-/* kc_igemm_rows_fn over FMT's pack. */
+/* FMT##_igemm_rows, kc_wkernel.igemm_rows over FMT##_ig_pack. */
 #define KC_DEFINE_IGEMM(FMT, WB, MIN)                                                                               \
     KC_DEFINE_IG_PACK(FMT, WB, MIN)                                                                                 \
     static void FMT##_igemm_rows(float *y, size_t ldy, const void *w, size_t wrb, int r0, int r1, const void *act,  \
