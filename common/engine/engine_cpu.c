@@ -8,12 +8,14 @@
  * take one region per layer, from the MLP of layer l-1 to the K/V stores of layer l, with
  * attention between regions (its kernels open their own). Never one region per matmul.
  * Inside a region a row-local step (residual add + RMSNorm + quantizing the result) is an
- * `omp for` over rows; a matmul gives each thread a slice of the weight's rows (kc_split_rows), cut so that what follows needs no other thread's output: Q/K slices are
- * whole heads (RoPE and the K/V store per thread), gate/up slices whole blocks of the down
- * projection's activation format (SwiGLU and its quantization per thread). Matmuls sharing
- * an input (q/k/v, gate/up) share its one quantized copy. That leaves five barriers per
- * layer (after wo, the MLP norm, gate/up, down and the attention norm) besides the region's
- * fork and join.
+ * `omp for` over rows; a matmul gives each thread a slice of the weight's rows (kc_split_rows), cut
+ * so that what follows needs no other thread's output: Q/K slices are whole heads (RoPE and
+ * the K/V store per thread), gate/up slices whole blocks of the down projection's activation
+ * format (SwiGLU and its quantization per thread). Matmuls sharing an input (q/k/v, gate/up)
+ * share its one quantized copy. In decode, the matmuls whose output waits for a barrier anyway
+ * (wo, down, the LM head) share chunks of rows out dynamically instead (matmul_shared). That
+ * leaves five barriers per layer (after wo, the MLP norm, gate/up, down and the attention
+ * norm) besides the region's fork and join.
  * Every barrier is a spin-then-sleep wait in libgomp: on a machine whose cores are shared
  * with other busy processes, GOMP_SPINCOUNT=10000 (or OMP_WAIT_POLICY=passive) keeps a
  * descheduled partner from costing a spinning thread its time slice.
@@ -221,18 +223,55 @@ static void matmul(const cpu_engine *ce, float *y, const kv_weight *w, const act
                  w->cols);
 }
 
-/* Decode only: asks for the first DECODE_PREFETCH_BYTES of this thread's slice of w (as
- * matmul will cut it with align) before the thread waits at a barrier, so that the DRAM
- * streams of the next matmul are under way during the wait instead of starting after it.
- * Each decode matmul of a small model is a few tens of microseconds: its start-up latency
- * and the barrier before it are a large share of it. */
+/* Decode's matmuls whose output nothing reads before the next barrier (wo, down, the LM
+ * head) share their rows out in chunks, dynamically: on a machine whose cores are shared, a
+ * thread slowed down takes fewer chunks instead of keeping the other waiting at the barrier.
+ * About SHARED_CHUNKS_PER_THREAD chunks per thread, none under SHARED_CHUNK_MIN_BYTES of
+ * weights (the memory streams must ramp up), whole SLICE_ALIGN rows. The GEMV's rows do not
+ * depend on their grouping: the same bits as static slices. */
+#define SHARED_CHUNKS_PER_THREAD 8
+#define SHARED_CHUNK_MIN_BYTES (64 * 1024)
+static int shared_chunk_rows(const kv_weight *w)
+{
+    int rows = w->rows / (SHARED_CHUNKS_PER_THREAD * omp_get_num_threads());
+    int min_rows = (int)(SHARED_CHUNK_MIN_BYTES / (w->row_bytes ? w->row_bytes : 1));
+    rows = rows > min_rows ? rows : min_rows;
+    return (rows + SLICE_ALIGN - 1) / SLICE_ALIGN * SLICE_ALIGN;
+}
+
+/* y[n][w->rows] = x[n] . W^T by the GEMV kernels over chunks of rows shared out dynamically;
+ * no barrier at the end (the caller's comes after its prefetch). */
+static void matmul_shared(const cpu_engine *ce, float *y, const kv_weight *w, const act_view *av, int n)
+{
+    const kc_wkernel *k = &ce->isa->k[w->type];
+    const int chunk = shared_chunk_rows(w), n_chunks = (w->rows + chunk - 1) / chunk;
+#pragma omp for schedule(dynamic, 1) nowait
+    for (int i = 0; i < n_chunks; i++) {
+        const int r0 = i * chunk, r1 = r0 + chunk < w->rows ? r0 + chunk : w->rows;
+        k->gemv_rows(y, (size_t)w->rows, w->data, w->row_bytes, r0, r1, av->data[k->act], av->row_bytes[k->act], n,
+                     w->cols);
+    }
+}
+
+/* Decode only: asks for the first DECODE_PREFETCH_BYTES of this thread's slice of w (as matmul
+ * will cut it with align, or of its likely first chunk when align is 0: matmul_shared) before
+ * the thread waits at a barrier, so that the DRAM streams of the next matmul are under way
+ * during the wait instead of starting after it. Each decode matmul of a small model is a few
+ * tens of microseconds: its start-up latency and the barrier before it are a large share of
+ * it. */
 #define DECODE_PREFETCH_BYTES 8192
 static void prefetch_slice(const kv_weight *w, int align)
 {
     if (!w->data)
         return;
     int r0, r1;
-    slice(w->rows, align, &r0, &r1);
+    if (align == 0) { /* matmul_shared's: the chunk this thread likely takes first */
+        const int chunk = shared_chunk_rows(w);
+        r0 = chunk * omp_get_thread_num();
+        r1 = r0 + chunk < w->rows ? r0 + chunk : w->rows;
+    } else {
+        slice(w->rows, align, &r0, &r1);
+    }
     size_t n = (size_t)(r1 - r0) * w->row_bytes;
     const char *b = (const char *)w->data + (size_t)r0 * w->row_bytes;
     for (size_t o = 0; o < n && o < DECODE_PREFETCH_BYTES; o += 64)
@@ -320,7 +359,10 @@ static void post_attention(const pass *p, int l)
         for (int r = 0; r < p->rows; r++)
             quantize_row(ce, &av, fmts, nf, r, s->att + (size_t)r * (size_t)q_dim, q_dim);
     }
-    matmul(ce, s->xb, wo, &av, p->rows, p->gemm, 1, NULL, NULL);
+    if (p->gemm)
+        matmul(ce, s->xb, wo, &av, p->rows, 1, 1, NULL, NULL);
+    else
+        matmul_shared(ce, s->xb, wo, &av, p->rows);
     /* Gate and up in the same slices, whole blocks of down's activation format: each
      * thread's SwiGLU and quantization of its slice need no barrier. */
     const kv_weight *down = &w->w_down;
@@ -348,16 +390,19 @@ static void post_attention(const pass *p, int l)
         }
     }
     if (!p->gemm)
-        prefetch_slice(down, 1);
+        prefetch_slice(down, 0);
 #pragma omp barrier
-    matmul(ce, s->hb2, down, &dv, p->rows, p->gemm, 1, NULL, NULL);
+    if (p->gemm)
+        matmul(ce, s->hb2, down, &dv, p->rows, 1, 1, NULL, NULL);
+    else
+        matmul_shared(ce, s->hb2, down, &dv, p->rows);
     if (!p->gemm && l + 1 < c->n_layers) {
         const kv_layer_weights *nw = &e->model->layers[l + 1];
         prefetch_slice(&nw->wq, c->head_dim);
         prefetch_slice(&nw->wk, c->head_dim);
         prefetch_slice(&nw->wv, 1);
     } else if (!p->gemm) {
-        prefetch_slice(&e->model->lm_head, 1);
+        prefetch_slice(&e->model->lm_head, 0);
     }
 #pragma omp barrier
 }
@@ -372,7 +417,10 @@ static void logits_step(const pass *p, int first, int n, float *logits)
     const kv_weight *head = &e->model->lm_head;
     /* Rows outside [first, first+n) never reach the logits: their residual add is skipped. */
     act_view av = residual_norm(p, s->x, s->hb2, e->model->final_norm, s->xb, first, n, &head, 1, gemm);
-    matmul(cpu(e), logits, head, &av, n, gemm, 1, NULL, NULL);
+    if (gemm)
+        matmul(cpu(e), logits, head, &av, n, 1, 1, NULL, NULL);
+    else
+        matmul_shared(cpu(e), logits, head, &av, n);
 }
 
 /* ---- the forward ---- */
@@ -449,7 +497,7 @@ static void forward_decode(const pass *p, float *logits)
         float *scores = ce->scores + (size_t)omp_get_thread_num() * (size_t)c->max_position;
         for (int l = 0; l < c->n_layers; l++) {
             pre_attention(p, l, l > 0 ? s->hb2 : NULL);
-            prefetch_slice(&e->model->layers[l].wo, 1);
+            prefetch_slice(&e->model->layers[l].wo, 0);
 #pragma omp barrier
             kc_paged_kv kv = layer_kv(e, l);
             const kv_weight *wo = &e->model->layers[l].wo;

@@ -150,7 +150,7 @@ static void avx2_wgemm_micro(float *y, size_t ldy, const float *x, size_t ldx, c
  * compiles these kernels with its own flags). */
 #define KC_AVX2_BLOCK_ENTRIES                                                                                       \
     KC_ISA_ENTRY(Q8_0, q8_0_vec_dot, q8_0_gemv_rows, q8_0_to_f32),                                                  \
-        KC_ISA_ENTRY_IG(Q4_0, q4_0_vec_dot, q4_0_gemv_rows, q4_0_to_f32, q4_0_igemm_rows),                                              \
+        KC_ISA_ENTRY_IG(Q4_0, q4_0_vec_dot, q4_0_gemv_rows, q4_0_to_f32, q4_0_igemm_rows),                          \
         KC_ISA_ENTRY(Q4_1, q4_1_vec_dot, q4_1_gemv_rows, q4_1_to_f32),                                              \
         KC_ISA_ENTRY(Q5_0, q5_0_vec_dot, q5_0_gemv_rows, q5_0_to_f32),                                              \
         KC_ISA_ENTRY(Q5_1, q5_1_vec_dot, q5_1_gemv_rows, q5_1_to_f32),                                              \
