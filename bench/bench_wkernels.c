@@ -282,8 +282,8 @@ int main(int argc, char **argv)
     }
     printf("\nGEMM (prefill) GFLOP/s, 2 threads: dequantized panels + f32 tile | int8 igemm_rows (else gemv_rows)\n");
     printf("%-13s %-5s %17s %17s %17s\n", "shape", "type", "64 tok", "256 tok", "512 tok");
-    static const kv_type gemm_types[] = {KV_TYPE_F32, KV_TYPE_F16, KV_TYPE_Q8_0, KV_TYPE_Q4_1, KV_TYPE_Q4_K,
-                                         KV_TYPE_Q6_K};
+    static const kv_type gemm_types[] = {KV_TYPE_F32, KV_TYPE_F16, KV_TYPE_Q8_0, KV_TYPE_Q4_0, KV_TYPE_Q4_1,
+                                         KV_TYPE_Q4_K, KV_TYPE_Q6_K};
     static const int gemm_shapes[] = {0, 1, 2, 4};
     for (size_t s = 0; s < sizeof gemm_shapes / sizeof gemm_shapes[0]; s++)
         for (size_t ti = 0; ti < sizeof gemm_types / sizeof gemm_types[0]; ti++) {
