@@ -347,17 +347,18 @@ static void test_wgemm(const kc_isa *isa)
 }
 
 /* The int8 prefill GEMM (igemm_rows, where an ISA has one) against dequantized weights times
- * the quantized activations, in double (1e-4 of sum |products|), over odd shapes: a row range
- * starting off an 8-row panel and ending in a partial one, token counts leaving partial tiles
- * and spanning two token passes, columns leaving a partial panel; plus an all-zero and a
- * non-finite token. Then chunk invariance: tokens and rows computed alone, the same bits. */
+ * the quantized activations, in double (1e-4 of sum |products|), over odd shapes: rows [3, 29)
+ * (the last 8-row panel partial), 11 and 151 tokens (partial tiles; two token passes),
+ * columns leaving a partial panel; plus an all-zero and a non-finite token. Then chunk
+ * invariance: tokens and rows computed alone, the same bits. */
 static void test_igemm(const kc_isa *isa)
 {
-    for (int t = 0; t < KV_TYPE_COUNT; t++) {
+    for (int tc = 0; tc < 2 * KV_TYPE_COUNT; tc++) {
+        const int t = tc / 2;
         const kc_wkernel *k = &isa->k[t];
         if (!k->igemm_rows)
             continue;
-        const int rows = 29, r0 = 3, cols = KC_WGEMM_KB + 96, n_tok = t % 2 ? 151 : 11;
+        const int rows = 29, r0 = 3, cols = KC_WGEMM_KB + 96, n_tok = tc % 2 ? 151 : 11;
         size_t wrb = (size_t)kv_type_bytes((kv_type)t, (uint64_t)cols), arb = kc_act_row_bytes(k->act, cols);
         size_t ldy = (size_t)rows + 1;
         uint8_t *w = malloc(wrb * rows), *act = malloc(arb * n_tok);
