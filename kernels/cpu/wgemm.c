@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "panel_prefetch.h"
 #include "wkernels.h"
 
 /* Token rows per pass: their KC_WGEMM_KB columns (144 KiB) stay in L2 while every panel of
@@ -21,37 +22,13 @@
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
-/* The next panel's weight bytes, asked for a few lines at a time while this panel meets the
- * token tiles: its KC_WGEMM_NR rows are as many short streams (144 bytes each for q4_0, 1 KiB
- * for f32), which the hardware prefetcher does not pick up in time; without this the
- * dequantization waited on DRAM (9 % of a SmolLM2 q4_0 prefill of 128 tokens). All at once,
- * a 16 KiB f32 panel's 256 lines overflowed the core's outstanding misses: the prefetch
- * instructions themselves stalled (5 % of a TinyLlama f32 prefill) and the panel's copy still
- * waited on DRAM (15 %). */
-typedef struct panel_prefetch {
-    const unsigned char *w;
-    size_t row_bytes, seg_bytes, off;
-    int row, row_end;
-} panel_prefetch;
-
-/* Lines per row the segment touches, the last byte's included. */
-static int panel_prefetch_lines(size_t seg_bytes) { return (int)(seg_bytes / 64) + 2; }
-
-/* Up to n more lines of the panel. */
-static void panel_prefetch_some(panel_prefetch *pf, int n)
-{
-    for (; n > 0 && pf->row < pf->row_end; n--) {
-        const unsigned char *p = pf->w + (size_t)pf->row * pf->row_bytes;
-        __builtin_prefetch(p + (pf->off < pf->seg_bytes ? pf->off : pf->seg_bytes - 1));
-        if (pf->off >= pf->seg_bytes) {
-            pf->off = 0;
-            pf->row++;
-        } else {
-            pf->off += 64;
-        }
-    }
-}
-
+/* The next panel's weight bytes are asked for a few lines at a time while this panel meets the
+ * token tiles (kc_panel_prefetch): its KC_WGEMM_NR rows are as many short streams (144 bytes
+ * each for q4_0, 1 KiB for f32), which the hardware prefetcher does not pick up in time;
+ * without this the dequantization waited on DRAM (9 % of a SmolLM2 q4_0 prefill of 128
+ * tokens). All at once, a 16 KiB f32 panel's 256 lines overflowed the core's outstanding
+ * misses: the prefetch instructions themselves stalled (5 % of a TinyLlama f32 prefill) and
+ * the panel's copy still waited on DRAM (15 %). */
 void kc_wgemm_rows(const kc_isa *isa, float *y, size_t ldy, const void *w, kv_type type, size_t w_row_bytes,
                    int row_begin, int row_end, const float *x, int n_tok, int cols, float *scratch)
 {
@@ -85,12 +62,12 @@ void kc_wgemm_rows(const kc_isa *isa, float *y, size_t ldy, const void *w, kv_ty
                     isa->wgemm_pack(panel, rows, KC_WGEMM_KB, kbp);
                 }
                 const size_t seg = kv_type_bytes(type, (uint64_t)kb);
-                panel_prefetch pf = {wb + k_off, w_row_bytes, seg, 0, rp + KC_WGEMM_NR,
+                kc_panel_prefetch pf = {wb + k_off, w_row_bytes, seg, 0, rp + KC_WGEMM_NR,
                                      min_int(rp + 2 * KC_WGEMM_NR, row_end)};
                 const int n_tiles = (t_end - t0 + KC_WGEMM_MR - 1) / KC_WGEMM_MR;
-                const int per_tile = (KC_WGEMM_NR * panel_prefetch_lines(seg) + n_tiles - 1) / n_tiles;
+                const int per_tile = (KC_WGEMM_NR * kc_panel_prefetch_lines(seg) + n_tiles - 1) / n_tiles;
                 for (int t = t0; t < t_end; t += KC_WGEMM_MR) {
-                    panel_prefetch_some(&pf, per_tile);
+                    kc_panel_prefetch_some(&pf, per_tile);
                     isa->wgemm_micro(y + (size_t)t * ldy + (size_t)rp, ldy, x + (size_t)t * (size_t)cols + k0,
                                      (size_t)cols, panel, kb, min_int(KC_WGEMM_MR, t_end - t), nr, k0 > 0);
                 }

@@ -19,7 +19,10 @@
 #ifndef KV_CPU_AVX2_IGEMM_H
 #define KV_CPU_AVX2_IGEMM_H
 
+#include <limits.h>
+
 #include "avx2_kernels.h"
+#include "panel_prefetch.h"
 
 #define IG_ROWS 8                   /* weight rows per panel: the 8 lanes */
 #define IG_TOK 4                    /* tokens per register tile */
@@ -101,18 +104,6 @@ static void ig_tiles(float *y, size_t ldy, const ig_panel *p, int nb, const uint
     }
 }
 
-/* The next panel's weight bytes asked for while this one is multiplied (its 8 rows are as
- * many short streams, as in kc_wgemm_rows). */
-static void ig_prefetch(const uint8_t *w, size_t wrb, int r, int r1, size_t seg_bytes)
-{
-    for (int i = r; i < r + IG_ROWS && i < r1; i++) {
-        const uint8_t *p = w + (size_t)i * wrb;
-        for (size_t b = 0; b < seg_bytes; b += 64)
-            _mm_prefetch((const char *)(p + b), _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + seg_bytes - 1), _MM_HINT_T0);
-    }
-}
-
 /* FMT##_igemm_rows, kc_wkernel.igemm_rows over FMT##_ig_pack. */
 #define KC_DEFINE_IGEMM(FMT, WB, MIN)                                                                               \
     KC_DEFINE_IG_PACK(FMT, WB, MIN)                                                                                 \
@@ -128,7 +119,10 @@ static void ig_prefetch(const uint8_t *w, size_t wrb, int r, int r1, size_t seg_
                 for (int r = r0; r < r1; r += IG_ROWS) {                                                            \
                     const int nr = r1 - r < IG_ROWS ? r1 - r : IG_ROWS;                                             \
                     FMT##_ig_pack(&p, (const uint8_t *)w + (size_t)r * wrb, wrb, nr, b0, nb);                       \
-                    ig_prefetch((const uint8_t *)w + (size_t)b0 * (WB), wrb, r + IG_ROWS, r1, (size_t)nb * (WB));   \
+                    /* the next panel at once: 8 rows of a few lines, not kc_wgemm_rows' 16 KiB bursts */        \
+                    kc_panel_prefetch pf = {(const uint8_t *)w + (size_t)b0 * (WB), wrb, (size_t)nb * (WB), 0,      \
+                                            r + IG_ROWS, r1 - r > 2 * IG_ROWS ? r + 2 * IG_ROWS : r1};              \
+                    kc_panel_prefetch_some(&pf, INT_MAX);                                                           \
                     ig_tiles(y + (size_t)t0 * ldy + (size_t)r, ldy, &p, nb,                                         \
                              (const uint8_t *)act + (size_t)t0 * arb + (size_t)b0 * KC_Q8_32_BYTES, arb, nt, nr,    \
                              b0 > 0);                                                                               \
