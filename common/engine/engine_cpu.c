@@ -230,6 +230,7 @@ static void matmul(const cpu_engine *ce, float *y, const kv_weight *w, const act
  * weights (the memory streams must ramp up), whole SLICE_ALIGN rows. The GEMV's rows do not
  * depend on their grouping: the same bits as static slices. */
 #define SHARED_CHUNKS_PER_THREAD 8
+#define ALIGN_SHARED 0 /* prefetch_slice's align for a matmul_shared weight */
 #define SHARED_CHUNK_MIN_BYTES (64 * 1024)
 static int shared_chunk_rows(const kv_weight *w)
 {
@@ -239,10 +240,15 @@ static int shared_chunk_rows(const kv_weight *w)
     return (rows + SLICE_ALIGN - 1) / SLICE_ALIGN * SLICE_ALIGN;
 }
 
-/* y[n][w->rows] = x[n] . W^T by the GEMV kernels over chunks of rows shared out dynamically;
- * no barrier at the end (the caller's comes after its prefetch). */
-static void matmul_shared(const cpu_engine *ce, float *y, const kv_weight *w, const act_view *av, int n)
+/* All of y[n][w->rows] = x[n] . W^T before the caller's next barrier (nothing reads y
+ * sooner): prefill's static slices, or decode's GEMV over chunks of rows shared out
+ * dynamically. No barrier at the end (the caller's comes after its prefetch). */
+static void matmul_shared(const cpu_engine *ce, float *y, const kv_weight *w, const act_view *av, int n, int gemm)
 {
+    if (gemm) {
+        matmul(ce, y, w, av, n, 1, 1, NULL, NULL);
+        return;
+    }
     const kc_wkernel *k = &ce->isa->k[w->type];
     const int chunk = shared_chunk_rows(w), n_chunks = (w->rows + chunk - 1) / chunk;
 #pragma omp for schedule(dynamic, 1) nowait
@@ -254,7 +260,7 @@ static void matmul_shared(const cpu_engine *ce, float *y, const kv_weight *w, co
 }
 
 /* Decode only: asks for the first DECODE_PREFETCH_BYTES of this thread's slice of w (as matmul
- * will cut it with align, or of its likely first chunk when align is 0: matmul_shared) before
+ * will cut it with align, or of its likely first chunk when align is ALIGN_SHARED) before
  * the thread waits at a barrier, so that the DRAM streams of the next matmul are under way
  * during the wait instead of starting after it. Each decode matmul of a small model is a few
  * tens of microseconds: its start-up latency and the barrier before it are a large share of
@@ -265,7 +271,7 @@ static void prefetch_slice(const kv_weight *w, int align)
     if (!w->data)
         return;
     int r0, r1;
-    if (align == 0) { /* matmul_shared's: the chunk this thread likely takes first */
+    if (align == ALIGN_SHARED) { /* the chunk this thread likely takes first */
         const int chunk = shared_chunk_rows(w);
         r0 = chunk * omp_get_thread_num();
         r1 = r0 + chunk < w->rows ? r0 + chunk : w->rows;
@@ -359,10 +365,7 @@ static void post_attention(const pass *p, int l)
         for (int r = 0; r < p->rows; r++)
             quantize_row(ce, &av, fmts, nf, r, s->att + (size_t)r * (size_t)q_dim, q_dim);
     }
-    if (p->gemm)
-        matmul(ce, s->xb, wo, &av, p->rows, 1, 1, NULL, NULL);
-    else
-        matmul_shared(ce, s->xb, wo, &av, p->rows);
+    matmul_shared(ce, s->xb, wo, &av, p->rows, p->gemm);
     /* Gate and up in the same slices, whole blocks of down's activation format: each
      * thread's SwiGLU and quantization of its slice need no barrier. */
     const kv_weight *down = &w->w_down;
@@ -390,19 +393,16 @@ static void post_attention(const pass *p, int l)
         }
     }
     if (!p->gemm)
-        prefetch_slice(down, 0);
+        prefetch_slice(down, ALIGN_SHARED);
 #pragma omp barrier
-    if (p->gemm)
-        matmul(ce, s->hb2, down, &dv, p->rows, 1, 1, NULL, NULL);
-    else
-        matmul_shared(ce, s->hb2, down, &dv, p->rows);
+    matmul_shared(ce, s->hb2, down, &dv, p->rows, p->gemm);
     if (!p->gemm && l + 1 < c->n_layers) {
         const kv_layer_weights *nw = &e->model->layers[l + 1];
         prefetch_slice(&nw->wq, c->head_dim);
         prefetch_slice(&nw->wk, c->head_dim);
         prefetch_slice(&nw->wv, 1);
     } else if (!p->gemm) {
-        prefetch_slice(&e->model->lm_head, 0);
+        prefetch_slice(&e->model->lm_head, ALIGN_SHARED);
     }
 #pragma omp barrier
 }
@@ -417,10 +417,7 @@ static void logits_step(const pass *p, int first, int n, float *logits)
     const kv_weight *head = &e->model->lm_head;
     /* Rows outside [first, first+n) never reach the logits: their residual add is skipped. */
     act_view av = residual_norm(p, s->x, s->hb2, e->model->final_norm, s->xb, first, n, &head, 1, gemm);
-    if (gemm)
-        matmul(cpu(e), logits, head, &av, n, 1, 1, NULL, NULL);
-    else
-        matmul_shared(cpu(e), logits, head, &av, n);
+    matmul_shared(cpu(e), logits, head, &av, n, gemm);
 }
 
 /* ---- the forward ---- */
@@ -497,7 +494,7 @@ static void forward_decode(const pass *p, float *logits)
         float *scores = ce->scores + (size_t)omp_get_thread_num() * (size_t)c->max_position;
         for (int l = 0; l < c->n_layers; l++) {
             pre_attention(p, l, l > 0 ? s->hb2 : NULL);
-            prefetch_slice(&e->model->layers[l].wo, 0);
+            prefetch_slice(&e->model->layers[l].wo, ALIGN_SHARED);
 #pragma omp barrier
             kc_paged_kv kv = layer_kv(e, l);
             const kv_weight *wo = &e->model->layers[l].wo;
