@@ -111,7 +111,7 @@ static void test_dequant(void)
         CHECK_MSG(got && bad == 0, "%s: %zu of %llu values differ", name, bad, (unsigned long long)q->n_elems);
         free(got);
     }
-    CHECK(kv_type_traits(KV_TYPE_COUNT) == NULL);
+    CHECK(kv_type_traits(KV_TYPE_LAYOUT_END) == NULL);
     CHECK(kv_type_bytes(KV_TYPE_Q4_K, 255) == 0);          /* not whole blocks */
     CHECK(kv_type_bytes(KV_TYPE_Q8_0, UINT64_MAX - 31) == 0); /* overflow */
     kv_gguf_close(g);

@@ -221,6 +221,26 @@ static void batch_invariant(const kv_model *m, const int32_t *ids, const char *w
     kv_engine_free(e);
 }
 
+/* q4_0 as the CPU engine repacks it (q4_0x8, where the ISA has kernels for it) and as
+ * stored (KVSERVE_WEIGHT_REPACK=0): prefill's int8 GEMM reads the same panels, so the same
+ * logits bit for bit; decode's GEMV rounds its own way, yet the same greedy tokens. */
+static void repacked_as_stored(const kv_model *m, const int32_t *ids, const float *logits, const int32_t *greedy,
+                               int n_greedy)
+{
+    const size_t n = 8 * (size_t)m->cfg.vocab_size;
+    float *stored = malloc(sizeof(float) * n);
+    int32_t stored_ids[64];
+    setenv("KVSERVE_WEIGHT_REPACK", "0", 1);
+    int rc = run_model(m, ids, stored, stored_ids, n_greedy);
+    unsetenv("KVSERVE_WEIGHT_REPACK");
+    if (rc == 0) {
+        CHECK_MSG(!memcmp(stored, logits, sizeof(float) * n), "q4_0: prefill logits differ repacked and as stored");
+        CHECK_MSG(!memcmp(stored_ids, greedy, sizeof(int32_t) * (size_t)n_greedy),
+                  "q4_0: greedy tokens differ repacked and as stored");
+    }
+    free(stored);
+}
+
 static void stories_every_dtype(const char *models)
 {
     char dir[4096];
@@ -277,6 +297,8 @@ static void stories_every_dtype(const char *models)
                       kv_type_name(t), maxerr / scale, bound[k]);
             if (t == KV_TYPE_F32)
                 CHECK_MSG(same == N_GREEDY, "stories260K f32 by conversion: greedy differs at %d", same);
+            if (t == KV_TYPE_Q4_0)
+                repacked_as_stored(m, ids, got, got_ids, N_GREEDY);
             batch_invariant(m, ids, kv_type_name(t));
         }
         kv_model_free(m);

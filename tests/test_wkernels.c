@@ -421,6 +421,100 @@ static void test_igemm(const kc_isa *isa)
 
 /* The ISA's panel transpose and register tile equal the portable ones on random panels
  * (pack: exactly; tile: within f32 rounding, every mr and a partial nr). */
+/* The repacked q4_0x8 layout (kc_repack_type), where an ISA has kernels for it: chosen for
+ * q4_0 with whole 8-row groups only; its GEMV against the q4_0 rows' reference (1e-4 of sum
+ * |products|, NaN for a non-finite token), batch- and group-split-invariant bit for bit, no
+ * write past its rows; its int8 GEMM the same bits as q4_0's (the same panel). */
+static void test_repacked(const kc_isa *isa)
+{
+    const kc_wkernel *x8 = &isa->k[KV_TYPE_Q4_0_X8], *q4 = &isa->k[KV_TYPE_Q4_0];
+    CHECK(kc_row_group(KV_TYPE_Q4_0) == 1 && kc_row_group(KV_TYPE_Q4_0_X8) == 8);
+    CHECK(kc_repack_type(isa, KV_TYPE_Q4_1, 64) == KV_TYPE_Q4_1);
+    CHECK(kc_repack_type(isa, KV_TYPE_Q4_0, 36) == KV_TYPE_Q4_0); /* not whole groups */
+    if (!x8->gemv_rows) {
+        CHECK(kc_repack_type(isa, KV_TYPE_Q4_0, 64) == KV_TYPE_Q4_0);
+        fprintf(stderr, "%-6s q4_0x8: no kernels (q4_0 stays as stored)\n", isa->name);
+        return;
+    }
+    CHECK(kc_repack_type(isa, KV_TYPE_Q4_0, 64) == KV_TYPE_Q4_0_X8);
+    CHECK(x8->act == q4->act && x8->igemm_rows);
+    static const int shapes[][2] = {{8, 32}, {16, 96}, {40, 288}, {24, KC_WGEMM_KB + 96}};
+    case_stats st = {0, 0};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int rows = shapes[si][0], cols = shapes[si][1], max_nv = 151;
+        const size_t wrb = (size_t)kv_type_bytes(KV_TYPE_Q4_0, (uint64_t)cols), arb = kc_act_row_bytes(x8->act, cols);
+        const size_t ldy = (size_t)rows + 3;
+        uint8_t *w = malloc(wrb * rows), *wx = malloc(wrb * rows), *act = malloc(arb * max_nv);
+        float *x = malloc(sizeof(float) * cols * max_nv), *wf = malloc(sizeof(float) * cols);
+        float *y = malloc(sizeof(float) * ldy * max_nv), *y1 = malloc(sizeof(float) * ldy * max_nv);
+        double *af = malloc(sizeof(double) * cols);
+        fill_weights(KV_TYPE_Q4_0, w, (size_t)rows * cols);
+        kc_repack_rows(KV_TYPE_Q4_0_X8, wx, w, wrb, 0, rows);
+        fill_acts(x, cols * max_nv);
+        memset(x + cols, 0, sizeof(float) * cols); /* vector 1: all zero, d = 0 */
+        x[2 * cols + cols / 2] = NAN;              /* vector 2: one block NaN */
+        for (int v = 0; v < max_nv; v++)
+            x8->quantize_act(act + (size_t)v * arb, x + (size_t)v * cols, cols);
+        for (int nv = 1; nv <= 11; nv += nv < 8 ? 1 : 3) {
+            for (size_t i = 0; i < ldy * nv; i++)
+                y[i] = y1[i] = -12345.5f;
+            x8->gemv_rows(y, ldy, wx, wrb, 0, rows, act, arb, nv, cols);
+            for (int v = 0; v < nv; v++) /* one vector at a time, the first group apart */
+                for (int r0 = 0; r0 < rows; r0 = r0 ? rows : 8)
+                    x8->gemv_rows(y1 + (size_t)v * ldy, ldy, wx, wrb, r0, r0 ? rows : 8, act + (size_t)v * arb, arb,
+                                  1, cols);
+            for (int r = 0; r < rows; r++) {
+                kv_type_traits(KV_TYPE_Q4_0)->to_f32(w + (size_t)r * wrb, wf, (size_t)cols);
+                for (int v = 0; v < nv; v++) {
+                    const float got = y[(size_t)v * ldy + r];
+                    CHECK_MSG(!memcmp(&got, &y1[(size_t)v * ldy + r], sizeof got),
+                              "%s q4_0x8 %dx%d: y[%d][%d] %.9g batched, %.9g alone", isa->name, rows, cols, v, r,
+                              (double)got, (double)y1[(size_t)v * ldy + r]);
+                    if (v == 2) {
+                        CHECK_MSG(isnan(got), "%s q4_0x8: a NaN activation gave %g", isa->name, (double)got);
+                        continue;
+                    }
+                    act_to_f32(x8->act, act + (size_t)v * arb, NULL, cols, af);
+                    double ref = 0, scale = 0;
+                    for (int c = 0; c < cols; c++) {
+                        ref += (double)wf[c] * af[c];
+                        scale += fabs((double)wf[c] * af[c]);
+                    }
+                    const double err = scale > 0 ? fabs(got - ref) / scale : fabs(got - ref);
+                    st.max_err = err > st.max_err ? err : st.max_err;
+                    if (!(err <= 1e-4) && st.fails++ < 3)
+                        fprintf(stderr, "  %s q4_0x8 %dx%d n_vec %d: y[%d][%d] = %.9g, reference %.9g\n", isa->name,
+                                rows, cols, nv, v, r, (double)got, ref);
+                }
+            }
+            for (int v = 0; v < nv; v++)
+                for (size_t c = (size_t)rows; c < ldy; c++)
+                    CHECK(y[(size_t)v * ldy + c] == -12345.5f && y1[(size_t)v * ldy + c] == -12345.5f);
+        }
+        for (int n_tok = 11; n_tok <= max_nv; n_tok += max_nv - 11) { /* prefill: q4_0's bits */
+            for (size_t i = 0; i < ldy * n_tok; i++)
+                y[i] = y1[i] = -1.0f;
+            q4->igemm_rows(y, ldy, w, wrb, 8, rows, act, arb, n_tok, cols);
+            x8->igemm_rows(y1, ldy, wx, wrb, 8, rows, act, arb, n_tok, cols);
+            int bad = 0;
+            for (size_t i = 0; i < ldy * n_tok; i++)
+                bad += memcmp(&y[i], &y1[i], sizeof(float)) != 0;
+            CHECK_MSG(bad == 0, "%s q4_0x8 igemm %d x %d x %d: %d outputs differ from q4_0's", isa->name, n_tok,
+                      rows - 8, cols, bad);
+        }
+        free(w);
+        free(wx);
+        free(act);
+        free(x);
+        free(wf);
+        free(y);
+        free(y1);
+        free(af);
+    }
+    fprintf(stderr, "%-6s q4_0x8 max rel err %.3g\n", isa->name, st.max_err);
+    CHECK_MSG(st.fails == 0, "%s q4_0x8: %d values outside 1e-4", isa->name, st.fails);
+}
+
 static void test_wgemm_pieces(const kc_isa *isa)
 {
     enum { KBP = 40, LDX = 43, LDY = 21 };
@@ -540,6 +634,7 @@ int main(void)
         test_wgemm_pieces(all[i]);
         test_wgemm(all[i]);
         test_igemm(all[i]);
+        test_repacked(all[i]);
     }
     return kv_test_result();
 }

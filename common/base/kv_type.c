@@ -7,7 +7,7 @@
 
 /* Indexed by kv_type. Block byte sizes are ggml's block structs (fp16 scales first, except
  * q6_k, whose scale comes last). */
-static const struct kv_type_traits type_table[KV_TYPE_COUNT] = {
+static const struct kv_type_traits type_table[KV_TYPE_LAYOUT_END] = {
     [KV_TYPE_F32] = {"f32", 1, 4, kv_dequant_f32},
     [KV_TYPE_F16] = {"f16", 1, 2, kv_dequant_f16},
     [KV_TYPE_BF16] = {"bf16", 1, 2, kv_dequant_bf16},
@@ -19,11 +19,12 @@ static const struct kv_type_traits type_table[KV_TYPE_COUNT] = {
     [KV_TYPE_Q4_K] = {"q4_k", QK_K, 2 + 2 + 12 + QK_K / 2, kv_dequant_q4_k},
     [KV_TYPE_Q5_K] = {"q5_k", QK_K, 2 + 2 + 12 + QK_K / 8 + QK_K / 2, kv_dequant_q5_k},
     [KV_TYPE_Q6_K] = {"q6_k", QK_K, QK_K / 2 + QK_K / 4 + QK_K / 16 + 2, kv_dequant_q6_k},
+    [KV_TYPE_Q4_0_X8] = {"q4_0x8", QK, 2 + QK / 2, NULL},
 };
 
 const struct kv_type_traits *kv_type_traits(kv_type t)
 {
-    return (unsigned)t < KV_TYPE_COUNT ? &type_table[t] : NULL;
+    return (unsigned)t < KV_TYPE_LAYOUT_END ? &type_table[t] : NULL;
 }
 
 const char *kv_type_name(kv_type t)

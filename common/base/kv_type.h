@@ -24,7 +24,12 @@ typedef enum kv_type {
     KV_TYPE_Q4_K,
     KV_TYPE_Q5_K,
     KV_TYPE_Q6_K,
-    KV_TYPE_COUNT
+    KV_TYPE_COUNT, /* the stored types above: what a file holds or a conversion makes */
+    /* Kernel layouts, never in a file: a stored type's rows repacked at load for the CPU's
+     * SIMD kernels (kc_repack_type, kernels/cpu/wkernels.h). Same bytes per row as the
+     * stored type, but rows interleaved in groups: no row stands alone (to_f32 NULL). */
+    KV_TYPE_Q4_0_X8 = KV_TYPE_COUNT, /* q4_0, 8 rows interleaved */
+    KV_TYPE_LAYOUT_END
 } kv_type;
 
 /* Dequantizes n_elems elements (a multiple of block_elems) from blocks (any alignment) into
@@ -35,7 +40,7 @@ struct kv_type_traits {
     const char *name;        /* lowercase: "f32", "q4_k", ... */
     size_t block_elems;
     size_t block_bytes;
-    kv_type_to_f32_fn to_f32;
+    kv_type_to_f32_fn to_f32; /* NULL for a kernel layout */
 };
 
 /* The traits of t, or NULL when t is not a kv_type. */

@@ -42,6 +42,7 @@
 /* Rows of y a thread's slice is a multiple of, so neighbours never share a cache line. */
 #define SLICE_ALIGN 16
 #define N_ACT 3 /* kc_act formats */
+#define N_LAYER_MATRICES 7
 enum { ACT_NORMED = 0, ACT_MIXED = 1 };
 
 /* Activations for up to cap_rows rows (prefill tokens or decode sequences). */
@@ -66,6 +67,12 @@ typedef struct cpu_engine {
     int n_tiles;                        /* threads with a kc_wgemm_rows scratch */
     float *tiles;                       /* n_tiles x KC_WGEMM_SCRATCH_FLOATS floats */
     kvq *kvq;                           /* quantized KV (engine_kvq.h); NULL: f32 blocks */
+    /* The model's matrices as this engine multiplies them: as stored, or repacked into a
+     * layout of the ISA's kernels (kc_repack_type), whose buffers are in repacked[]. */
+    kv_layer_weights *layers;
+    kv_weight lm_head;
+    void **repacked;
+    int n_repacked;
     float *scores;                      /* f32-KV decode: score_threads x max_position floats */
     int score_threads;
     scratch s;
@@ -186,13 +193,25 @@ static void quantize_row(const cpu_engine *ce, const act_view *av, const int *fm
     }
 }
 
-/* This thread's rows [*r0, *r1) of a weight, a multiple of align (a multiple of SLICE_ALIGN
- * or align itself when that is larger) so that what the thread does next with its slice of
- * the output (RoPE on whole heads, quantizing whole blocks) needs no other thread's. */
-static void slice(int rows, int align, int *r0, int *r1)
+/* n rounded up to whole row groups of w's layout (kc_row_group: a repacked layout's kernels
+ * take whole groups). */
+static int whole_groups(const kv_weight *w, int n)
 {
-    int a = align < SLICE_ALIGN ? (SLICE_ALIGN + align - 1) / align * align : align;
-    kc_split_rows(rows, omp_get_num_threads(), omp_get_thread_num(), a, r0, r1);
+    const int g = kc_row_group(w->type);
+    return (n + g - 1) / g * g;
+}
+
+/* This thread's rows [*r0, *r1) of w, a multiple of align (a multiple of SLICE_ALIGN or
+ * align itself when that is larger; then of whole row groups) so that what the thread does
+ * next with its slice of the output (RoPE on whole heads, quantizing whole blocks) needs no
+ * other thread's. */
+static void slice(const kv_weight *w, int align, int *r0, int *r1)
+{
+    const int unit = align < SLICE_ALIGN ? (SLICE_ALIGN + align - 1) / align * align : align;
+    int a = unit;
+    while (a % kc_row_group(w->type)) /* the least common multiple */
+        a += unit;
+    kc_split_rows(w->rows, omp_get_num_threads(), omp_get_thread_num(), a, r0, r1);
 }
 
 /* This thread's slice of y[n][w->rows] = x[n] . W^T (no barrier), rows [*r0, *r1). */
@@ -200,7 +219,7 @@ static void matmul(const cpu_engine *ce, float *y, const kv_weight *w, const act
                    int *out_r0, int *out_r1)
 {
     int r0, r1;
-    slice(w->rows, align, &r0, &r1);
+    slice(w, align, &r0, &r1);
     if (out_r0) {
         *out_r0 = r0;
         *out_r1 = r1;
@@ -237,7 +256,7 @@ static int shared_chunk_rows(const kv_weight *w)
     int rows = w->rows / (SHARED_CHUNKS_PER_THREAD * omp_get_num_threads());
     int min_rows = (int)(SHARED_CHUNK_MIN_BYTES / (w->row_bytes ? w->row_bytes : 1));
     rows = rows > min_rows ? rows : min_rows;
-    return (rows + SLICE_ALIGN - 1) / SLICE_ALIGN * SLICE_ALIGN;
+    return whole_groups(w, (rows + SLICE_ALIGN - 1) / SLICE_ALIGN * SLICE_ALIGN);
 }
 
 /* All of y[n][w->rows] = x[n] . W^T before the caller's next barrier (nothing reads y
@@ -276,7 +295,7 @@ static void prefetch_slice(const kv_weight *w, int align)
         r0 = chunk * omp_get_thread_num();
         r1 = r0 + chunk < w->rows ? r0 + chunk : w->rows;
     } else {
-        slice(w->rows, align, &r0, &r1);
+        slice(w, align, &r0, &r1);
     }
     size_t n = (size_t)(r1 - r0) * w->row_bytes;
     const char *b = (const char *)w->data + (size_t)r0 * w->row_bytes;
@@ -311,7 +330,7 @@ static void pre_attention(const pass *p, int l, const float *add)
 {
     kv_engine *e = p->e;
     const kv_model_config *c = &e->model->cfg;
-    const kv_layer_weights *w = &e->model->layers[l];
+    const kv_layer_weights *w = &cpu(e)->layers[l];
     cpu_engine *ce = cpu(e);
     scratch *s = &ce->s;
     int hd = c->head_dim;
@@ -353,7 +372,7 @@ static void post_attention(const pass *p, int l)
 {
     kv_engine *e = p->e;
     const kv_model_config *c = &e->model->cfg;
-    const kv_layer_weights *w = &e->model->layers[l];
+    const kv_layer_weights *w = &cpu(e)->layers[l];
     cpu_engine *ce = cpu(e);
     scratch *s = &ce->s;
     int ff = c->intermediate_size, q_dim = c->n_heads * c->head_dim, fmts[N_ACT], nf;
@@ -397,12 +416,12 @@ static void post_attention(const pass *p, int l)
 #pragma omp barrier
     matmul_shared(ce, s->hb2, down, &dv, p->rows, p->gemm);
     if (!p->gemm && l + 1 < c->n_layers) {
-        const kv_layer_weights *nw = &e->model->layers[l + 1];
+        const kv_layer_weights *nw = &ce->layers[l + 1];
         prefetch_slice(&nw->wq, c->head_dim);
         prefetch_slice(&nw->wk, c->head_dim);
         prefetch_slice(&nw->wv, 1);
     } else if (!p->gemm) {
-        prefetch_slice(&e->model->lm_head, ALIGN_SHARED);
+        prefetch_slice(&ce->lm_head, ALIGN_SHARED);
     }
 #pragma omp barrier
 }
@@ -414,7 +433,7 @@ static void logits_step(const pass *p, int first, int n, float *logits)
     kv_engine *e = p->e;
     scratch *s = &cpu(e)->s;
     int gemm = n > GEMV_MAX_ROWS && p->gemm;
-    const kv_weight *head = &e->model->lm_head;
+    const kv_weight *head = &cpu(e)->lm_head;
     /* Rows outside [first, first+n) never reach the logits: their residual add is skipped. */
     act_view av = residual_norm(p, s->x, s->hb2, e->model->final_norm, s->xb, first, n, &head, 1, gemm);
     matmul_shared(cpu(e), logits, head, &av, n, gemm);
@@ -431,7 +450,7 @@ static void forward(const pass *p, int first, int n_logits, float *logits)
     scratch *s = &cpu(e)->s;
     for (int l = 0; l <= c->n_layers; l++) {
         if (l > 0 && !p->gemm) { /* the attention output as wo wants it: a few rows, not worth a barrier */
-            const kv_weight *wo = &e->model->layers[l - 1].wo;
+            const kv_weight *wo = &cpu(e)->layers[l - 1].wo;
             int fmts[N_ACT], nf, q_dim = c->n_heads * c->head_dim;
             act_view av = view_for(cpu(e), ACT_MIXED, s->att, q_dim, &wo, 1, 0, fmts, &nf);
             for (int r = 0; r < p->rows; r++)
@@ -494,10 +513,10 @@ static void forward_decode(const pass *p, float *logits)
         float *scores = ce->scores + (size_t)omp_get_thread_num() * (size_t)c->max_position;
         for (int l = 0; l < c->n_layers; l++) {
             pre_attention(p, l, l > 0 ? s->hb2 : NULL);
-            prefetch_slice(&e->model->layers[l].wo, ALIGN_SHARED);
+            prefetch_slice(&ce->layers[l].wo, ALIGN_SHARED);
 #pragma omp barrier
             kc_paged_kv kv = layer_kv(e, l);
-            const kv_weight *wo = &e->model->layers[l].wo;
+            const kv_weight *wo = &ce->layers[l].wo;
             int fmts[N_ACT], nf, per_head = 1;
             act_view av = view_for(ce, ACT_MIXED, s->att, q_dim, &wo, 1, 0, fmts, &nf);
             for (int i = 0; i < nf; i++)
@@ -613,6 +632,64 @@ static int cpu_blocks_write(kv_engine *e, const int32_t *blocks, int n, const vo
     return KV_OK;
 }
 
+/* w repacked into its layout under the engine's ISA, when kc_repack_type gives one: a
+ * buffer of the engine's, the stored bytes' mapped pages handed back. */
+static int repack_weight(cpu_engine *ce, const kv_model *m, kv_weight *w, kv_err *err)
+{
+    const kv_type to = kc_repack_type(ce->isa, w->type, w->rows);
+    if (to == w->type || !w->data)
+        return KV_OK;
+    const size_t bytes = kv_weight_bytes(w);
+    void *buf = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!buf)
+        return kv_err_set(err, KV_ENOMEM, "engine: out of memory for a %d x %d %s matrix (%zu bytes)", w->rows,
+                          w->cols, kv_type_name(to), bytes);
+    ce->repacked[ce->n_repacked++] = buf;
+    const int group = kc_row_group(to), n_groups = w->rows / group;
+#pragma omp parallel for schedule(static)
+    for (int g = 0; g < n_groups; g++)
+        kc_repack_rows(to, buf, w->data, w->row_bytes, g * group, (g + 1) * group);
+    kv_model_release_weight(m, w);
+    w->data = buf;
+    w->type = to;
+    return KV_OK;
+}
+
+/* cpu_engine.layers and .lm_head: the model's matrices, each repacked where its ISA has a
+ * faster layout for it (KVSERVE_WEIGHT_REPACK=0: all as stored, for A/B runs). A head tied
+ * to the embedding table stays as stored: the table's rows are gathered from it. */
+static int engine_weights(cpu_engine *ce, const kv_model *m, kv_err *err)
+{
+    const int n_layers = m->cfg.n_layers;
+    ce->layers = malloc((size_t)(n_layers > 0 ? n_layers : 1) * sizeof *ce->layers);
+    ce->repacked = calloc((size_t)N_LAYER_MATRICES * (size_t)n_layers + 1, sizeof *ce->repacked);
+    if (!ce->layers || !ce->repacked)
+        return kv_err_set(err, KV_ENOMEM, "out of memory");
+    memcpy(ce->layers, m->layers, (size_t)n_layers * sizeof *ce->layers);
+    ce->lm_head = m->lm_head;
+    const char *env = getenv("KVSERVE_WEIGHT_REPACK");
+    if (env && !strcmp(env, "0"))
+        return KV_OK;
+    int rc = KV_OK;
+    for (int l = 0; l < n_layers && !rc; l++) {
+        kv_layer_weights *w = &ce->layers[l];
+        kv_weight *ws[N_LAYER_MATRICES] = {&w->wq, &w->wk, &w->wv, &w->wo, &w->w_gate, &w->w_up, &w->w_down};
+        for (int i = 0; i < N_LAYER_MATRICES && !rc; i++)
+            rc = repack_weight(ce, m, ws[i], err);
+    }
+    if (!rc && m->lm_head.data != m->embed.data)
+        rc = repack_weight(ce, m, &ce->lm_head, err);
+    return rc;
+}
+
+static void engine_weights_free(cpu_engine *ce)
+{
+    for (int i = 0; i < ce->n_repacked; i++)
+        free(ce->repacked[i]);
+    free(ce->repacked);
+    free(ce->layers);
+}
+
 static void cpu_destroy(kv_engine *e)
 {
     cpu_engine *ce = cpu(e);
@@ -620,6 +697,7 @@ static void cpu_destroy(kv_engine *e)
         return;
     scratch_free(&ce->s);
     kvq_free(ce->kvq);
+    engine_weights_free(ce);
     free(ce->inv_freq);
     free(ce->tiles);
     free(ce->scores);
@@ -692,8 +770,10 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
         kv_blas_set_threads(o->n_threads);
     }
     ce->n_tiles = omp_get_max_threads();
-    rc = staged ? kv_pool_init_bytes(&e->pool, &shape, n_blocks, lay->block_bytes, err)
-                : kv_pool_init(&e->pool, &shape, n_blocks, err);
+    rc = engine_weights(ce, e->model, err);
+    if (!rc)
+        rc = staged ? kv_pool_init_bytes(&e->pool, &shape, n_blocks, lay->block_bytes, err)
+                    : kv_pool_init(&e->pool, &shape, n_blocks, err);
     if (!rc && staged)
         rc = kvq_create(&ce->kvq, lay, &e->pool, err);
     ce->inv_freq = malloc((size_t)c->head_dim / 2 * sizeof(float));
@@ -707,6 +787,7 @@ int kv_engine_cpu_init(kv_engine *e, const kv_engine_options *o, kv_err *err)
     if (rc) {
         kv_pool_destroy(&e->pool);
         kvq_free(ce->kvq);
+        engine_weights_free(ce);
         free(ce->inv_freq);
         free(ce->tiles);
         free(ce->scores);

@@ -92,7 +92,7 @@ typedef void (*kc_wgemm_micro_fn)(float *y, size_t ldy, const float *x, size_t l
 /* One instruction set's kernels, indexed by kv_type. Tables are constant. */
 typedef struct kc_isa {
     const char *name; /* "scalar", "avx2", "avx512" */
-    kc_wkernel k[KV_TYPE_COUNT];
+    kc_wkernel k[KV_TYPE_LAYOUT_END]; /* the kernel layouts' too (NULL entries: none here) */
     kc_wgemm_pack_fn wgemm_pack;
     kc_wgemm_micro_fn wgemm_micro;
 } kc_isa;
@@ -105,6 +105,20 @@ const kc_isa *kc_isa_by_name(const char *name);
 /* Every ISA compiled in, best last (some may not run here: kc_isa_runnable). */
 const kc_isa *const *kc_isa_all(int *n);
 int kc_isa_runnable(const kc_isa *isa);
+
+/* Repacked layouts (llama.cpp's CPU "repack" buffers): a matrix may stream faster in a
+ * kernel layout of its type (kv_type.h), rows interleaved in groups so that one SIMD load
+ * holds a block column of the group's rows and their scales load as one vector. The engine
+ * repacks once at load, when the ISA has kernels for the layout. A row range handed to a
+ * layout's kernels starts and ends on a group; a layout has no vec_dot and no to_f32. */
+/* The layout a matrix of type t and `rows` rows takes under isa: t itself when it stays as
+ * stored (no layout of t, none in this ISA, or rows not whole groups). */
+kv_type kc_repack_type(const kc_isa *isa, kv_type t, int rows);
+/* Rows per group of type t (1 for a stored type). */
+int kc_row_group(kv_type t);
+/* Rows [row_begin, row_end) (whole groups) of a stored matrix w (row_bytes apart) into dst,
+ * the same bytes at the same offsets, in layout `to` (a kc_repack_type result). */
+void kc_repack_rows(kv_type to, void *dst, const void *w, size_t row_bytes, int row_begin, int row_end);
 
 /* Thread t of n_threads gets rows [*r0, *r1): contiguous slices, multiples of `align` rows
  * except the last, so neighbouring threads never share a cache line of y. */

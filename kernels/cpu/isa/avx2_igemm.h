@@ -104,9 +104,9 @@ static void ig_tiles(float *y, size_t ldy, const ig_panel *p, int nb, const uint
     }
 }
 
-/* FMT##_igemm_rows, kc_wkernel.igemm_rows over FMT##_ig_pack. */
-#define KC_DEFINE_IGEMM(FMT, WB, MIN)                                                                               \
-    KC_DEFINE_IG_PACK(FMT, WB, MIN)                                                                                 \
+/* FMT##_igemm_rows, kc_wkernel.igemm_rows over FMT##_ig_pack(panel, w + r * wrb, wrb, nr, b0,
+ * nb) and FMT##_ig_prefetch(w, wrb, r_next, r_end, b0, nb) (the next panel's lines). */
+#define KC_DEFINE_IGEMM_LOOP(FMT)                                                                                   \
     static void FMT##_igemm_rows(float *y, size_t ldy, const void *w, size_t wrb, int r0, int r1, const void *act,  \
                                  size_t arb, int n_tok, int cols)                                                   \
     {                                                                                                               \
@@ -119,10 +119,7 @@ static void ig_tiles(float *y, size_t ldy, const ig_panel *p, int nb, const uint
                 for (int r = r0; r < r1; r += IG_ROWS) {                                                            \
                     const int nr = r1 - r < IG_ROWS ? r1 - r : IG_ROWS;                                             \
                     FMT##_ig_pack(&p, (const uint8_t *)w + (size_t)r * wrb, wrb, nr, b0, nb);                       \
-                    /* the next panel at once: 8 rows of a few lines, not kc_wgemm_rows' 16 KiB bursts */        \
-                    kc_panel_prefetch pf = {(const uint8_t *)w + (size_t)b0 * (WB), wrb, (size_t)nb * (WB), 0,      \
-                                            r + IG_ROWS, r1 - r > 2 * IG_ROWS ? r + 2 * IG_ROWS : r1};              \
-                    kc_panel_prefetch_some(&pf, INT_MAX);                                                           \
+                    FMT##_ig_prefetch((const uint8_t *)w, wrb, r + IG_ROWS, r1, b0, nb);                            \
                     ig_tiles(y + (size_t)t0 * ldy + (size_t)r, ldy, &p, nb,                                         \
                              (const uint8_t *)act + (size_t)t0 * arb + (size_t)b0 * KC_Q8_32_BYTES, arb, nt, nr,    \
                              b0 > 0);                                                                               \
@@ -130,6 +127,18 @@ static void ig_tiles(float *y, size_t ldy, const ig_panel *p, int nb, const uint
             }                                                                                                       \
         }                                                                                                           \
     }
+
+/* ... for a stored format (rows WB bytes per block): the next panel at once, 8 rows of a few
+ * lines each, not kc_wgemm_rows' 16 KiB bursts. */
+#define KC_DEFINE_IGEMM(FMT, WB, MIN)                                                                               \
+    KC_DEFINE_IG_PACK(FMT, WB, MIN)                                                                                 \
+    static void FMT##_ig_prefetch(const uint8_t *w, size_t wrb, int r_next, int r_end, int b0, int nb)              \
+    {                                                                                                               \
+        kc_panel_prefetch pf = {w + (size_t)b0 * (WB), wrb, (size_t)nb * (WB), 0, r_next,                           \
+                                r_end - r_next > IG_ROWS ? r_next + IG_ROWS : r_end};                               \
+        kc_panel_prefetch_some(&pf, INT_MAX);                                                                       \
+    }                                                                                                               \
+    KC_DEFINE_IGEMM_LOOP(FMT)
 
 KC_DEFINE_IGEMM(q4_0, 18, -8)
 

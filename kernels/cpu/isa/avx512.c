@@ -6,6 +6,7 @@
  * f32 activations: not used. */
 #include "avx2_kernels.h"
 #include "avx2_igemm.h"
+#include "avx2_q4_0x8.h"
 #include "avx2_wgemm.h"
 
 #undef KC_ACC

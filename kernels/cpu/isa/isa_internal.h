@@ -31,6 +31,7 @@ void kc_quantize_q8_k(void *act_row, const float *x, int cols);
 #define KC_ACT_OF_Q4_K KC_ACT_Q8_K, kc_quantize_q8_k
 #define KC_ACT_OF_Q5_K KC_ACT_Q8_K, kc_quantize_q8_k
 #define KC_ACT_OF_Q6_K KC_ACT_Q8_K, kc_quantize_q8_k
+#define KC_ACT_OF_Q4_0_X8 KC_ACT_Q8_32, kc_quantize_q8_32
 #define KC_ISA_ENTRY_(ACT_AND_QUANT, DOT, GEMV, TO_F32, IGEMM) {ACT_AND_QUANT, DOT, GEMV, TO_F32, IGEMM}
 #define KC_ISA_ENTRY(TYPE, DOT, GEMV, TO_F32)                                                                       \
     [KV_TYPE_##TYPE] = KC_ISA_ENTRY_(KC_ACT_OF_##TYPE, DOT, GEMV, TO_F32, NULL)
