@@ -231,8 +231,10 @@ int main(int argc, char **argv)
             snprintf(by_type + strlen(by_type), sizeof by_type - strlen(by_type), "%s%s %.1f MiB", by_type[0] ? ", " : "",
                      kv_type_name((kv_type)t), (double)m->type_bytes[t] / (1 << 20));
         }
-    printf("weights: %s (%s) = %.1f MiB, loaded in %.2f s; kernels: %s\n", m->weight_types, by_type,
-           (double)resident_weights / (1 << 20), t_load, kv_engine_cpu_isa(e) ? kv_engine_cpu_isa(e) : "gpu");
+    const char *layouts = kv_engine_cpu_layouts(e);
+    printf("weights: %s (%s) = %.1f MiB, loaded in %.2f s; kernels: %s%s%s\n", m->weight_types, by_type,
+           (double)resident_weights / (1 << 20), t_load, kv_engine_cpu_isa(e) ? kv_engine_cpu_isa(e) : "gpu",
+           layouts && layouts[0] ? ", repacked as " : "", layouts && layouts[0] ? layouts : "");
     printf("resident after warm-up: VmRSS %.1f MiB, VmHWM %.1f MiB (KV pool %.1f MiB allocated, touched as used)\n",
            rss_warm, hwm_warm,
            (double)kv_engine_pool(e)->n_blocks * (double)kv_engine_block_bytes(e) / (1 << 20));

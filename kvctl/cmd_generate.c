@@ -436,10 +436,11 @@ static int run(const gen_cli *cli)
         snprintf(dev, sizeof dev, "cuda:%d", kv_engine_device(engine));
     fprintf(stderr,
             "prompt_tokens=%d generated_tokens=%d finish=%s ttft_ms=%.2f prefill_tok_s=%.1f decode_tok_s=%.1f "
-            "kv_cache=%s device=%s kv_dtype=%s weights=%s kernels=%s\n",
+            "kv_cache=%s device=%s kv_dtype=%s weights=%s kernels=%s repacked=%s\n",
             st.n_prompt, st.n_generated, kv_finish_reason_name(st.finish), st.ttft_s * 1e3, prefill_tps, decode_tps,
             cli->gen.no_kv_cache ? "off" : "on", dev, kv_engine_kv_dtype(engine), model->weight_types,
-            kv_engine_cpu_isa(engine) ? kv_engine_cpu_isa(engine) : "cuda");
+            kv_engine_cpu_isa(engine) ? kv_engine_cpu_isa(engine) : "cuda",
+            kv_engine_cpu_layouts(engine) && kv_engine_cpu_layouts(engine)[0] ? kv_engine_cpu_layouts(engine) : "none");
     status = 0;
 out_stream:
     kv_textbuf_free(&sc.text);

@@ -58,6 +58,9 @@ size_t kv_engine_block_bytes(const kv_engine *e);      /* one block, all layers,
 /* The instruction set whose weight kernels the CPU engine runs ("scalar", "avx2", "avx512":
  * kernels/cpu/wkernels.h); NULL for a GPU engine. */
 const char *kv_engine_cpu_isa(const kv_engine *e);
+/* The kernel layouts the CPU engine repacked matrices into at load ("q4_0x8"; "" for none,
+ * NULL for a GPU engine): weights served as stored otherwise. */
+const char *kv_engine_cpu_layouts(const kv_engine *e);
 
 /* Whole blocks between the pool (host or GPU memory) and host buffers of n * block_bytes:
  * what the ZeroMQ transport ships. */

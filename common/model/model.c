@@ -481,14 +481,20 @@ int kv_model_load_opts(const char *path, const kv_model_load_options *o, kv_mode
 
 int kv_model_load(const char *path, kv_model **out, kv_err *err) { return kv_model_load_opts(path, NULL, out, err); }
 
-void kv_model_release_weight(const kv_model *m, const kv_weight *w)
+int kv_model_weight_mapped(const kv_model *m, const kv_weight *w)
 {
     if (!m->files || !w->data)
-        return;
+        return 0;
     for (size_t i = 0; i < m->files->n_owned; i++)
         if (m->files->owned[i] == w->data)
-            return;
-    release_pages(w->data, kv_weight_bytes(w));
+            return 0;
+    return 1;
+}
+
+void kv_model_release_weight(const kv_model *m, const kv_weight *w)
+{
+    if (kv_model_weight_mapped(m, w))
+        release_pages(w->data, kv_weight_bytes(w));
 }
 
 void kv_model_free(kv_model *m)

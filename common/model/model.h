@@ -64,10 +64,13 @@ void kv_model_load_options_default(kv_model_load_options *o);
 int kv_model_load(const char *path, kv_model **out, kv_err *err);
 int kv_model_load_opts(const char *path, const kv_model_load_options *o, kv_model **out, kv_err *err);
 void kv_model_free(kv_model *m);
-/* The caller holds its own copy of w (the CPU engine's repacked layouts) and will not read
- * w's bytes soon: their pages, when mapped from the model's file, go back to the OS (read
- * from the file again if touched), so resident memory counts the copy only. Memory the
- * model owns (converted tensors) is left as it is. */
+/* 1 when w's bytes are the model's file, mapped (0: a buffer the model owns, converted or
+ * reordered at load). */
+int kv_model_weight_mapped(const kv_model *m, const kv_weight *w);
+/* The caller holds its own copy of w (the CPU engine's weight arena) and will not read w's
+ * bytes soon: their pages, when mapped from the model's file, go back to the OS (read from
+ * the file again if touched), so resident memory counts the copy only. Memory the model
+ * owns is left as it is. */
 void kv_model_release_weight(const kv_model *m, const kv_weight *w);
 
 /* 1 when path names a GGUF file (ends in ".gguf") rather than a model directory. */
