@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "engine.h"
 #include "kv_type.h"
@@ -74,13 +75,25 @@ static double time_sgemm(void *p)
     return kv_now_s() - t0;
 }
 
+/* n floats on transparent huge pages where the kernel gives them, as the CPU engine's weights
+ * are (engine_cpu.c's arena): the floor is the best this machine streams, not what 4 KiB
+ * pages' TLB misses leave of it. */
+static float *huge_floats(size_t n)
+{
+    const size_t huge = (size_t)2 << 20, bytes = (n * sizeof(float) + huge - 1) / huge * huge;
+    float *p = aligned_alloc(huge, bytes);
+    if (p)
+        madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
 /* This machine's memory bandwidth drifts with its neighbours' load (a VM), so every phase
  * is bracketed by floor measurements and compared with their mean. */
 static void measure_bandwidth(floors *f)
 {
     membuf m = {.n = (size_t)1 << 27}; /* 512 MiB per buffer: far beyond any cache */
-    m.a = malloc(m.n * sizeof(float));
-    m.b = malloc(m.n * sizeof(float));
+    m.a = huge_floats(m.n);
+    m.b = huge_floats(m.n);
     /* Unique random contents: pages of identical bytes could be merged by the host and read
      * from one physical page, inflating the bandwidth like a cache would. */
     uint64_t r = 0x9E3779B97F4A7C15ull;
