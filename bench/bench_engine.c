@@ -83,7 +83,7 @@ static float *huge_floats(size_t n)
     const size_t huge = (size_t)2 << 20, bytes = (n * sizeof(float) + huge - 1) / huge * huge;
     float *p = aligned_alloc(huge, bytes);
     if (p)
-        madvise(p, bytes, MADV_HUGEPAGE);
+        (void)madvise(p, bytes, MADV_HUGEPAGE); /* a hint */
     return p;
 }
 

@@ -331,8 +331,8 @@ static void pre_attention(const pass *p, int l, const float *add)
 {
     kv_engine *e = p->e;
     const kv_model_config *c = &e->model->cfg;
-    const kv_layer_weights *w = &cpu(e)->layers[l];
     cpu_engine *ce = cpu(e);
+    const kv_layer_weights *w = &ce->layers[l];
     scratch *s = &ce->s;
     int hd = c->head_dim;
     size_t q_dim = (size_t)c->n_heads * (size_t)hd, kv_dim = (size_t)c->n_kv_heads * (size_t)hd;
@@ -373,8 +373,8 @@ static void post_attention(const pass *p, int l)
 {
     kv_engine *e = p->e;
     const kv_model_config *c = &e->model->cfg;
-    const kv_layer_weights *w = &cpu(e)->layers[l];
     cpu_engine *ce = cpu(e);
+    const kv_layer_weights *w = &ce->layers[l];
     scratch *s = &ce->s;
     int ff = c->intermediate_size, q_dim = c->n_heads * c->head_dim, fmts[N_ACT], nf;
     const kv_weight *wo = &w->wo;
@@ -635,7 +635,8 @@ static int cpu_blocks_write(kv_engine *e, const int32_t *blocks, int n, const vo
 
 /* The engine's copy of w (in its arena, at dst): its layout under the engine's ISA
  * (kc_repack_type), else its bytes as they are; rows in parallel, whole groups of ~64 KiB. The
- * model's mapped pages of w are handed back after. */
+ * model's mapped pages of w are handed back after (for a head tied to the embedding table,
+ * the table's: its rows are read from the file again as tokens need them). */
 static void copy_weight(cpu_engine *ce, const kv_model *m, kv_weight *w, kv_type to, unsigned char *dst)
 {
     const int group = kc_row_group(to);
@@ -643,8 +644,10 @@ static void copy_weight(cpu_engine *ce, const kv_model *m, kv_weight *w, kv_type
     chunk = group * (chunk > 1 ? chunk : 1);
     const int n_chunks = (w->rows + chunk - 1) / chunk;
 #pragma omp parallel for schedule(static)
-    for (int i = 0; i < n_chunks; i++)
-        kc_repack_rows(to, dst, w->data, w->row_bytes, i * chunk, i * chunk + chunk < w->rows ? i * chunk + chunk : w->rows);
+    for (int i = 0; i < n_chunks; i++) {
+        const int r0 = i * chunk, r1 = r0 + chunk < w->rows ? r0 + chunk : w->rows;
+        kc_repack_rows(to, dst, w->data, w->row_bytes, r0, r1);
+    }
     kv_model_release_weight(m, w);
     w->data = dst;
     if (to != w->type && !strstr(ce->layouts, kv_type_name(to)))
@@ -709,7 +712,7 @@ static int engine_weights(cpu_engine *ce, const kv_model *m, kv_err *err)
         rc = kv_err_set(err, KV_ENOMEM, "engine: out of memory for %zu bytes of weights", size);
         goto out;
     }
-    madvise(ce->arena, size, MADV_HUGEPAGE); /* a hint: without THP, 4 KiB pages */
+    (void)madvise(ce->arena, size, MADV_HUGEPAGE); /* a hint: without THP, 4 KiB pages */
     size_t at = 0;
     for (int i = 0; i < n; i++)
         if (ws[i]) {

@@ -195,7 +195,7 @@ static void hint_huge_pages(void *buf, size_t bytes)
     const uintptr_t huge = (uintptr_t)2 << 20;
     uintptr_t lo = ((uintptr_t)buf + huge - 1) & ~(huge - 1), hi = ((uintptr_t)buf + bytes) & ~(huge - 1);
     if (hi > lo)
-        madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+        (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE); /* a hint: without THP, small pages */
 }
 
 static int place(loader *ld, const src_tensor *s, int want, kv_weight *dst, kv_err *err)
