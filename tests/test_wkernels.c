@@ -97,6 +97,20 @@ static void act_to_f32(kc_act act, const uint8_t *a, const float *x, int cols, d
     }
 }
 
+/* The reference: sum of w[i] * a[i] in double, and sum |w[i] * a[i]| (the dot's rounding
+ * scale) into *scale. */
+static double ref_dot(const float *w, const double *a, int cols, double *scale)
+{
+    double ref = 0;
+    *scale = 0;
+    for (int i = 0; i < cols; i++) {
+        const double p = (double)w[i] * a[i];
+        ref += p;
+        *scale += fabs(p);
+    }
+    return ref;
+}
+
 typedef struct case_stats {
     double max_err;
     int fails;
@@ -139,12 +153,7 @@ static void run_case(const kc_isa *isa, kv_type t, int rows, int cols, int n_vec
     for (int r = 0; r < rows; r++) {
         kv_type_traits(t)->to_f32(w + (size_t)r * wrb, wf, (size_t)cols);
         for (int v = 0; v < n_vec; v++) {
-            double ref = 0, scale = 0;
-            for (int i = 0; i < cols; i++) {
-                double p = (double)wf[i] * af[(size_t)v * cols + i];
-                ref += p;
-                scale += fabs(p);
-            }
+            double scale, ref = ref_dot(wf, af + (size_t)v * cols, cols, &scale);
             float got = y[(size_t)v * ldy + (size_t)r];
             double err = fabs((double)got - ref) / (scale > 0 ? scale : DBL_MIN);
             if (got == 0.0f && ref == 0.0)
@@ -388,11 +397,7 @@ static void test_igemm(const kc_isa *isa)
                     continue;
                 }
                 act_to_f32(k->act, act + (size_t)tk * arb, NULL, cols, af);
-                double ref = 0, scale = 0;
-                for (int c = 0; c < cols; c++) {
-                    ref += (double)wf[c] * af[c];
-                    scale += fabs((double)wf[c] * af[c]);
-                }
+                double scale, ref = ref_dot(wf, af, cols, &scale);
                 if (!(fabs(got - ref) <= 1e-4 * scale) && bad++ < 3)
                     fprintf(stderr, "  %s igemm %s: y[%d][%d] = %.9g, reference %.9g\n", isa->name,
                             kv_type_name((kv_type)t), tk, r, (double)got, ref);
@@ -419,8 +424,6 @@ static void test_igemm(const kc_isa *isa)
     }
 }
 
-/* The ISA's panel transpose and register tile equal the portable ones on random panels
- * (pack: exactly; tile: within f32 rounding, every mr and a partial nr). */
 /* The repacked q4_0x8 layout (kc_repack_type), where an ISA has kernels for it: chosen for
  * q4_0 with whole 8-row groups only; its GEMV against the q4_0 rows' reference (1e-4 of sum
  * |products|, NaN for a non-finite token), batch- and group-split-invariant bit for bit, no
@@ -475,11 +478,7 @@ static void test_repacked(const kc_isa *isa)
                         continue;
                     }
                     act_to_f32(x8->act, act + (size_t)v * arb, NULL, cols, af);
-                    double ref = 0, scale = 0;
-                    for (int c = 0; c < cols; c++) {
-                        ref += (double)wf[c] * af[c];
-                        scale += fabs((double)wf[c] * af[c]);
-                    }
+                    double scale, ref = ref_dot(wf, af, cols, &scale);
                     const double err = scale > 0 ? fabs(got - ref) / scale : fabs(got - ref);
                     st.max_err = err > st.max_err ? err : st.max_err;
                     if (!(err <= 1e-4) && st.fails++ < 3)
@@ -515,6 +514,8 @@ static void test_repacked(const kc_isa *isa)
     CHECK_MSG(st.fails == 0, "%s q4_0x8: %d values outside 1e-4", isa->name, st.fails);
 }
 
+/* The ISA's panel transpose and register tile equal the portable ones on random panels
+ * (pack: exactly; tile: within f32 rounding, every mr and a partial nr). */
 static void test_wgemm_pieces(const kc_isa *isa)
 {
     enum { KBP = 40, LDX = 43, LDY = 21 };
