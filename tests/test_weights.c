@@ -221,11 +221,12 @@ static void batch_invariant(const kv_model *m, const int32_t *ids, const char *w
     kv_engine_free(e);
 }
 
-/* q4_0 as the CPU engine repacks it (q4_0x8, where the ISA has kernels for it) and as
- * stored (KVSERVE_WEIGHT_REPACK=0): prefill's int8 GEMM reads the same panels, so the same
- * logits bit for bit; decode's GEMV rounds its own way, yet the same greedy tokens. */
+/* q4_0 / q4_1 as the CPU engine repacks them (q4_0x8 / q4_1x8, where the ISA has kernels
+ * for them) and as stored (KVSERVE_WEIGHT_REPACK=0): prefill reads the same values (q4_0's
+ * int8 panels, q4_1's dequantized ones), so the same logits bit for bit; decode's GEMV rounds
+ * its own way, yet the same greedy tokens. */
 static void repacked_as_stored(const kv_model *m, const int32_t *ids, const float *logits, const int32_t *greedy,
-                               int n_greedy)
+                               int n_greedy, const char *what)
 {
     const size_t n = 8 * (size_t)m->cfg.vocab_size;
     float *stored = malloc(sizeof(float) * n);
@@ -234,9 +235,10 @@ static void repacked_as_stored(const kv_model *m, const int32_t *ids, const floa
     int rc = run_model(m, ids, stored, stored_ids, n_greedy);
     unsetenv("KVSERVE_WEIGHT_REPACK");
     if (rc == 0) {
-        CHECK_MSG(!memcmp(stored, logits, sizeof(float) * n), "q4_0: prefill logits differ repacked and as stored");
+        CHECK_MSG(!memcmp(stored, logits, sizeof(float) * n), "%s: prefill logits differ repacked and as stored",
+                  what);
         CHECK_MSG(!memcmp(stored_ids, greedy, sizeof(int32_t) * (size_t)n_greedy),
-                  "q4_0: greedy tokens differ repacked and as stored");
+                  "%s: greedy tokens differ repacked and as stored", what);
     }
     free(stored);
 }
@@ -297,8 +299,8 @@ static void stories_every_dtype(const char *models)
                       kv_type_name(t), maxerr / scale, bound[k]);
             if (t == KV_TYPE_F32)
                 CHECK_MSG(same == N_GREEDY, "stories260K f32 by conversion: greedy differs at %d", same);
-            if (t == KV_TYPE_Q4_0)
-                repacked_as_stored(m, ids, got, got_ids, N_GREEDY);
+            if (t == KV_TYPE_Q4_0 || t == KV_TYPE_Q4_1)
+                repacked_as_stored(m, ids, got, got_ids, N_GREEDY, kv_type_name(t));
             batch_invariant(m, ids, kv_type_name(t));
         }
         kv_model_free(m);

@@ -424,35 +424,36 @@ static void test_igemm(const kc_isa *isa)
     }
 }
 
-/* The repacked q4_0x8 layout (kc_repack_type), where an ISA has kernels for it: chosen for
- * q4_0 with whole 8-row groups only; its GEMV against the q4_0 rows' reference (1e-4 of sum
- * |products|, NaN for a non-finite token), batch- and group-split-invariant bit for bit, no
- * write past its rows; its int8 GEMM the same bits as q4_0's (the same panel). */
-static void test_repacked(const kc_isa *isa)
+/* A repacked layout (kc_repack_type) against its stored type st, where the ISA has kernels
+ * for it: its GEMV against the stored rows' reference (1e-4 of sum |products|, NaN for a
+ * non-finite vector), batch- and group-split-invariant bit for bit, no write past its rows;
+ * its prefill the stored type's bits (the int8 GEMM where it has one, and kc_wgemm_rows over
+ * group_to_f32), over 11 and 151 tokens. */
+static void test_layout(const kc_isa *isa, kv_type layout, kv_type st)
 {
-    const kc_wkernel *x8 = &isa->k[KV_TYPE_Q4_0_X8], *q4 = &isa->k[KV_TYPE_Q4_0];
-    CHECK(kc_row_group(KV_TYPE_Q4_0) == 1 && kc_row_group(KV_TYPE_Q4_0_X8) == 8);
-    CHECK(kc_repack_type(isa, KV_TYPE_Q4_1, 64) == KV_TYPE_Q4_1);
-    CHECK(kc_repack_type(isa, KV_TYPE_Q4_0, 36) == KV_TYPE_Q4_0); /* not whole groups */
+    const kc_wkernel *x8 = &isa->k[layout], *sk = &isa->k[st];
+    CHECK(kc_repack_type(isa, st, 36) == st); /* not whole groups */
     if (!x8->gemv_rows) {
-        CHECK(kc_repack_type(isa, KV_TYPE_Q4_0, 64) == KV_TYPE_Q4_0);
-        fprintf(stderr, "%-6s q4_0x8: no kernels (q4_0 stays as stored)\n", isa->name);
+        CHECK(kc_repack_type(isa, st, 64) == st);
+        fprintf(stderr, "%-6s %s: no kernels (%s stays as stored)\n", isa->name, kv_type_name(layout),
+                kv_type_name(st));
         return;
     }
-    CHECK(kc_repack_type(isa, KV_TYPE_Q4_0, 64) == KV_TYPE_Q4_0_X8);
-    CHECK(x8->act == q4->act && x8->igemm_rows);
+    CHECK(kc_repack_type(isa, st, 64) == layout && kc_row_group(layout) == 8 && kc_row_group(st) == 1);
+    CHECK(x8->act == sk->act && x8->group_to_f32 && !x8->to_f32 && !x8->vec_dot && !x8->igemm_rows == !sk->igemm_rows);
     static const int shapes[][2] = {{8, 32}, {16, 96}, {40, 288}, {24, KC_WGEMM_KB + 96}};
-    case_stats st = {0, 0};
+    case_stats stats = {0, 0};
+    float *scratch = malloc(sizeof(float) * KC_WGEMM_SCRATCH_FLOATS);
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const int rows = shapes[si][0], cols = shapes[si][1], max_nv = 151;
-        const size_t wrb = (size_t)kv_type_bytes(KV_TYPE_Q4_0, (uint64_t)cols), arb = kc_act_row_bytes(x8->act, cols);
+        const size_t wrb = (size_t)kv_type_bytes(st, (uint64_t)cols), arb = kc_act_row_bytes(x8->act, cols);
         const size_t ldy = (size_t)rows + 3;
         uint8_t *w = malloc(wrb * rows), *wx = malloc(wrb * rows), *act = malloc(arb * max_nv);
         float *x = malloc(sizeof(float) * cols * max_nv), *wf = malloc(sizeof(float) * cols);
         float *y = malloc(sizeof(float) * ldy * max_nv), *y1 = malloc(sizeof(float) * ldy * max_nv);
         double *af = malloc(sizeof(double) * cols);
-        fill_weights(KV_TYPE_Q4_0, w, (size_t)rows * cols);
-        kc_repack_rows(KV_TYPE_Q4_0_X8, wx, w, wrb, 0, rows);
+        fill_weights(st, w, (size_t)rows * cols);
+        kc_repack_rows(layout, wx, w, wrb, 0, rows);
         fill_acts(x, cols * max_nv);
         memset(x + cols, 0, sizeof(float) * cols); /* vector 1: all zero, d = 0 */
         x[2 * cols + cols / 2] = NAN;              /* vector 2: one block NaN */
@@ -467,40 +468,50 @@ static void test_repacked(const kc_isa *isa)
                     x8->gemv_rows(y1 + (size_t)v * ldy, ldy, wx, wrb, r0, r0 ? rows : 8, act + (size_t)v * arb, arb,
                                   1, cols);
             for (int r = 0; r < rows; r++) {
-                kv_type_traits(KV_TYPE_Q4_0)->to_f32(w + (size_t)r * wrb, wf, (size_t)cols);
+                kv_type_traits(st)->to_f32(w + (size_t)r * wrb, wf, (size_t)cols);
                 for (int v = 0; v < nv; v++) {
                     const float got = y[(size_t)v * ldy + r];
                     CHECK_MSG(!memcmp(&got, &y1[(size_t)v * ldy + r], sizeof got),
-                              "%s q4_0x8 %dx%d: y[%d][%d] %.9g batched, %.9g alone", isa->name, rows, cols, v, r,
-                              (double)got, (double)y1[(size_t)v * ldy + r]);
+                              "%s %s %dx%d: y[%d][%d] %.9g batched, %.9g alone", isa->name, kv_type_name(layout),
+                              rows, cols, v, r, (double)got, (double)y1[(size_t)v * ldy + r]);
                     if (v == 2) {
-                        CHECK_MSG(isnan(got), "%s q4_0x8: a NaN activation gave %g", isa->name, (double)got);
+                        CHECK_MSG(isnan(got), "%s %s: a NaN activation gave %g", isa->name, kv_type_name(layout),
+                                  (double)got);
                         continue;
                     }
                     act_to_f32(x8->act, act + (size_t)v * arb, NULL, cols, af);
                     double scale, ref = ref_dot(wf, af, cols, &scale);
                     const double err = scale > 0 ? fabs(got - ref) / scale : fabs(got - ref);
-                    st.max_err = err > st.max_err ? err : st.max_err;
-                    if (!(err <= 1e-4) && st.fails++ < 3)
-                        fprintf(stderr, "  %s q4_0x8 %dx%d n_vec %d: y[%d][%d] = %.9g, reference %.9g\n", isa->name,
-                                rows, cols, nv, v, r, (double)got, ref);
+                    stats.max_err = err > stats.max_err ? err : stats.max_err;
+                    if (!(err <= 1e-4) && stats.fails++ < 3)
+                        fprintf(stderr, "  %s %s %dx%d n_vec %d: y[%d][%d] = %.9g, reference %.9g\n", isa->name,
+                                kv_type_name(layout), rows, cols, nv, v, r, (double)got, ref);
                 }
             }
             for (int v = 0; v < nv; v++)
                 for (size_t c = (size_t)rows; c < ldy; c++)
                     CHECK(y[(size_t)v * ldy + c] == -12345.5f && y1[(size_t)v * ldy + c] == -12345.5f);
         }
-        for (int n_tok = 11; n_tok <= max_nv; n_tok += max_nv - 11) { /* prefill: q4_0's bits */
-            for (size_t i = 0; i < ldy * n_tok; i++)
-                y[i] = y1[i] = -1.0f;
-            q4->igemm_rows(y, ldy, w, wrb, 8, rows, act, arb, n_tok, cols);
-            x8->igemm_rows(y1, ldy, wx, wrb, 8, rows, act, arb, n_tok, cols);
-            int bad = 0;
-            for (size_t i = 0; i < ldy * n_tok; i++)
-                bad += memcmp(&y[i], &y1[i], sizeof(float)) != 0;
-            CHECK_MSG(bad == 0, "%s q4_0x8 igemm %d x %d x %d: %d outputs differ from q4_0's", isa->name, n_tok,
-                      rows - 8, cols, bad);
-        }
+        for (int n_tok = 11; n_tok <= max_nv; n_tok += max_nv - 11) /* prefill: the stored type's bits */
+            for (int path = 0; path < 2; path++) {
+                if (path == 0 && !sk->igemm_rows)
+                    continue;
+                for (size_t i = 0; i < ldy * n_tok; i++)
+                    y[i] = y1[i] = -1.0f;
+                if (path == 0) {
+                    sk->igemm_rows(y, ldy, w, wrb, 8, rows, act, arb, n_tok, cols);
+                    x8->igemm_rows(y1, ldy, wx, wrb, 8, rows, act, arb, n_tok, cols);
+                } else {
+                    kc_wgemm_rows(isa, y, ldy, w, st, wrb, 8, rows, x, n_tok, cols, scratch);
+                    kc_wgemm_rows(isa, y1, ldy, wx, layout, wrb, 8, rows, x, n_tok, cols, scratch);
+                }
+                int bad = 0;
+                for (size_t i = 0; i < ldy * n_tok; i++)
+                    bad += memcmp(&y[i], &y1[i], sizeof(float)) != 0;
+                CHECK_MSG(bad == 0, "%s %s %s %d x %d x %d: %d outputs differ from %s's", isa->name,
+                          kv_type_name(layout), path ? "wgemm" : "igemm", n_tok, rows - 8, cols, bad,
+                          kv_type_name(st));
+            }
         free(w);
         free(wx);
         free(act);
@@ -510,8 +521,9 @@ static void test_repacked(const kc_isa *isa)
         free(y1);
         free(af);
     }
-    fprintf(stderr, "%-6s q4_0x8 max rel err %.3g\n", isa->name, st.max_err);
-    CHECK_MSG(st.fails == 0, "%s q4_0x8: %d values outside 1e-4", isa->name, st.fails);
+    free(scratch);
+    fprintf(stderr, "%-6s %-6s max rel err %.3g\n", isa->name, kv_type_name(layout), stats.max_err);
+    CHECK_MSG(stats.fails == 0, "%s %s: %d values outside 1e-4", isa->name, kv_type_name(layout), stats.fails);
 }
 
 /* The ISA's panel transpose and register tile equal the portable ones on random panels
@@ -635,7 +647,8 @@ int main(void)
         test_wgemm_pieces(all[i]);
         test_wgemm(all[i]);
         test_igemm(all[i]);
-        test_repacked(all[i]);
+        test_layout(all[i], KV_TYPE_Q4_0_X8, KV_TYPE_Q4_0);
+        test_layout(all[i], KV_TYPE_Q4_1_X8, KV_TYPE_Q4_1);
     }
     return kv_test_result();
 }

@@ -20,6 +20,7 @@ static const struct kv_type_traits type_table[KV_TYPE_LAYOUT_END] = {
     [KV_TYPE_Q5_K] = {"q5_k", QK_K, 2 + 2 + 12 + QK_K / 8 + QK_K / 2, kv_dequant_q5_k},
     [KV_TYPE_Q6_K] = {"q6_k", QK_K, QK_K / 2 + QK_K / 4 + QK_K / 16 + 2, kv_dequant_q6_k},
     [KV_TYPE_Q4_0_X8] = {"q4_0x8", QK, 2 + QK / 2, NULL},
+    [KV_TYPE_Q4_1_X8] = {"q4_1x8", QK, 2 + 2 + QK / 2, NULL},
 };
 
 const struct kv_type_traits *kv_type_traits(kv_type t)

@@ -29,6 +29,7 @@ typedef enum kv_type {
      * SIMD kernels (kc_repack_type, kernels/cpu/wkernels.h). Same bytes per row as the
      * stored type, but rows interleaved in groups: no row stands alone (to_f32 NULL). */
     KV_TYPE_Q4_0_X8 = KV_TYPE_COUNT, /* q4_0, 8 rows interleaved */
+    KV_TYPE_Q4_1_X8,                 /* q4_1, 8 rows interleaved */
     KV_TYPE_LAYOUT_END
 } kv_type;
 

@@ -34,6 +34,7 @@ void kc_wgemm_rows(const kc_isa *isa, float *y, size_t ldy, const void *w, kv_ty
 {
     const struct kv_type_traits *tr = kv_type_traits(type);
     const kv_type_to_f32_fn to_f32 = isa->k[type].to_f32;
+    const int group = kc_row_group(type); /* > 1: a repacked layout, dequantized a group at a time */
     const unsigned char *wb = w;
     float *rows = scratch, *panel = scratch + KC_WGEMM_NR * KC_WGEMM_KB;
     for (int t0 = 0; t0 < n_tok; t0 += KC_WGEMM_TOKENS) {
@@ -50,20 +51,26 @@ void kc_wgemm_rows(const kc_isa *isa, float *y, size_t ldy, const void *w, kv_ty
                     /* a whole f32 panel: transposed straight from the weights, no copy */
                     isa->wgemm_pack(panel, (const float *)(const void *)src, w_row_bytes / sizeof(float), kbp);
                 } else {
-                    for (int i = 0; i < KC_WGEMM_NR; i++) {
+                    for (int i = 0; i < KC_WGEMM_NR; i += group) {
                         float *ri = rows + (size_t)i * KC_WGEMM_KB;
-                        if (i < nr) {
-                            to_f32(src + (size_t)i * w_row_bytes, ri, (size_t)kb);
-                            memset(ri + kb, 0, sizeof(float) * (size_t)(kbp - kb));
-                        } else {
-                            memset(ri, 0, sizeof(float) * (size_t)kbp);
+                        if (i >= nr) {
+                            memset(ri, 0, sizeof(float) * (size_t)KC_WGEMM_KB * (size_t)group);
+                            continue;
                         }
+                        if (group > 1) /* whole groups: rp and nr are multiples of group */
+                            isa->k[type].group_to_f32(wb + (size_t)(rp + i) * w_row_bytes, w_row_bytes, k0, kb, ri,
+                                                      KC_WGEMM_KB);
+                        else
+                            to_f32(src + (size_t)i * w_row_bytes, ri, (size_t)kb);
+                        for (int g = 0; g < group; g++)
+                            memset(ri + (size_t)g * KC_WGEMM_KB + kb, 0, sizeof(float) * (size_t)(kbp - kb));
                     }
                     isa->wgemm_pack(panel, rows, KC_WGEMM_KB, kbp);
                 }
+                /* the next panel: its rows' segments, or its groups' block columns */
                 const size_t seg = kv_type_bytes(type, (uint64_t)kb);
-                kc_panel_prefetch pf = {wb + k_off, w_row_bytes, seg, 0, rp + KC_WGEMM_NR,
-                                     min_int(rp + 2 * KC_WGEMM_NR, row_end)};
+                kc_panel_prefetch pf = {wb + k_off * (size_t)group, w_row_bytes * (size_t)group, seg * (size_t)group,
+                                        0, (rp + KC_WGEMM_NR) / group, min_int(rp + 2 * KC_WGEMM_NR, row_end) / group};
                 const int n_tiles = (t_end - t0 + KC_WGEMM_MR - 1) / KC_WGEMM_MR;
                 const int per_tile = (KC_WGEMM_NR * kc_panel_prefetch_lines(seg) + n_tiles - 1) / n_tiles;
                 for (int t = t0; t < t_end; t += KC_WGEMM_MR) {

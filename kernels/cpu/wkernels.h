@@ -74,6 +74,10 @@ typedef struct kc_wkernel {
      * gemv_rows promises, each output the same whatever the tokens and rows sharing the call,
      * but its own rounding (not gemv_rows' bits). NULL: the type's prefill is kc_wgemm_rows. */
     kc_gemv_rows_fn igemm_rows;
+    /* A repacked layout's dequantizer (to_f32 is NULL there), for kc_wgemm_rows' panels:
+     * rows[i * ld + 0..n) <- row i of the row group at g, columns [k0, k0 + n) (whole
+     * blocks), for each of the group's rows: the stored type's to_f32 values, bit for bit. */
+    void (*group_to_f32)(const void *g, size_t w_row_bytes, int k0, int n, float *rows, size_t ld);
 } kc_wkernel;
 
 /* The prefill GEMM's register tile (kc_wgemm_rows): up to KC_WGEMM_MR token rows by

@@ -2,8 +2,8 @@
  * the baseline every x86-64-v3 machine runs. The kernels are in avx2_kernels.h. */
 #include "avx2_kernels.h"
 #include "avx2_igemm.h"
-#include "avx2_q4_0x8.h"
 #include "avx2_wgemm.h"
+#include "avx2_x8.h"
 
 const kc_isa kc_isa_avx2 = {
     "avx2",

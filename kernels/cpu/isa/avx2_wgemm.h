@@ -157,6 +157,7 @@ static void avx2_wgemm_micro(float *y, size_t ldy, const float *x, size_t ldx, c
         KC_ISA_ENTRY(Q4_K, q4_k_vec_dot, q4_k_gemv_rows, kv_dequant_q4_k),                                          \
         KC_ISA_ENTRY(Q5_K, q5_k_vec_dot, q5_k_gemv_rows, kv_dequant_q5_k),                                          \
         KC_ISA_ENTRY(Q6_K, q6_k_vec_dot, q6_k_gemv_rows, kv_dequant_q6_k),                                          \
-        KC_ISA_ENTRY_IG(Q4_0_X8, NULL, q4_0x8_gemv_rows, NULL, q4_0x8_igemm_rows)
+        KC_ISA_ENTRY_LAYOUT(Q4_0_X8, q4_0x8_gemv_rows, q4_0x8_igemm_rows, q4_0x8_group_to_f32),                   \
+        KC_ISA_ENTRY_LAYOUT(Q4_1_X8, q4_1x8_gemv_rows, NULL, q4_1x8_group_to_f32)
 
 #endif

@@ -6,8 +6,8 @@
  * f32 activations: not used. */
 #include "avx2_kernels.h"
 #include "avx2_igemm.h"
-#include "avx2_q4_0x8.h"
 #include "avx2_wgemm.h"
+#include "avx2_x8.h"
 
 #undef KC_ACC
 #undef kc_acc_zero

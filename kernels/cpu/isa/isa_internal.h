@@ -32,12 +32,16 @@ void kc_quantize_q8_k(void *act_row, const float *x, int cols);
 #define KC_ACT_OF_Q5_K KC_ACT_Q8_K, kc_quantize_q8_k
 #define KC_ACT_OF_Q6_K KC_ACT_Q8_K, kc_quantize_q8_k
 #define KC_ACT_OF_Q4_0_X8 KC_ACT_Q8_32, kc_quantize_q8_32
-#define KC_ISA_ENTRY_(ACT_AND_QUANT, DOT, GEMV, TO_F32, IGEMM) {ACT_AND_QUANT, DOT, GEMV, TO_F32, IGEMM}
+#define KC_ACT_OF_Q4_1_X8 KC_ACT_Q8_32, kc_quantize_q8_32
+#define KC_ISA_ENTRY_(ACT_AND_QUANT, DOT, GEMV, TO_F32, IGEMM) {ACT_AND_QUANT, DOT, GEMV, TO_F32, IGEMM, NULL}
 #define KC_ISA_ENTRY(TYPE, DOT, GEMV, TO_F32)                                                                       \
     [KV_TYPE_##TYPE] = KC_ISA_ENTRY_(KC_ACT_OF_##TYPE, DOT, GEMV, TO_F32, NULL)
 /* ... with an int8 prefill GEMM (kc_wkernel.igemm_rows) */
 #define KC_ISA_ENTRY_IG(TYPE, DOT, GEMV, TO_F32, IGEMM)                                                             \
     [KV_TYPE_##TYPE] = KC_ISA_ENTRY_(KC_ACT_OF_##TYPE, DOT, GEMV, TO_F32, IGEMM)
+/* ... for a repacked layout (no vec_dot, no to_f32: its rows are interleaved) */
+#define KC_ISA_ENTRY_LAYOUT(TYPE, GEMV, IGEMM, GROUP_TO_F32)                                                        \
+    [KV_TYPE_##TYPE] = {KC_ACT_OF_##TYPE, NULL, GEMV, NULL, IGEMM, GROUP_TO_F32}
 
 /* Activation block field offsets (see kc_act in wkernels.h). */
 #define KC_Q8_32_S 4
