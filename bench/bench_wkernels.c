@@ -5,7 +5,8 @@
  *   GEMM (prefill): GFLOP/s at 64/256/512 tokens, dequantized panels + register-tiled GEMM (kc_wgemm_rows)
  *                  against the int8 path (quantize activations, then igemm_rows where the format
  *                  has it, else gemv_rows over all tokens).
- * q4_0x8 is q4_0 repacked as the CPU engine serves it (kc_repack_type), beside q4_0 as stored.
+ * q4_0x8 / q4_1x8 are q4_0 / q4_1 repacked as the CPU engine serves them (kc_repack_type),
+ * beside the formats as stored.
  * A benchmark, not a test: prints tables, asserts nothing.
  * Usage: kv-bench-wkernels [--quick] [--types q4_1,q8_0,...] [--no-gemm] */
 #include <omp.h>
@@ -73,16 +74,16 @@ static int mat_init(mat *m, kv_type t, int rows, int cols, size_t min_total)
     m->w = malloc(m->bytes * (size_t)m->copies);
     if (!m->w)
         return -1;
-    if (t != KV_TYPE_Q4_0_X8) {
+    if (kc_row_group(t) == 1) {
         fill(t, m->w, m->bytes * (size_t)m->copies);
         return 0;
     }
-    /* a repacked layout: q4_0 blocks, repacked as the engine does at load */
+    /* a repacked layout: its stored type's blocks, repacked as the engine does at load */
     uint8_t *stored = malloc(m->bytes);
     if (!stored)
         return -1;
     for (int c = 0; c < m->copies; c++) {
-        fill(KV_TYPE_Q4_0, stored, m->bytes);
+        fill(t == KV_TYPE_Q4_0_X8 ? KV_TYPE_Q4_0 : KV_TYPE_Q4_1, stored, m->bytes);
         kc_repack_rows(t, m->w + (size_t)c * m->bytes, stored, m->row_bytes, 0, rows);
     }
     free(stored);
@@ -264,7 +265,7 @@ int main(int argc, char **argv)
     };
     static const kv_type types[] = {KV_TYPE_F32,  KV_TYPE_F16,  KV_TYPE_BF16, KV_TYPE_Q8_0,
                                     KV_TYPE_Q4_0, KV_TYPE_Q4_1, KV_TYPE_Q5_0, KV_TYPE_Q5_1,
-                                    KV_TYPE_Q4_K, KV_TYPE_Q5_K, KV_TYPE_Q6_K, KV_TYPE_Q4_0_X8};
+                                    KV_TYPE_Q4_K, KV_TYPE_Q5_K, KV_TYPE_Q6_K, KV_TYPE_Q4_0_X8, KV_TYPE_Q4_1_X8};
     const int n_shapes = (int)(sizeof shapes / sizeof shapes[0]), n_types = (int)(sizeof types / sizeof types[0]);
     const size_t past_cache = (size_t)96 << 20; /* 3x this machine's 32 MiB L3 */
     printf("GEMV GB/s of weight bytes (%% of read bandwidth), columns: n_vec/threads\n");
@@ -296,7 +297,8 @@ int main(int argc, char **argv)
     printf("\nGEMM (prefill) GFLOP/s, 2 threads: dequantized panels + f32 tile | int8 igemm_rows (else gemv_rows)\n");
     printf("%-13s %-6s %17s %17s %17s\n", "shape", "type", "64 tok", "256 tok", "512 tok");
     static const kv_type gemm_types[] = {KV_TYPE_F32, KV_TYPE_F16,  KV_TYPE_Q8_0, KV_TYPE_Q4_0,
-                                         KV_TYPE_Q4_1, KV_TYPE_Q4_K, KV_TYPE_Q6_K, KV_TYPE_Q4_0_X8};
+                                         KV_TYPE_Q4_1, KV_TYPE_Q4_K, KV_TYPE_Q6_K, KV_TYPE_Q4_0_X8,
+                                         KV_TYPE_Q4_1_X8};
     static const int gemm_shapes[] = {0, 1, 2, 4};
     for (size_t s = 0; s < sizeof gemm_shapes / sizeof gemm_shapes[0]; s++)
         for (size_t ti = 0; ti < sizeof gemm_types / sizeof gemm_types[0]; ti++) {
@@ -310,10 +312,7 @@ int main(int argc, char **argv)
                 return 1;
             printf("%-13s %-6s", shapes[sh].name, kv_type_name(gemm_types[ti]));
             for (int n_tok = 64; n_tok <= 512; n_tok *= (n_tok == 64 ? 4 : 2))
-                if (isa->k[m.type].to_f32) /* a repacked layout has no dequantized panels */
-                    printf("   %6.1f | %6.1f", gemm_gflops(isa, &m, n_tok, 2, 0), gemm_gflops(isa, &m, n_tok, 2, 1));
-                else
-                    printf("   %6s | %6.1f", "-", gemm_gflops(isa, &m, n_tok, 2, 1));
+                printf("   %6.1f | %6.1f", gemm_gflops(isa, &m, n_tok, 2, 0), gemm_gflops(isa, &m, n_tok, 2, 1));
             printf("\n");
             fflush(stdout);
             free(m.w);
