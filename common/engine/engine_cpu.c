@@ -672,14 +672,14 @@ static int streamed_weights(cpu_engine *ce, int n_layers, kv_weight **ws)
     return n;
 }
 
-/* cpu_engine.layers and .lm_head: the model's matrices as this engine streams them. Into one
- * arena of the engine's go those mapped from the model's file (copied; the mapped pages then
- * handed back, so resident memory stays one copy) and those its ISA has a faster layout for
- * (repacked; a buffer the model owns stays beside its layout). The arena asks for transparent
- * huge pages: decode streams every weight each token, and on 4 KiB pages that is a TLB miss
- * per 4 KiB (f32 GEMV 5-15 % faster on 2 MiB pages: SmolLM2 shapes, Zen 3). The rest stay
- * where the model holds them. KVSERVE_WEIGHT_REPACK=0 streams everything from where the model
- * holds it (A/B runs). */
+/* cpu_engine.layers and .lm_head: the model's matrices as this engine streams them. Those
+ * mapped from the model's file are copied into one arena of the engine's, repacked where its
+ * ISA has a faster layout for them (kc_repack_type), and the mapped pages handed back, so
+ * resident memory stays one copy. The arena asks for transparent huge pages: decode streams
+ * every weight each token, and on 4 KiB pages that is a TLB miss per 4 KiB (f32 GEMV 5-15 %
+ * faster on 2 MiB pages: SmolLM2 shapes, Zen 3). Buffers the model owns (converted, or a
+ * GGUF's Q/K rows reordered) stay as they are: a repacked copy beside them would hold their
+ * bytes twice. KVSERVE_WEIGHT_REPACK=0 streams everything from where the model holds it. */
 static int engine_weights(cpu_engine *ce, const kv_model *m, kv_err *err)
 {
     const int n_layers = m->cfg.n_layers;
@@ -700,7 +700,7 @@ static int engine_weights(cpu_engine *ce, const kv_model *m, kv_err *err)
     size_t total = 0;
     for (int i = 0; i < n; i++) {
         to[i] = kc_repack_type(ce->isa, ws[i]->type, ws[i]->rows);
-        if (!ws[i]->data || (to[i] == ws[i]->type && !kv_model_weight_mapped(m, ws[i])))
+        if (!ws[i]->data || !kv_model_weight_mapped(m, ws[i]))
             ws[i] = NULL; /* stays where the model holds it */
         else
             total += (kv_weight_bytes(ws[i]) + 63) / 64 * 64;
