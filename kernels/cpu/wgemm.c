@@ -1,5 +1,6 @@
 /* Prefill on stored-format weights: a panel of KC_WGEMM_NR weight rows by KC_WGEMM_KB columns
- * is dequantized (the ISA's to_f32, vectorized), transposed to [k][NR] and multiplied with
+ * is dequantized (the ISA's to_f32, vectorized; a repacked layout's group_to_f32, a row group
+ * at a time, the same values), transposed to [k][NR] and multiplied with
  * every token row by the ISA's MR x NR register tile, BLIS-style. The loops live here, once,
  * in portable C; each ISA brings only its dequantizers, its panel transpose and its tile.
  *
