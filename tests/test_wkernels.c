@@ -426,8 +426,8 @@ static void test_igemm(const kc_isa *isa)
 
 /* A repacked layout (kc_repack_type) against its stored type st, where the ISA has kernels
  * for it: its GEMV against the stored rows' reference (1e-4 of sum |products|, NaN for a
- * non-finite vector), batch- and group-split-invariant bit for bit, no write past its rows;
- * its prefill the stored type's bits (the int8 GEMM where it has one, and kc_wgemm_rows over
+ * non-finite vector), batch- and group-split-invariant bit for bit, no write past its rows,
+ * and the stored type's GEMV bits; its prefill the stored type's bits (the int8 GEMM where it has one, and kc_wgemm_rows over
  * group_to_f32), over 11 and 151 tokens. */
 static void test_layout(const kc_isa *isa, kv_type layout, kv_type st)
 {
@@ -491,6 +491,14 @@ static void test_layout(const kc_isa *isa, kv_type layout, kv_type st)
             for (int v = 0; v < nv; v++)
                 for (size_t c = (size_t)rows; c < ldy; c++)
                     CHECK(y[(size_t)v * ldy + c] == -12345.5f && y1[(size_t)v * ldy + c] == -12345.5f);
+            /* the stored rows' GEMV rounds as the layout's: the same bits */
+            sk->gemv_rows(y1, ldy, w, wrb, 0, rows, act, arb, nv, cols);
+            int bad = 0;
+            for (int v = 0; v < nv; v++)
+                for (int r = 0; r < rows; r++)
+                    bad += memcmp(&y[(size_t)v * ldy + r], &y1[(size_t)v * ldy + r], sizeof(float)) != 0;
+            CHECK_MSG(bad == 0, "%s %s %dx%d n_vec %d: %d outputs differ from %s's GEMV", isa->name,
+                      kv_type_name(layout), rows, cols, nv, bad, kv_type_name(st));
         }
         for (int n_tok = 11; n_tok <= max_nv; n_tok += max_nv - 11) /* prefill: the stored type's bits */
             for (int path = 0; path < 2; path++) {

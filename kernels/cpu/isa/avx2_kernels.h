@@ -248,10 +248,71 @@ static inline double q32_load_pair(const uint8_t *a) /* an activation block's (d
  * than 4 rows at a time on SmolLM2's shapes (kv-bench-wkernels, Zen 3, 1 and 2 threads;
  * the same at TinyLlama's), the 4-bit formats did not. */
 KC_DEFINE_GEMV_Q32(q8_0, 34, 0, 1)
-KC_DEFINE_GEMV_Q32(q4_0, 18, -8, 4)
-KC_DEFINE_GEMV_Q32(q5_0, 22, -16, 4)
-KC_DEFINE_GEMV_Q32(q4_1, 20, 1, 4)
-KC_DEFINE_GEMV_Q32(q5_1, 24, 1, 4)
+
+/* Exact int32 totals of 8 pairs' 8-lane block dots: pair k's in lane k. */
+KC_ALWAYS_INLINE __m256i pair_totals(const __m256i d[8])
+{
+    const __m256i t01 = _mm256_hadd_epi32(d[0], d[1]), t23 = _mm256_hadd_epi32(d[2], d[3]);
+    const __m256i t45 = _mm256_hadd_epi32(d[4], d[5]), t67 = _mm256_hadd_epi32(d[6], d[7]);
+    const __m256i u0 = _mm256_hadd_epi32(t01, t23), u1 = _mm256_hadd_epi32(t45, t67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(u0, u1, 0x20), _mm256_permute2x128_si256(u0, u1, 0x31));
+}
+
+/* The formats with a min (q4_0 / q5_0: MIN * d; q4_1 / q5_1: their m) round as their repacked
+ * layouts do (avx2_x8.h), so that a matrix gives the same bits repacked or as stored (the
+ * engine repacks only what it maps from the file): per (row, vector) pair, one float lane,
+ * and per block in column order
+ *     acc = fma(d_w * d_a, (float)exact_dot, acc);  accm = fma(mn_w, s_a, accm)
+ * (mn = d for q4_0 / q5_0, m for q4_1 / q5_1), then y = fma(f, accm, acc), f = MIN or 1. The
+ * block's integer dot is summed exactly first (pair_totals), so the lanes' grouping of the
+ * columns does not show. Pair k = v * R + r is lane k. */
+#define KC_DEFINE_GEMV_Q32_LANES(FMT, WB, MIN)                                                                      \
+    KC_ALWAYS_INLINE void FMT##_tile(float *y, size_t ldy, const uint8_t *w, size_t wrb, const uint8_t *a,          \
+                                     size_t arb, int cols, const int R, const int NV)                               \
+    {                                                                                                               \
+        int rk[8], vk[8];                                                                                           \
+        for (int k = 0; k < 8; k++) { /* unused lanes repeat pair 0 */                                             \
+            rk[k] = k < R * NV ? k % R : 0;                                                                         \
+            vk[k] = k < R * NV ? k / R : 0;                                                                         \
+        }                                                                                                           \
+        __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();                                               \
+        const int nb = cols / 32;                                                                                   \
+        for (int b = 0; b < nb; b++) {                                                                              \
+            const uint8_t *wb = w + (size_t)b * (WB), *ab = a + (size_t)b * KC_Q8_32_BYTES;                         \
+            KC_PREFETCH_ROWS(wb, wrb, R, (size_t)b * (WB), (WB));                                                    \
+            __m256i dots[8];                                                                                        \
+            for (int k = 0; k < 8; k++)                                                                             \
+                dots[k] = _mm256_setzero_si256();                                                                   \
+            for (int r = 0; r < R; r++) {                                                                           \
+                const q32_w u = FMT##_w(wb + (size_t)r * wrb);                                                      \
+                for (int v = 0; v < NV; v++)                                                                        \
+                    dots[v * R + r] = dot_us8(u.q, load256(ab + (size_t)v * arb + KC_Q8_32_QS));                    \
+            }                                                                                                       \
+            const __m256 tot = _mm256_cvtepi32_ps(pair_totals(dots));                                               \
+            short dh[8], mh[8];                                                                                     \
+            float da[8], sa[8];                                                                                     \
+            for (int k = 0; k < 8; k++) {                                                                           \
+                dh[k] = (short)kc_load_u16(wb + (size_t)rk[k] * wrb);                                               \
+                mh[k] = (short)kc_load_u16(wb + (size_t)rk[k] * wrb + 2);                                           \
+                da[k] = kc_load_f32(ab + (size_t)vk[k] * arb);                                                      \
+                sa[k] = kc_load_f32(ab + (size_t)vk[k] * arb + KC_Q8_32_S);                                         \
+            }                                                                                                       \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)dh));                 \
+            const __m256 mn = (MIN) == 1 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)mh)) : dw; \
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_loadu_ps(da)), tot, acc);                                \
+            accm = _mm256_fmadd_ps(mn, _mm256_loadu_ps(sa), accm);                                                  \
+        }                                                                                                           \
+        float out[8];                                                                                               \
+        _mm256_storeu_ps(out, _mm256_fmadd_ps(_mm256_set1_ps((MIN) == 1 ? 1.0f : (float)(MIN)), accm, acc));       \
+        for (int k = 0; k < R * NV; k++)                                                                            \
+            y[(size_t)vk[k] * ldy + (size_t)rk[k]] = out[k];                                                        \
+    }                                                                                                               \
+    KC_DEFINE_GEMV_LOOPS(FMT, 4)
+
+KC_DEFINE_GEMV_Q32_LANES(q4_0, 18, -8)
+KC_DEFINE_GEMV_Q32_LANES(q5_0, 22, -16)
+KC_DEFINE_GEMV_Q32_LANES(q4_1, 20, 1)
+KC_DEFINE_GEMV_Q32_LANES(q5_1, 24, 1)
 
 /* ---- q4_k / q5_k: 8 sub-blocks of 32 with 6-bit scales and mins ---- */
 
