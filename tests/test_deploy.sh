@@ -83,7 +83,9 @@ for u in "$sd"/*.service; do
     for e in $envs; do extra="$extra $(sed -n "s/^$var=//p" "$sd/$e.env")"; done
   done
   for f in $(echo "$exec_line $extra" | grep -o -- '--[a-z][a-z0-9-]*' | sort -u); do
-    echo "$help" | grep -qE -- "(^|[^a-z0-9-])$f([^a-z0-9-]|\$)" || fail "$(basename "$u"): $f is not a flag of $b (--help)"
+    # a here-string, not echo | grep -q: under pipefail, grep quitting at its first match
+    # before echo's last write made the pipeline fail (a flag "missing" under load)
+    grep -qE -- "(^|[^a-z0-9-])$f([^a-z0-9-]|\$)" <<<"$help" || fail "$(basename "$u"): $f is not a flag of $b (--help)"
   done
   case "$exec_line" in
     *" --key %d/"*) cred=$(echo "$exec_line" | sed -n 's/.* --key %d\/\([^ ]*\).*/\1/p')

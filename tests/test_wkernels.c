@@ -427,8 +427,8 @@ static void test_igemm(const kc_isa *isa)
 /* A repacked layout (kc_repack_type) against its stored type st, where the ISA has kernels
  * for it: its GEMV against the stored rows' reference (1e-4 of sum |products|, NaN for a
  * non-finite vector), batch- and group-split-invariant bit for bit, no write past its rows,
- * and the stored type's GEMV bits; its prefill the stored type's bits (the int8 GEMM where it has one, and kc_wgemm_rows over
- * group_to_f32), over 11 and 151 tokens. */
+ * and the stored type's GEMV bits; its prefill the stored type's bits (the int8 GEMM where it
+ * has one, and kc_wgemm_rows over group_to_f32), over 11 and 151 tokens. */
 static void test_layout(const kc_isa *isa, kv_type layout, kv_type st)
 {
     const kc_wkernel *x8 = &isa->k[layout], *sk = &isa->k[st];
