@@ -183,7 +183,9 @@ static inline double q32_load_pair(const uint8_t *a) /* an activation block's (d
 
 /* MIN: 0 (no min), 1 (the block's own m), or the factor of d that is the min (-8, -16).
  * Rows [0, R) of w against vectors [0, NV) of a: (R, NV) in (4,1), (2,2), (1,1..8). Pair
- * k = v * R + r sits in pair vector k / 4, lanes 2 (k % 4) and 2 (k % 4) + 1. */
+ * k = v * R + r sits in pair vector k / 4, lanes 2 (k % 4) and 2 (k % 4) + 1. Only q8_0
+ * takes this tile today: the formats with a min round as their repacked layouts do
+ * (KC_DEFINE_GEMV_Q32_LANES below). */
 #define KC_DEFINE_GEMV_Q32(FMT, WB, MIN, R1)                                                                        \
     KC_ALWAYS_INLINE void FMT##_tile(float *y, size_t ldy, const uint8_t *w, size_t wrb, const uint8_t *a,          \
                                      size_t arb, int cols, const int R, const int NV)                               \
