@@ -124,14 +124,14 @@ KC_DEFINE_GEMV(bf16, 8, 16, 32)
 
 /* ---- the 32-blocks: q8_0 (signed q), q4_1 / q5_1 (unsigned q and a min m), q4_0 / q5_0
  * (unsigned q with the min -8 d / -16 d: the integer dot then needs no sign trick) ----
- * Their own driver, not KC_DEFINE_GEMV: the float work of a block (its fp16 d, m and the
- * activation's d, s) is done for four (row, vector) pairs in one vector, not per pair with
- * scalar conversions. A pair vector's lanes (2k, 2k+1) hold (d_w * d_a, m_w * s_a) of pair
- * k; the min terms m_w * s_a accumulate in their lanes across blocks (added once at the end
- * instead of once per block into the dot's chain), and d_w * d_a is broadcast from its lane
- * into the pair's FMA. Every lane sees the same operations in the same order whichever pairs
- * share its vector, so each y[v][r] is the same for any grouping of rows and vectors
- * (batch-invariant, as wkernels.h promises). */
+ * Their own drivers, not KC_DEFINE_GEMV: the float work of a block (its fp16 scales and the
+ * activation's d, s) is done for several (row, vector) pairs in one vector, not per pair with
+ * scalar conversions. q8_0 (KC_DEFINE_GEMV_Q8_0): a pair vector's lanes (2k, 2k+1) hold
+ * (d_w * d_a, 0) of pair k, and d_w * d_a is broadcast from its lane into the pair's FMA over
+ * the block's 8 integer lanes. The formats with a min (KC_DEFINE_GEMV_Q32_LANES): one lane
+ * per pair, as their repacked layouts. Every lane sees the same operations in the same order
+ * whichever pairs share its vector, so each y[v][r] is the same for any grouping of rows and
+ * vectors (batch-invariant, as wkernels.h promises). */
 
 /* A block's weight bytes as signed q (q8_0) or unsigned q (the others), and |q| for q8_0's
  * sign trick (maddubs wants an unsigned operand). */
@@ -155,25 +155,12 @@ KC_ALWAYS_INLINE q32_w q5_1_w(const uint8_t *p)
     return (q32_w){_mm256_or_si256(nibbles_32(p + 8), hi), _mm256_setzero_si256()};
 }
 
-/* The block's integer dot with an activation block's qs, as floats. */
-KC_ALWAYS_INLINE __m256 sym_idot(q32_w u, const uint8_t *a)
+/* A q8_0 block's integer dot with an activation block's qs (the sign trick), as floats. */
+KC_ALWAYS_INLINE __m256 q8_0_idot(q32_w u, const uint8_t *a)
 {
     return _mm256_cvtepi32_ps(dot_us8(u.aq, _mm256_sign_epi8(load256(a + KC_Q8_32_QS), u.q)));
 }
-KC_ALWAYS_INLINE __m256 min_idot(q32_w u, const uint8_t *a)
-{
-    return _mm256_cvtepi32_ps(dot_us8(u.q, load256(a + KC_Q8_32_QS)));
-}
-#define q8_0_idot sym_idot
-#define q4_0_idot min_idot
-#define q5_0_idot min_idot
-#define q4_1_idot min_idot
-#define q5_1_idot min_idot
 
-/* The fp16 (d, m) of a weight block as the 32 bits cvtph wants: (d, m) when MIN is 1, (d, d)
- * when the min is MIN * d, (d, 0) without a min. */
-#define Q32_DM(p, MIN)                                                                                              \
-    ((MIN) == 1 ? (int)kc_load_u32(p) : (MIN) ? (int)(kc_load_u16(p) * 0x10001u) : (int)kc_load_u16(p))
 static inline double q32_load_pair(const uint8_t *a) /* an activation block's (d, s), bits only */
 {
     double v;
@@ -181,26 +168,21 @@ static inline double q32_load_pair(const uint8_t *a) /* an activation block's (d
     return v;
 }
 
-/* MIN: 0 (no min), 1 (the block's own m), or the factor of d that is the min (-8, -16).
- * Rows [0, R) of w against vectors [0, NV) of a: (R, NV) in (4,1), (2,2), (1,1..8). Pair
- * k = v * R + r sits in pair vector k / 4, lanes 2 (k % 4) and 2 (k % 4) + 1. Only q8_0
- * takes this tile today: the formats with a min round as their repacked layouts do
- * (KC_DEFINE_GEMV_Q32_LANES below). */
-#define KC_DEFINE_GEMV_Q32(FMT, WB, MIN, R1)                                                                        \
-    KC_ALWAYS_INLINE void FMT##_tile(float *y, size_t ldy, const uint8_t *w, size_t wrb, const uint8_t *a,          \
-                                     size_t arb, int cols, const int R, const int NV)                               \
+/* Rows [0, R) of w against vectors [0, NV) of a: (R, NV) in (R1,1), (2,2), (1,1..8). Pair
+ * k = v * R + r sits in pair vector k / 4, lanes 2 (k % 4) and 2 (k % 4) + 1. */
+#define KC_DEFINE_GEMV_Q8_0(R1)                                                                                     \
+    KC_ALWAYS_INLINE void q8_0_tile(float *y, size_t ldy, const uint8_t *w, size_t wrb, const uint8_t *a,           \
+                                    size_t arb, int cols, const int R, const int NV)                                \
     {                                                                                                               \
         const int NP = (R * NV + 3) / 4; /* pair vectors */                                                         \
-        __m256 acc[4][8], accm[2];                                                                                  \
+        __m256 acc[4][8];                                                                                           \
         for (int r = 0; r < R; r++)                                                                                 \
             for (int v = 0; v < NV; v++)                                                                            \
                 acc[r][v] = _mm256_setzero_ps();                                                                    \
-        for (int g = 0; g < NP; g++)                                                                                \
-            accm[g] = _mm256_setzero_ps();                                                                          \
         const int nb = cols / 32;                                                                                   \
         for (int b = 0; b < nb; b++) {                                                                              \
-            const uint8_t *wb = w + (size_t)b * (WB), *ab = a + (size_t)b * KC_Q8_32_BYTES;                         \
-            KC_PREFETCH_ROWS(wb, wrb, R, (size_t)b * (WB), (WB));                                                    \
+            const uint8_t *wb = w + (size_t)b * 34, *ab = a + (size_t)b * KC_Q8_32_BYTES;                           \
+            KC_PREFETCH_ROWS(wb, wrb, R, (size_t)b * 34, 34);                                                       \
             __m256 prod[2];                                                                                         \
             for (int g = 0; g < NP; g++) {                                                                          \
                 int rk[4], vk[4];                                                                                   \
@@ -209,47 +191,37 @@ static inline double q32_load_pair(const uint8_t *a) /* an activation block's (d
                     rk[i] = k % R;                                                                                  \
                     vk[i] = k / R;                                                                                  \
                 }                                                                                                   \
+                /* each pair's fp16 d as the low half of 32 bits: (d, 0) after cvtph */                            \
                 const __m256 dm = _mm256_cvtph_ps(                                                                  \
-                    _mm_setr_epi32(Q32_DM(wb + (size_t)rk[0] * wrb, MIN), Q32_DM(wb + (size_t)rk[1] * wrb, MIN),    \
-                                   Q32_DM(wb + (size_t)rk[2] * wrb, MIN), Q32_DM(wb + (size_t)rk[3] * wrb, MIN)));  \
+                    _mm_setr_epi32(kc_load_u16(wb + (size_t)rk[0] * wrb), kc_load_u16(wb + (size_t)rk[1] * wrb),    \
+                                   kc_load_u16(wb + (size_t)rk[2] * wrb), kc_load_u16(wb + (size_t)rk[3] * wrb)));  \
                 const __m256 ds =                                                                                   \
                     NV == 1 ? _mm256_castpd_ps(_mm256_set1_pd(q32_load_pair(ab)))                                   \
                             : _mm256_castpd_ps(_mm256_setr_pd(                                                      \
                                   q32_load_pair(ab + (size_t)vk[0] * arb), q32_load_pair(ab + (size_t)vk[1] * arb), \
                                   q32_load_pair(ab + (size_t)vk[2] * arb), q32_load_pair(ab + (size_t)vk[3] * arb))); \
                 prod[g] = _mm256_mul_ps(dm, ds);                                                                    \
-                if (MIN)                                                                                            \
-                    accm[g] = _mm256_add_ps(accm[g], prod[g]);                                                      \
             }                                                                                                       \
             for (int r = 0; r < R; r++) {                                                                           \
-                const q32_w u = FMT##_w(wb + (size_t)r * wrb);                                                      \
+                const q32_w u = q8_0_w(wb + (size_t)r * wrb);                                                       \
                 for (int v = 0; v < NV; v++) {                                                                      \
                     const int k = v * R + r;                                                                        \
                     const __m256 d = _mm256_permutevar8x32_ps(prod[k / 4], _mm256_set1_epi32(2 * (k % 4)));         \
-                    acc[r][v] = _mm256_fmadd_ps(d, FMT##_idot(u, ab + (size_t)v * arb), acc[r][v]);                 \
+                    acc[r][v] = _mm256_fmadd_ps(d, q8_0_idot(u, ab + (size_t)v * arb), acc[r][v]);                  \
                 }                                                                                                   \
             }                                                                                                       \
         }                                                                                                           \
-        float mins[8][4] = {{0}};                                                                                   \
-        if (MIN)                                                                                                    \
-            for (int g = 0; g < NP; g++) {                                                                          \
-                float lanes[8];                                                                                     \
-                _mm256_storeu_ps(lanes, accm[g]);                                                                   \
-                for (int i = 0; i < 4 && 4 * g + i < R * NV; i++)                                                   \
-                    mins[(4 * g + i) / R][(4 * g + i) % R] = lanes[2 * i + 1];                                      \
-            }                                                                                                       \
         for (int r = 0; r < R; r++)                                                                                 \
             for (int v = 0; v < NV; v++)                                                                            \
-                y[(size_t)v * ldy + (size_t)r] = MIN ? hsum8(acc[r][v]) + (float)(MIN) * mins[v][r]              \
-                                                   : hsum8(acc[r][v]);                                      \
+                y[(size_t)v * ldy + (size_t)r] = hsum8(acc[r][v]);                                                  \
     }                                                                                                               \
     /* KC_DEFINE_GEMV's row and vector grouping, over this tile */                                                  \
-    KC_DEFINE_GEMV_LOOPS(FMT, R1)
+    KC_DEFINE_GEMV_LOOPS(q8_0, R1)
 
 /* q8_0 decodes one row at a time: its lone-vector GEMV streamed 20-40 % more bytes per second
  * than 4 rows at a time on SmolLM2's shapes (kv-bench-wkernels, Zen 3, 1 and 2 threads;
  * the same at TinyLlama's), the 4-bit formats did not. */
-KC_DEFINE_GEMV_Q32(q8_0, 34, 0, 1)
+KC_DEFINE_GEMV_Q8_0(1)
 
 /* Exact int32 totals of 8 pairs' 8-lane block dots: pair k's in lane k. */
 KC_ALWAYS_INLINE __m256i pair_totals(const __m256i d[8])
