@@ -11,8 +11,9 @@
  * result does not depend on how rows are grouped (R) or how many vectors share the pass
  * (NV): that is the batch invariance wkernels.h promises. (The 32-block formats bring their
  * own tiles, avx2_kernels.h's KC_DEFINE_GEMV_Q8_0 and KC_DEFINE_GEMV_Q32_LANES, and share the
- * loops below.) R x NV accumulators are chosen so that a lone vector still has 4 independent FMA chains (R = 4 rows at a time), except where
- * a format streams faster one row at a time (KC_DEFINE_GEMV_LOOPS' R1). */
+ * loops below.) R x NV accumulators are chosen so that a lone vector still has 4 independent
+ * FMA chains (R = 4 rows at a time), except where a format streams faster one row at a time
+ * (KC_DEFINE_GEMV_LOOPS' R1). */
 #ifndef KV_CPU_GEMV_DRIVER_H
 #define KV_CPU_GEMV_DRIVER_H
 
